@@ -1,0 +1,336 @@
+"""A real Hugging Face Hub-compatible server for tests, fully offline.
+
+``HubServer`` serves local git repositories (LFS pointers + objects written by
+``add_repo``) with ``olah`` (see /work/shared/hub-server.md), behind a tiny
+counting reverse proxy that runs in the test process.  Clients (also in other
+processes) talk to ``endpoint`` -- the proxy -- so every request they make is
+recorded and can be asserted on with ``count()`` / ``requests()``.
+
+Stdlib + olah only; no pytest fixtures here.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+_LFS_SUFFIXES = (".safetensors", ".bin")
+_LFS_MIN_SIZE = 1024
+_CHUNK = 1 << 20
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+               "te", "trailers", "transfer-encoding", "upgrade"}
+_GIT_ENV = {"GIT_AUTHOR_NAME": "zoo-tests", "GIT_AUTHOR_EMAIL": "zoo-tests@example.invalid",
+            "GIT_COMMITTER_NAME": "zoo-tests", "GIT_COMMITTER_EMAIL": "zoo-tests@example.invalid",
+            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+_BASE_DATE = 1704067200  # 2024-01-01T00:00:00Z; commit n of a repo is dated BASE + n seconds
+_sha_cache: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256, shared by all servers
+
+
+def _sha256_file(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        _sha_cache[key] = h.hexdigest()
+    return _sha_cache[key]
+
+
+def _git(repo: Path, *args: str, env: dict | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True,
+                          env={**os.environ, **_GIT_ENV, **(env or {})}).stdout.strip()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """Records (method, path) and forwards the request to olah, streaming the response."""
+    protocol_version = "HTTP/1.1"
+    server: "_ProxyServer"
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def _body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else None
+
+    def _forward(self) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.log.append((self.command, self.path))
+        body = self._body()
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        upstream = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=600)
+        try:
+            try:
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                resp = upstream.getresponse()
+            except OSError as e:
+                msg = f"hubserver proxy: upstream error: {e!r}".encode()
+                self.send_response(502)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(msg)))
+                self.end_headers()
+                self.wfile.write(msg)
+                return
+            extra = None
+            if self._is_repo_info() and resp.status == 200:
+                extra = self._patch_repo_info(resp.read())
+            self.send_response_only(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() in _HOP_BY_HOP or (extra is not None and k.lower() == "content-length"):
+                    continue
+                if k.lower() == "location":
+                    v = v.replace(f"127.0.0.1:{srv.upstream_port}", srv.netloc)
+                self.send_header(k, v)
+            if extra is not None:
+                self.send_header("Content-Length", str(len(extra)))
+                self.end_headers()
+                self.wfile.write(extra)
+                return
+            no_body = self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200
+            chunked = not no_body and resp.getheader("Content-Length") is None
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if no_body:
+                return
+            while chunk := resp.read1(_CHUNK):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, http.client.HTTPException):
+            self.close_connection = True  # client went away (or upstream broke) mid-stream
+        finally:
+            upstream.close()
+
+    def _is_repo_info(self) -> bool:
+        path = self.path.partition("?")[0]
+        return self.command == "GET" and path.startswith("/api/") and "/revision/" in path
+
+    def _patch_repo_info(self, body: bytes) -> bytes:
+        """Make olah's repo-info JSON look like the real hub's: ``id`` of a repo without an org
+        is "x", not "None/x"; and ``?blobs=true`` (``model_info(files_metadata=True)``), which
+        olah ignores, adds size/blobId/lfs to ``siblings`` from olah's (uncounted) tree listing."""
+        info = json.loads(body)
+        if str(info.get("id", "")).startswith("None/"):
+            info["id"] = info["id"][len("None/"):]
+        if "blobs=true" not in self.path.partition("?")[2].lower():
+            return json.dumps(info).encode()
+        prefix = self.path.partition("?")[0].rsplit("/revision/", 1)[0]
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=600)
+        try:
+            conn.request("GET", f"{prefix}/tree/{info['sha']}/?recursive=true")
+            tree = {e["path"]: e for e in json.loads(conn.getresponse().read())}
+        finally:
+            conn.close()
+        for sib in info.get("siblings", []):
+            entry = tree.get(sib["rfilename"])
+            if entry is not None:
+                sib.update(size=entry["size"], blobId=entry["oid"])
+                if "lfs" in entry:
+                    lfs = entry["lfs"]
+                    sib["lfs"] = {"sha256": lfs["oid"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]}
+        return json.dumps(info).encode()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _forward
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, upstream_port: int, log: list, lock: threading.Lock):
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.upstream_port, self.log, self.lock = upstream_port, log, lock
+        self.netloc = f"127.0.0.1:{self.server_address[1]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HubServer:
+    """olah serving ``<root>/mirrors`` behind a request-counting proxy.
+
+    Repos may be added/updated before or after ``start()``: olah reads git on every request.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.mirrors = self.root / "mirrors"
+        (self.mirrors / "models").mkdir(parents=True, exist_ok=True)
+        self._proc: subprocess.Popen | None = None
+        self._proxy: _ProxyServer | None = None
+        self._thread: threading.Thread | None = None
+        self._log: list[tuple[str, str]] = []  # survives stop(); cleared by reset_counts()
+        self._lock = threading.Lock()
+
+    # ---- repositories ---------------------------------------------------------------
+    def repo_path(self, repo_id: str) -> Path:
+        return self.mirrors / "models" / repo_id
+
+    def add_repo(self, repo_id: str, files: dict[str, Path | bytes], *,
+                 branch: str = "main", tag: str | None = None, message: str = "update") -> str:
+        """Create (or add a commit to) the non-bare git repo for ``repo_id`` on ``branch``.
+
+        ``files`` maps path-in-repo -> source file or bytes; existing files not named are kept.
+        Files >= 1 KiB and any *.safetensors/*.bin become git-LFS pointers, the object stored
+        (hard-linked when possible) at .git/lfs/objects/aa/bb/<sha256>.  Author, committer and
+        dates are fixed, so the returned commit sha is reproducible.  ``tag`` is (re)pointed at
+        the new commit.
+        """
+        repo = self.repo_path(repo_id)
+        if not (repo / ".git").exists():
+            repo.mkdir(parents=True, exist_ok=True)
+            _git(repo, "init", "-q", "-b", branch)
+        elif _git(repo, "rev-parse", "--abbrev-ref", "HEAD") != branch:
+            exists = subprocess.run(["git", "show-ref", "-q", "--verify", f"refs/heads/{branch}"],
+                                    cwd=repo).returncode == 0
+            _git(repo, "checkout", "-q", *(() if exists else ("-b",)), branch)
+        for rel, src in files.items():
+            dest = repo / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists() or dest.is_symlink():
+                dest.unlink()  # never write through a hard link
+            size = len(src) if isinstance(src, bytes) else Path(src).stat().st_size
+            if size < _LFS_MIN_SIZE and not rel.endswith(_LFS_SUFFIXES):
+                dest.write_bytes(src if isinstance(src, bytes) else Path(src).read_bytes())
+                continue
+            sha = hashlib.sha256(src).hexdigest() if isinstance(src, bytes) else _sha256_file(Path(src))
+            obj = repo / ".git" / "lfs" / "objects" / sha[:2] / sha[2:4] / sha
+            if not obj.exists():
+                obj.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(src, bytes):
+                    obj.write_bytes(src)
+                else:
+                    try:
+                        os.link(src, obj)
+                    except OSError:
+                        shutil.copyfile(src, obj)
+            dest.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {size}\n")
+        _git(repo, "add", "-A")
+        date = f"@{_BASE_DATE + int(_git(repo, 'rev-list', '--all', '--count'))} +0000"
+        _git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-m", message,
+             env={"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date})
+        if tag:
+            _git(repo, "tag", "-f", tag)
+        return _git(repo, "rev-parse", "HEAD")
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the proxy and olah; return once olah answers HTTP."""
+        if self._proc is not None:
+            return
+        olah_port = _free_port()
+        self._proxy = _ProxyServer(olah_port, self._log, self._lock)
+        self._thread = threading.Thread(target=self._proxy.serve_forever, daemon=True,
+                                        name="hubserver-proxy")
+        self._thread.start()
+        netloc = self._proxy.netloc
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        cfg = self.root / "olah.toml"
+        cfg.write_text(
+            "[basic]\n"
+            f'host = "127.0.0.1"\nport = {olah_port}\n'
+            f"repos-path = {str(self.root / 'olah-cache')!r}\n"
+            f"mirrors-path = [{str(self.mirrors)!r}]\n"
+            f'mirror-scheme = "http"\nmirror-netloc = "{netloc}"\nmirror-lfs-netloc = "{netloc}"\n'
+            'hf-scheme = "http"\nhf-netloc = "127.0.0.1:9"\nhf-lfs-netloc = "127.0.0.1:9"\n'
+            "metadata-cache-ttl = 0\n"
+            "[accessibility]\noffline = true\n")
+        with open(logs / "olah.out", "ab") as out:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from olah.server import cli; sys.exit(cli())",
+                 "-c", str(cfg), "--log-path", str(logs)],
+                cwd=self.root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"olah exited early; see {logs / 'olah.out'}")
+            try:  # any HTTP answer (olah says 401 for an unknown repo) means it is serving
+                conn = http.client.HTTPConnection("127.0.0.1", olah_port, timeout=5)
+                conn.request("GET", "/api/models/hubserver-ready/revision/main")
+                conn.getresponse().read()
+                conn.close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"olah not ready after {timeout}s; see {logs / 'olah.out'}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Kill olah (its whole process group) and shut the proxy down. Idempotent."""
+        atexit.unregister(self.stop)
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+        proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            proxy.shutdown()
+            proxy.server_close()
+            self._thread.join(5)
+
+    def __enter__(self) -> "HubServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- request accounting -------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """Base URL for HF_ENDPOINT: the counting proxy, not olah itself."""
+        if self._proxy is None:
+            raise RuntimeError("HubServer not started")
+        return f"http://{self._proxy.netloc}"
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path-with-query) of every request the proxy has seen, in arrival order."""
+        with self._lock:
+            return list(self._log)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def count(self, method: str | None = None, path_contains: str | None = None) -> int:
+        return sum(1 for m, p in self.requests()
+                   if (method is None or m == method.upper())
+                   and (path_contains is None or path_contains in p))

@@ -1,0 +1,43 @@
+"""zoo: a plugin-based model-zoo registry with a caching daemon.
+
+``import zoo`` is cheap: torch, transformers, huggingface_hub and watchdog are imported only by the
+functions that use them.
+"""
+
+from .api import architectures, build, default_registry, load, load_config, load_tokenizer, save
+from .config import ModelConfig
+from .errors import (
+    ArchitectureError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConfigError,
+    CorruptCheckpointError,
+    DuplicateRegistrationError,
+    IncompatibleVersionError,
+    PluginError,
+    PluginLoadError,
+    PluginWarning,
+    UnknownArchitectureError,
+    UnknownTaskError,
+    UnsafeCheckpointError,
+    VersionWarning,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+    WeightsWarning,
+    ZooError,
+    ZooWarning,
+)
+from .hookspecs import hookimpl
+from .registry import Registry
+from .spec import Architecture, Checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
+    "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",
+    "ModelConfig", "PluginError", "PluginLoadError", "PluginWarning", "Registry", "UnknownArchitectureError",
+    "UnknownTaskError", "UnsafeCheckpointError", "VersionWarning", "WeightsMismatchError",
+    "WeightsNotFoundError", "WeightsWarning", "ZooError", "ZooWarning", "__version__", "architectures",
+    "build", "default_registry", "hookimpl", "load", "load_config", "load_tokenizer", "save",
+]

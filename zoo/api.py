@@ -1,0 +1,219 @@
+"""zoo's public functions: ``load``, ``load_config``, ``build``, ``save``, ``load_tokenizer``,
+``architectures``. Heavy libraries are imported inside the functions that use them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .config import CONFIG_NAME, ModelConfig, parse_config, read_config_file
+from .errors import (
+    ConfigError,
+    IncompatibleVersionError,
+    VersionWarning,
+    WeightsMismatchError,
+    WeightsWarning,
+)
+from .registry import Registered, Registry
+from .spec import resolve_class
+
+if TYPE_CHECKING:
+    import torch
+
+_default: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry of installed plugins, created on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Registry()
+        return _default
+
+
+def _strict(strict: bool | None) -> bool:
+    if strict is not None:
+        return strict
+    return os.environ.get("ZOO_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve(ref: str | os.PathLike[str]) -> Path:
+    """The saved directory that ``ref`` names (a path; cached names come with the cache)."""
+    return Path(ref).expanduser()
+
+
+def load_config(ref: str | os.PathLike[str], *, registry: Registry | None = None) -> ModelConfig:
+    """Read and check ``config.json`` of a saved directory; picks the architecture plugin."""
+    directory = resolve(ref)
+    return parse_config(read_config_file(directory), registry or default_registry(), directory)
+
+
+def _check_version(cfg: ModelConfig, strict: bool) -> None:
+    advice = cfg.version_advice
+    if advice.status == "newer":
+        if strict:
+            raise IncompatibleVersionError(f"{cfg.where}: {advice.message}")
+        warnings.warn(f"{cfg.where}: {advice.message}", VersionWarning, stacklevel=3)
+    elif advice.status == "older-major":
+        warnings.warn(f"{cfg.where}: {advice.message}", VersionWarning, stacklevel=3)
+
+
+def _as_model_config(config: Any, registry: Registry) -> ModelConfig:
+    if isinstance(config, ModelConfig):
+        return config
+    if isinstance(config, Mapping):
+        raw = dict(config)
+    elif callable(getattr(config, "to_dict", None)):
+        raw = config.to_dict()
+        raw.setdefault("model_type", getattr(config, "model_type", None))
+        cfg = parse_config(raw, registry)
+        cfg._config.append(config)  # keep the caller's object
+        return cfg
+    else:
+        raise ConfigError(f"zoo.build takes a config object, a dict or a ModelConfig, got {type(config).__name__}")
+    return parse_config(raw, registry)
+
+
+def build(config: Any, *, task: str | None = None, registry: Registry | None = None) -> "torch.nn.Module":
+    """A randomly initialised model for ``config`` (a dict, the plugin's config object or a ModelConfig),
+    like ``BertModel(BertConfig())``. The head comes from ``task`` or the config's ``architectures``."""
+    cfg = _as_model_config(config, registry or default_registry())
+    cls = resolve_class(cfg.architecture.heads[cfg.architecture.head_for(task, list(cfg.architectures))])
+    return cls(cfg.config)
+
+
+def load(
+    ref: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    dtype: Any = None,
+    device: Any = None,
+    strict: bool | None = None,
+    registry: Registry | None = None,
+) -> "torch.nn.Module":
+    """Load a saved directory as a ready model in eval mode.
+
+    The plugin comes from ``config.json`` ``model_type``, the head from ``architectures`` (``task=``
+    overrides it: a task such as ``"fill-mask"`` or a head such as ``"BertForMaskedLM"``). Weights are
+    memory-mapped, not copied. ``strict=True`` (or ``ZOO_STRICT=1``) turns version and missing/unexpected
+    key warnings into errors.
+    """
+    from . import modeling, weights
+
+    strict = _strict(strict)
+    cfg = load_config(ref, registry=registry)
+    _check_version(cfg, strict)
+    head = cfg.architecture.head_for(task, list(cfg.architectures))
+    files = weights.open_weights(cfg.path)  # every shard checked before anything is built
+    cls = resolve_class(cfg.architecture.heads[head])
+    model = modeling.empty_model(cls, cfg.config)
+    report = modeling.fill(model, weights.load_state_dict(files))
+    _report_keys(report, cfg, head, strict)
+    if dtype is not None or device is not None:
+        model = model.to(device=device, dtype=_dtype(dtype))
+    return model.eval()
+
+
+def _dtype(dtype: Any) -> Any:
+    if dtype is None or not isinstance(dtype, str):
+        return dtype
+    import torch
+
+    value = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"dtype {dtype!r} is not a torch dtype; use e.g. 'float16' or torch.bfloat16")
+    return value
+
+
+def _report_keys(report: Any, cfg: ModelConfig, head: str, strict: bool) -> None:
+    if not report.missing and not report.unexpected:
+        return
+    parts = []
+    if report.missing:
+        parts.append(f"{len(report.missing)} weights missing from the checkpoint, newly initialised "
+                     f"({', '.join(report.missing[:5])}{' ...' if len(report.missing) > 5 else ''})")
+    if report.unexpected:
+        parts.append(f"{len(report.unexpected)} weights in the checkpoint not used by {head} "
+                     f"({', '.join(report.unexpected[:5])}{' ...' if len(report.unexpected) > 5 else ''})")
+    message = (f"{cfg.path}: loading {head}: " + "; ".join(parts) +
+               ". Expected when loading a base checkpoint into a new head (train it before use); "
+               "otherwise check the task= and the checkpoint")
+    if strict:
+        raise WeightsMismatchError(message)
+    warnings.warn(message, WeightsWarning, stacklevel=3)
+
+
+def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_size: int | str = "5GB") -> Path:
+    """Write ``config.json`` (with ``transformers_version``) and ``model.safetensors`` (shards and an
+    index past ``max_shard_size``) into the directory ``path``. Every file is written under a temporary
+    name and renamed into place, config last. Tied weights are stored once."""
+    from . import weights
+
+    config = getattr(model, "config", None)
+    if config is None or not callable(getattr(config, "to_dict", None)):
+        raise ConfigError(
+            f"zoo.save needs a model that keeps its config as .config with a to_dict() method; "
+            f"{type(model).__name__} has none. Build it with zoo.build or an architecture plugin"
+        )
+    directory = Path(path).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    raw = dict(config.to_dict())
+    model_type = raw.get("model_type") or getattr(config, "model_type", None)
+    if not model_type:
+        raise ConfigError(f"{type(config).__name__} has no model_type; set it as a class attribute")
+    raw["model_type"] = model_type
+    raw["architectures"] = [type(model).__name__]
+    try:
+        raw["transformers_version"] = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        raw.pop("transformers_version", None)
+    raw["zoo_version"] = _zoo_version()
+    weights.write_safetensors(_unique_tensors(model), directory, weights.parse_size(max_shard_size))
+    weights.write_json_atomic(directory / CONFIG_NAME, raw)
+    return directory
+
+
+def _zoo_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _unique_tensors(model: "torch.nn.Module") -> dict[str, "torch.Tensor"]:
+    """The state dict with each shared tensor kept once (under its first name), contiguous."""
+    seen: set[tuple[int, int, Any]] = set()
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.is_meta:
+            raise ConfigError(f"cannot save {name!r}: it has no data (meta device); load or initialise it first")
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def load_tokenizer(ref: str | os.PathLike[str], *, registry: Registry | None = None) -> Any:
+    """The tokenizer saved beside the model (transformers' ``AutoTokenizer`` unless the plugin says
+    otherwise), from local files only; remote code is never run."""
+    cfg = load_config(ref, registry=registry)
+    cls = resolve_class(cfg.architecture.tokenizer_class or "transformers:AutoTokenizer")
+    try:
+        return cls.from_pretrained(str(cfg.path), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"no usable tokenizer in {cfg.path} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "save one beside the model with tokenizer.save_pretrained(path)"
+        ) from exc
+
+
+def architectures(*, registry: Registry | None = None) -> dict[str, Registered]:
+    """Installed architectures: model_type -> Registered(Architecture, plugin)."""
+    return (registry or default_registry()).architectures()

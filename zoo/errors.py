@@ -1,0 +1,113 @@
+"""Every error and warning zoo raises.
+
+One base class per kind, each also inheriting the builtin a generic handler would catch::
+
+    ZooError
+    ├── CheckpointError
+    │   ├── CheckpointNotFoundError (FileNotFoundError)   path or name that does not exist
+    │   ├── ConfigError (ValueError)                      config.json missing, malformed or incomplete
+    │   ├── WeightsNotFoundError (FileNotFoundError)      no weights file zoo can read
+    │   ├── CorruptCheckpointError (ValueError)           truncated file, bad header, missing shard
+    │   ├── UnsafeCheckpointError (ValueError)            a pickle that tries to run code
+    │   ├── WeightsMismatchError (ValueError)             missing / unexpected keys in strict mode
+    │   └── IncompatibleVersionError (RuntimeError)       saved by a newer transformers, strict mode
+    ├── ArchitectureError
+    │   ├── UnknownArchitectureError (KeyError)           no plugin registers this model_type / head
+    │   └── UnknownTaskError (KeyError)                   task= names no head of the architecture
+    ├── PluginError
+    │   ├── PluginLoadError (ImportError)                 a plugin failed at import or inside a hook (strict)
+    │   └── DuplicateRegistrationError (ValueError)       two plugins claim one name
+    └── CacheError                                        the store (see zoo.cache)
+        ├── NameError_ ... (defined next to the cache)
+
+    ZooWarning (UserWarning)
+    ├── VersionWarning          checkpoint saved by a newer, or an older major, transformers
+    ├── WeightsWarning          missing / unexpected keys
+    └── PluginWarning           a plugin failed and was skipped
+
+Messages echo the input, say what was expected, and give the fix.
+"""
+
+from __future__ import annotations
+
+
+class ZooError(Exception):
+    """Base class of every error zoo raises."""
+
+
+class CheckpointError(ZooError):
+    """Something is wrong with a saved directory."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    pass
+
+
+class ConfigError(CheckpointError, ValueError):
+    pass
+
+
+class WeightsNotFoundError(CheckpointError, FileNotFoundError):
+    pass
+
+
+class CorruptCheckpointError(CheckpointError, ValueError):
+    pass
+
+
+class UnsafeCheckpointError(CheckpointError, ValueError):
+    pass
+
+
+class WeightsMismatchError(CheckpointError, ValueError):
+    pass
+
+
+class IncompatibleVersionError(CheckpointError, RuntimeError):
+    pass
+
+
+class ArchitectureError(ZooError):
+    pass
+
+
+class UnknownArchitectureError(ArchitectureError, KeyError):
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownTaskError(ArchitectureError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class PluginError(ZooError):
+    pass
+
+
+class PluginLoadError(PluginError, ImportError):
+    pass
+
+
+class DuplicateRegistrationError(PluginError, ValueError):
+    pass
+
+
+class CacheError(ZooError):
+    """Base class of the store's errors (zoo.cache)."""
+
+
+class ZooWarning(UserWarning):
+    """Base class of every warning zoo emits."""
+
+
+class VersionWarning(ZooWarning):
+    pass
+
+
+class WeightsWarning(ZooWarning):
+    pass
+
+
+class PluginWarning(ZooWarning):
+    pass

@@ -1,0 +1,146 @@
+"""Building models without random init and filling them with mapped weights.
+
+``empty_model(cls, config)`` builds with parameters on the ``meta`` device (buffers stay real: they are
+small and often computed in ``__init__``), so nothing is allocated or randomly initialised.
+``fill(model, state)`` then assigns the mapped tensors as the parameters themselves (``assign=True``):
+the model's weights *are* the file's pages, no copy made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    import torch
+
+_state = threading.local()
+_patched = False
+_patch_lock = threading.Lock()
+
+
+def _install_patch() -> None:
+    """Route ``register_parameter`` to the meta device while a thread is inside :func:`meta_parameters`.
+    Installed once; other threads are not affected."""
+    global _patched
+    import torch
+
+    with _patch_lock:
+        if _patched:
+            return
+        original = torch.nn.Module.register_parameter
+
+        def register_parameter(self: torch.nn.Module, name: str, param: Any) -> None:
+            original(self, name, param)
+            if param is not None and getattr(_state, "meta", False) and not param.is_meta:
+                self._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+        torch.nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        _patched = True
+
+
+@contextlib.contextmanager
+def meta_parameters() -> Iterator[None]:
+    _install_patch()
+    previous = getattr(_state, "meta", False)
+    _state.meta = True
+    try:
+        yield
+    finally:
+        _state.meta = previous
+
+
+def empty_model(cls: type, config: Any) -> "torch.nn.Module":
+    with meta_parameters():
+        return cls(config)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+
+
+def _adapt_prefix(model: "torch.nn.Module", state: dict[str, Any], expected: set[str]) -> dict[str, Any]:
+    """Checkpoints of the bare model load into heads and the reverse (``base_model_prefix``)."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    if not prefix:
+        return state
+    dotted = prefix + "."
+    model_has = any(k.startswith(dotted) for k in expected)
+    ckpt_has = any(k.startswith(dotted) for k in state)
+    if model_has and not ckpt_has:
+        return {(dotted + k if dotted + k in expected else k): v for k, v in state.items()}
+    if not model_has and ckpt_has:
+        return {(k[len(dotted):] if k.startswith(dotted) else k): v for k, v in state.items()}
+    return state
+
+
+def _ignored(model: "torch.nn.Module", attr: str) -> list[re.Pattern[str]]:
+    return [re.compile(p) for p in (getattr(model, attr, None) or [])]
+
+
+def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> LoadReport:
+    """Assign ``state`` into a model built by :func:`empty_model`; tie weights; initialise what is missing."""
+    expected = set(model.state_dict().keys())
+    state = _adapt_prefix(model, state, expected)
+    non_persistent = {
+        f"{mod_name}.{b}" if mod_name else b
+        for mod_name, module in model.named_modules()
+        for b in getattr(module, "_non_persistent_buffers_set", ())
+    }
+    ignore_unexpected = _ignored(model, "_keys_to_ignore_on_load_unexpected")
+    unexpected = tuple(
+        k for k in state
+        if k not in expected and k not in non_persistent and not any(p.search(k) for p in ignore_unexpected)
+    )
+    result = model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
+    del result
+    if callable(getattr(model, "tie_weights", None)):
+        model.tie_weights()
+    ignore_missing = _ignored(model, "_keys_to_ignore_on_load_missing")
+    missing = [name for name, p in model.named_parameters(remove_duplicate=False) if p.is_meta]
+    if missing:
+        _initialise_missing(model, missing)
+        if callable(getattr(model, "tie_weights", None)):
+            model.tie_weights()
+    reported = tuple(k for k in missing if not any(p.search(k) for p in ignore_missing))
+    return LoadReport(reported, unexpected)
+
+
+def _initialise_missing(model: "torch.nn.Module", missing: list[str]) -> None:
+    """Give parameters the checkpoint lacks a real, freshly initialised tensor.
+
+    The owning module is initialised by the model's own ``_init_weights`` (transformers) or the module's
+    ``reset_parameters``; parameters that were loaded are swapped out meanwhile so they are not touched.
+    """
+    import torch
+
+    owners: dict[str, list[str]] = {}
+    for name in missing:
+        module_name, _, pname = name.rpartition(".")
+        owners.setdefault(module_name, []).append(pname)
+    init_weights = getattr(model, "_init_weights", None)
+    for module_name, pnames in owners.items():
+        module = model.get_submodule(module_name)
+        loaded = {n: p for n, p in module._parameters.items() if p is not None and n not in pnames}
+        for n, p in list(module._parameters.items()):
+            if p is None:
+                continue
+            template = p if n in pnames else p
+            module._parameters[n] = torch.nn.Parameter(
+                torch.empty(template.shape, dtype=template.dtype, device="cpu"), requires_grad=p.requires_grad
+            )
+        if callable(init_weights):
+            init_weights(module)
+        elif callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
+        else:
+            with torch.no_grad():
+                for n in pnames:
+                    module._parameters[n].zero_()
+        for n, p in loaded.items():
+            module._parameters[n] = p

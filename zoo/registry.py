@@ -1,0 +1,259 @@
+"""The registry: which plugins are loaded, and the architectures and checkpoints they register.
+
+Plugins come from the ``zoo`` entry-point group (or are passed in directly, for tests and embedding).
+Each plugin is imported and called on its own: one that fails at import or inside a hook is reported by
+name (a :class:`~zoo.errors.PluginWarning`, ``zoo plugins``) and everything it registered is dropped,
+while the other plugins keep working. Strict mode raises instead, for plugin authors.
+
+Settings, read when a registry is created (never at import):
+
+- ``ZOO_DISABLE_PLUGINS=a,b``: skip these plugins by name (``bert`` is the built-in one).
+- ``ZOO_PLUGINS=a,b``: load only these.
+- ``ZOO_STRICT_PLUGINS=1``: a failing plugin or a duplicate name raises.
+- ``ZOO_TRACE_PLUGINS=1``: print every hook call, its plugin, what it registered and how long it took.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .errors import (
+    DuplicateRegistrationError,
+    PluginLoadError,
+    PluginWarning,
+    UnknownArchitectureError,
+)
+from .spec import Architecture, Checkpoint
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One plugin as ``zoo plugins`` shows it."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    status: str  # "ok", "failed" or "disabled"
+    error: str | None = None
+    architectures: tuple[str, ...] = ()
+    checkpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Registered:
+    """An item and the plugin that registered it."""
+
+    item: Any
+    plugin: str
+
+
+class Registry:
+    """Architectures and checkpoints from plugins. Build one per process (``zoo`` keeps a default).
+
+    ``plugins``: extra ``(name, module_or_object)`` pairs to register besides entry points;
+    ``entry_points=False`` loads only those. ``disabled``/``only``/``strict``/``trace`` default to the
+    environment settings described in the module docstring.
+    """
+
+    def __init__(
+        self,
+        plugins: Iterable[tuple[str, Any]] = (),
+        *,
+        entry_points: bool = True,
+        disabled: Iterable[str] | None = None,
+        only: Iterable[str] | None = None,
+        strict: bool | None = None,
+        trace: bool | None = None,
+    ) -> None:
+        self._extra = list(plugins)
+        self._use_entry_points = entry_points
+        self._disabled = set(disabled) if disabled is not None else (_env_list("ZOO_DISABLE_PLUGINS") or set())
+        self._only = set(only) if only is not None else _env_list("ZOO_PLUGINS")
+        self.strict = _env_flag("ZOO_STRICT_PLUGINS") if strict is None else strict
+        self.trace = _env_flag("ZOO_TRACE_PLUGINS") if trace is None else trace
+        self._loaded = False
+        self._plugins: dict[str, PluginInfo] = {}
+        self._architectures: dict[str, Registered] = {}
+        self._checkpoints: dict[str, Registered] = {}  # name or alias -> Registered(Checkpoint)
+        self._conflicts: dict[tuple[str, str], list[str]] = {}
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _candidates(self) -> list[tuple[str, Callable[[], Any], str | None, str | None]]:
+        found: list[tuple[str, Callable[[], Any], str | None, str | None]] = []
+        if self._use_entry_points:
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                dist = getattr(ep, "dist", None)
+                found.append(
+                    (ep.name, ep.load, dist.metadata["Name"] if dist else None, dist.version if dist else None)
+                )
+        for name, obj in self._extra:
+            found.append((name, lambda obj=obj: obj, None, None))
+        return found
+
+    def _fail(self, name: str, dist: str | None, version: str | None, error: BaseException, where: str) -> None:
+        message = f"{where}: {type(error).__name__}: {error}"
+        prev = self._plugins.get(name)
+        self._plugins[name] = PluginInfo(name, dist or (prev and prev.distribution), version or (prev and prev.version),
+                                         "failed", message)
+        if self.strict:
+            raise PluginLoadError(f"zoo plugin {name!r} failed {message}") from error
+        warnings.warn(
+            f"zoo plugin {name!r} failed {message}; it was skipped. "
+            f"Fix or uninstall it, or set ZOO_DISABLE_PLUGINS={name} to silence this "
+            "(ZOO_STRICT_PLUGINS=1 raises instead).",
+            PluginWarning,
+            stacklevel=3,
+        )
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        for name, load, dist, version in self._candidates():
+            if name in self._disabled or (self._only is not None and name not in self._only):
+                self._plugins[name] = PluginInfo(name, dist, version, "disabled")
+                continue
+            if name in self._plugins:
+                self._fail(name, dist, version, ValueError(f"another plugin is already named {name!r}"), "at registration")
+                continue
+            try:
+                plugin = load()
+                pm.register(plugin, name=name)
+            except Exception as exc:  # a broken plugin must not break the others
+                self._fail(name, dist, version, exc, "at import")
+                continue
+            try:
+                pm.check_pending()
+            except Exception as exc:  # a misspelt hook name
+                pm.unregister(name=name)
+                self._fail(name, dist, version, exc, "at registration")
+                continue
+            self._plugins[name] = PluginInfo(name, dist, version, "ok")
+        arch = self._call(pm, "zoo_register_architectures", Architecture, lambda a: [a.model_type])
+        ckpt = self._call(pm, "zoo_register_checkpoints", Checkpoint, lambda c: [c.name, *c.aliases])
+        for table, staged in ((self._architectures, arch), (self._checkpoints, ckpt)):
+            for plugin, items in staged.items():
+                if self._plugins[plugin].status != "ok":
+                    continue
+                for key, item in items:
+                    self._add(table, key, item, plugin)
+        for name, info in self._plugins.items():
+            if info.status == "ok":
+                self._plugins[name] = PluginInfo(
+                    info.name, info.distribution, info.version, "ok", None,
+                    tuple(k for k, _ in arch.get(name, [])), tuple(c.name for _, c in ckpt.get(name, []) if _ == c.name),
+                )
+
+    def _call(self, pm: pluggy.PluginManager, hook_name: str, kind: type,
+              keys: Callable[[Any], list[str]]) -> dict[str, list[tuple[str, Any]]]:
+        """Call one hook plugin by plugin, staging what each registers; a failing plugin keeps nothing."""
+        staged: dict[str, list[tuple[str, Any]]] = {}
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            plugin = impl.plugin_name
+            items: list[tuple[str, Any]] = []
+
+            def register(item: Any, _items: list = items) -> None:
+                if not isinstance(item, kind):
+                    raise TypeError(f"register() takes a zoo.{kind.__name__}, got {type(item).__name__}")
+                for key in keys(item):
+                    _items.append((key, item))
+
+            start = time.perf_counter()
+            try:
+                impl.function(*[{"register": register}[arg] for arg in impl.argnames])
+            except Exception as exc:
+                if self.trace:
+                    print(f"zoo trace: {plugin}.{hook_name}() raised {type(exc).__name__}: {exc}", file=sys.stderr)
+                self._fail(plugin, None, None, exc, f"in {hook_name}()")
+                continue
+            if self.trace:
+                ms = (time.perf_counter() - start) * 1000
+                names = ", ".join(k for k, _ in items) or "nothing"
+                print(f"zoo trace: {plugin}.{hook_name}() registered {names} ({ms:.1f} ms)", file=sys.stderr)
+            staged[plugin] = items
+        return staged
+
+    def _add(self, table: dict[str, Registered], key: str, item: Any, plugin: str) -> None:
+        kind = "model_type" if isinstance(item, Architecture) else "checkpoint name"
+        if key in table or (kind, key) in self._conflicts:
+            owners = self._conflicts.setdefault((kind, key), [table.pop(key).plugin] if key in table else [])
+            owners.append(plugin)
+            if self.strict:
+                raise self._duplicate(kind, key)
+            return
+        table[key] = Registered(item, plugin)
+
+    def _duplicate(self, kind: str, key: str) -> DuplicateRegistrationError:
+        owners = self._conflicts[(kind, key)]
+        return DuplicateRegistrationError(
+            f"{kind} {key!r} is registered by more than one plugin: {' and '.join(repr(p) for p in owners)}; "
+            f"uninstall one, or disable it with ZOO_DISABLE_PLUGINS={owners[-1]}"
+        )
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def plugins(self) -> list[PluginInfo]:
+        self._load()
+        return list(self._plugins.values())
+
+    def conflicts(self) -> dict[tuple[str, str], list[str]]:
+        self._load()
+        return {k: list(v) for k, v in self._conflicts.items()}
+
+    def architectures(self) -> dict[str, Registered]:
+        """model_type -> Registered(Architecture, plugin), sorted by model_type."""
+        self._load()
+        return dict(sorted(self._architectures.items()))
+
+    def architecture(self, model_type: str, *, transformers_version: str | None = None) -> Registered:
+        self._load()
+        if model_type in self._architectures:
+            return self._architectures[model_type]
+        if ("model_type", model_type) in self._conflicts:
+            raise self._duplicate("model_type", model_type)
+        from .compat import unknown_model_type_advice
+
+        raise UnknownArchitectureError(
+            unknown_model_type_advice(model_type, sorted(self._architectures), transformers_version)
+        )
+
+    def checkpoints(self) -> dict[str, Registered]:
+        """name -> Registered(Checkpoint, plugin), aliases included."""
+        self._load()
+        return dict(sorted(self._checkpoints.items()))
+
+    def checkpoint(self, name: str) -> Registered | None:
+        self._load()
+        if ("checkpoint name", name) in self._conflicts:
+            raise self._duplicate("checkpoint name", name)
+        return self._checkpoints.get(name)
+
+    def close_checkpoint_names(self, name: str) -> list[str]:
+        self._load()
+        return difflib.get_close_matches(name, list(self._checkpoints), n=3, cutoff=0.6)

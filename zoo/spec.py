@@ -1,0 +1,118 @@
+"""What plugins register: :class:`Architecture` and :class:`Checkpoint`, plain frozen data.
+
+Classes may be given as objects or as ``"module:attribute"`` strings. Strings are imported only when a
+model is built, so listing plugins (``zoo plugins``) never imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+ClassRef = Union[str, type, Any]
+
+
+def resolve_class(ref: ClassRef) -> Any:
+    """Turn ``"pkg.module:Name"`` into the object; pass objects through."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ValueError(f"class reference {ref!r} must look like 'package.module:Name'")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def class_name(ref: ClassRef) -> str:
+    return ref.rpartition(":")[2] if isinstance(ref, str) else getattr(ref, "__qualname__", repr(ref))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One model family, e.g. BERT.
+
+    - ``model_type``: the ``config.json`` ``model_type`` it handles (``"bert"``).
+    - ``config_class``: has ``from_dict(dict)`` and instances have ``to_dict()``
+      (transformers' ``PretrainedConfig`` does).
+    - ``heads``: ``architectures`` class name -> model class. A model class is a ``torch.nn.Module``
+      built as ``cls(config)``; it keeps the config as ``.config``; it may define ``tie_weights()``
+      (called after loading) and ``base_model_prefix`` (checkpoints of the bare model load into heads).
+    - ``tasks``: task name -> head name (``"fill-mask"`` -> ``"BertForMaskedLM"``) for ``task=``.
+    - ``default_head``: used when ``config.json`` has no ``architectures``; defaults to the first head.
+    - ``tokenizer_class``: has ``from_pretrained(dir)``; defaults to transformers' ``AutoTokenizer``.
+    """
+
+    model_type: str
+    config_class: ClassRef
+    heads: Mapping[str, ClassRef]
+    tasks: Mapping[str, str] = field(default_factory=dict)
+    default_head: str | None = None
+    tokenizer_class: ClassRef | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.model_type or not isinstance(self.model_type, str):
+            raise ValueError("Architecture.model_type must be a non-empty string")
+        if not self.heads:
+            raise ValueError(f"Architecture {self.model_type!r} registers no heads")
+        for task, head in self.tasks.items():
+            if head not in self.heads:
+                raise ValueError(f"Architecture {self.model_type!r}: task {task!r} names unknown head {head!r}")
+        if self.default_head is not None and self.default_head not in self.heads:
+            raise ValueError(f"Architecture {self.model_type!r}: default_head {self.default_head!r} is not a head")
+
+    @property
+    def base_head(self) -> str:
+        return self.default_head or next(iter(self.heads))
+
+    def head_for(self, task: str | None, architectures: list[str] | None) -> str:
+        """The head to build: ``task`` (a task or head name) wins, then ``architectures[0]``, then the default."""
+        from .errors import UnknownTaskError
+
+        if task is not None:
+            if task in self.heads:
+                return task
+            if task in self.tasks:
+                return self.tasks[task]
+            raise UnknownTaskError(
+                f"task {task!r} is not known for model_type {self.model_type!r}; "
+                f"choose a task ({', '.join(sorted(self.tasks)) or 'none'}) "
+                f"or a head ({', '.join(self.heads)})"
+            )
+        for name in architectures or ():
+            if name in self.heads:
+                return name
+        if architectures:
+            raise UnknownTaskError(
+                f"config.json asks for architectures {architectures}, which model_type "
+                f"{self.model_type!r} does not provide; pass task= with one of: {', '.join(self.heads)}"
+            )
+        return self.base_head
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A named checkpoint: one row of a plugin's data table.
+
+    ``name`` (``"bert-base-cased"``) resolves to the hub repository ``repo``
+    (``"google-bert/bert-base-cased"``) at ``revision``. ``aliases`` are other names for the same row.
+    """
+
+    name: str
+    repo: str
+    revision: str = "main"
+    aliases: tuple[str, ...] = ()
+    model_type: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        from .names import validate_name, validate_repo_id
+
+        validate_name(self.name)
+        for alias in self.aliases:
+            validate_name(alias)
+        validate_repo_id(self.repo)
+        object.__setattr__(self, "aliases", tuple(self.aliases))

@@ -76,6 +76,15 @@ def main():
         finally:
             srv.stop()
             srv.stop()  # idempotent
+        n = srv.count()
+        assert n > 0, "request log survives stop()"
+        t = time.monotonic()
+        with srv:  # restart on the same root: new ports, same repos
+            st, h, _, _ = raw(srv, "HEAD", f"/{IDS[1]}/resolve/v2/config.json")
+            assert st == 401, st  # v2 was only tagged in bert-base-cased
+            st, h, _, _ = raw(srv, "HEAD", f"/{IDS[0]}/resolve/v2/config.json")
+            assert st == 200 and srv.count() == n + 2
+        log(f"restart + 2 HEADs + stop: {time.monotonic() - t:.2f}s")
         log("ALL OK")
 
 

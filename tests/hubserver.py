@@ -62,23 +62,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
 
-    def _body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            parts = []
-            while size := int(self.rfile.readline().split(b";")[0], 16):
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return b"".join(parts)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else None
+    def _reply(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response_only(status, reason)
+        for k, v in headers:
+            if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length":
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _forward(self) -> None:
         srv = self.server
         with srv.lock:
             srv.log.append((self.command, self.path))
-        body = self._body()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         upstream = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=600)
         try:
@@ -86,39 +84,25 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 resp = upstream.getresponse()
             except OSError as e:
-                msg = f"hubserver proxy: upstream error: {e!r}".encode()
-                self.send_response(502)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(msg)))
-                self.end_headers()
-                self.wfile.write(msg)
-                return
-            extra = None
+                return self._reply(502, "Bad Gateway", [("Content-Type", "text/plain")],
+                                   f"hubserver proxy: olah unreachable: {e!r}".encode())
             if self._is_repo_info() and resp.status == 200:
-                extra = self._patch_repo_info(resp.read())
+                return self._reply(resp.status, resp.reason, resp.getheaders(),
+                                   self._patch_repo_info(resp.read()))
             self.send_response_only(resp.status, resp.reason)
             for k, v in resp.getheaders():
-                if k.lower() in _HOP_BY_HOP or (extra is not None and k.lower() == "content-length"):
-                    continue
                 if k.lower() == "location":
                     v = v.replace(f"127.0.0.1:{srv.upstream_port}", srv.netloc)
-                self.send_header(k, v)
-            if extra is not None:
-                self.send_header("Content-Length", str(len(extra)))
-                self.end_headers()
-                self.wfile.write(extra)
-                return
-            no_body = self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200
-            chunked = not no_body and resp.getheader("Content-Length") is None
-            if chunked:
-                self.send_header("Transfer-Encoding", "chunked")
+                if k.lower() not in _HOP_BY_HOP:
+                    self.send_header(k, v)
+            if self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200:
+                return self.end_headers()
+            if resp.getheader("Content-Length") is None:
+                self.close_connection = True  # body delimited by closing the connection
+                self.send_header("Connection", "close")
             self.end_headers()
-            if no_body:
-                return
-            while chunk := resp.read1(_CHUNK):
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-            if chunked:
-                self.wfile.write(b"0\r\n\r\n")
+            while chunk := resp.read1(_CHUNK):  # stream: never hold a whole file
+                self.wfile.write(chunk)
         except (BrokenPipeError, ConnectionResetError, TimeoutError, http.client.HTTPException):
             self.close_connection = True  # client went away (or upstream broke) mid-stream
         finally:
@@ -132,7 +116,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         """Make olah's repo-info JSON look like the real hub's: ``id`` of a repo without an org
         is "x", not "None/x"; and ``?blobs=true`` (``model_info(files_metadata=True)``), which
         olah ignores, adds size/blobId/lfs to ``siblings`` from olah's (uncounted) tree listing."""
-        info = json.loads(body)
+        try:
+            info = json.loads(body)
+        except ValueError:
+            return body
         if str(info.get("id", "")).startswith("None/"):
             info["id"] = info["id"][len("None/"):]
         if "blobs=true" not in self.path.partition("?")[2].lower():
@@ -199,8 +186,8 @@ class HubServer:
         ``files`` maps path-in-repo -> source file or bytes; existing files not named are kept.
         Files >= 1 KiB and any *.safetensors/*.bin become git-LFS pointers, the object stored
         (hard-linked when possible) at .git/lfs/objects/aa/bb/<sha256>.  Author, committer and
-        dates are fixed, so the returned commit sha is reproducible.  ``tag`` is (re)pointed at
-        the new commit.
+        dates are fixed, so the returned commit sha is reproducible.  A new ``branch`` forks from
+        the branch last committed to.  ``tag`` (lightweight) is (re)pointed at the new commit.
         """
         repo = self.repo_path(repo_id)
         if not (repo / ".git").exists():
@@ -256,8 +243,8 @@ class HubServer:
         cfg.write_text(
             "[basic]\n"
             f'host = "127.0.0.1"\nport = {olah_port}\n'
-            f"repos-path = {str(self.root / 'olah-cache')!r}\n"
-            f"mirrors-path = [{str(self.mirrors)!r}]\n"
+            f"repos-path = {json.dumps(str(self.root / 'olah-cache'))}\n"
+            f"mirrors-path = [{json.dumps(str(self.mirrors))}]\n"
             f'mirror-scheme = "http"\nmirror-netloc = "{netloc}"\nmirror-lfs-netloc = "{netloc}"\n'
             'hf-scheme = "http"\nhf-netloc = "127.0.0.1:9"\nhf-lfs-netloc = "127.0.0.1:9"\n'
             "metadata-cache-ttl = 0\n"
@@ -290,16 +277,11 @@ class HubServer:
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is not None:
-            for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
+            try:  # olah runs in its own session: its pid is the group id of it and its children
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
         proxy, self._proxy = self._proxy, None
         if proxy is not None:
             proxy.shutdown()

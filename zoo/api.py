@@ -107,6 +107,7 @@ def load(
     from . import modeling, weights
 
     strict = _strict(strict)
+    dtype = _dtype(dtype)
     cfg = load_config(ref, registry=registry)
     _check_version(cfg, strict)
     head = cfg.architecture.head_for(task, list(cfg.architectures))
@@ -116,7 +117,7 @@ def load(
     report = modeling.fill(model, weights.load_state_dict(files))
     _report_keys(report, cfg, head, strict)
     if dtype is not None or device is not None:
-        model = model.to(device=device, dtype=_dtype(dtype))
+        model = model.to(device=device, dtype=dtype)
     return model.eval()
 
 

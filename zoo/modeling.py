@@ -36,10 +36,36 @@ def _install_patch() -> None:
         def register_parameter(self: torch.nn.Module, name: str, param: Any) -> None:
             original(self, name, param)
             if param is not None and getattr(_state, "meta", False) and not param.is_meta:
-                self._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+                meta = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+                # transformers' init functions skip tensors carrying this flag (what its own loader sets)
+                meta._is_hf_initialized = True
+                self._parameters[name] = meta
 
         torch.nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        # Initialising a meta tensor does nothing but costs a dispatch each: skip it.
+        for fname in _INIT_FUNCTIONS:
+            original_init = getattr(torch.nn.init, fname, None)
+            if original_init is not None:
+                setattr(torch.nn.init, fname, _skip_meta(original_init))
         _patched = True
+
+
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
+    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_", "orthogonal_", "sparse_",
+)
+
+
+def _skip_meta(init: Any) -> Any:
+    def wrapper(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_state, "meta", False) and getattr(tensor, "is_meta", False):
+            return tensor
+        return init(tensor, *args, **kwargs)
+
+    wrapper.__wrapped__ = init  # type: ignore[attr-defined]
+    wrapper.__name__ = init.__name__
+    wrapper.__doc__ = init.__doc__
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -97,8 +123,7 @@ def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> LoadRepo
         k for k in state
         if k not in expected and k not in non_persistent and not any(p.search(k) for p in ignore_unexpected)
     )
-    result = model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
-    del result
+    _assign(model, {k: v for k, v in state.items() if k in expected})
     if callable(getattr(model, "tie_weights", None)):
         model.tie_weights()
     ignore_missing = _ignored(model, "_keys_to_ignore_on_load_missing")
@@ -109,6 +134,35 @@ def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> LoadRepo
             model.tie_weights()
     reported = tuple(k for k in missing if not any(p.search(k) for p in ignore_missing))
     return LoadReport(reported, unexpected)
+
+
+def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:
+    """Make each tensor of ``state`` the model's parameter or buffer itself (no copy). Faster than
+    ``load_state_dict(assign=True)``, which runs per-module hooks and checks we do not need."""
+    import torch
+
+    from .errors import WeightsMismatchError
+
+    modules = dict(model.named_modules(remove_duplicate=False))
+    mismatched = []
+    for key, tensor in state.items():
+        module_name, _, attr = key.rpartition(".")
+        module = modules[module_name]
+        table = module._parameters if attr in module._parameters else module._buffers
+        old = table[attr]
+        if old is not None and old.shape != tensor.shape:
+            mismatched.append(f"{key}: checkpoint {list(tensor.shape)}, model {list(old.shape)}")
+            continue
+        if table is module._parameters:
+            table[attr] = torch.nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
+        else:
+            table[attr] = tensor
+    if mismatched:
+        raise WeightsMismatchError(
+            f"{len(mismatched)} weights have a different shape in the checkpoint than the config describes "
+            f"({'; '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''}): config.json and the weights "
+            "come from different models; save them together again"
+        )
 
 
 def _initialise_missing(model: "torch.nn.Module", missing: list[str]) -> None:
@@ -130,9 +184,8 @@ def _initialise_missing(model: "torch.nn.Module", missing: list[str]) -> None:
         for n, p in list(module._parameters.items()):
             if p is None:
                 continue
-            template = p if n in pnames else p
             module._parameters[n] = torch.nn.Parameter(
-                torch.empty(template.shape, dtype=template.dtype, device="cpu"), requires_grad=p.requires_grad
+                torch.empty(p.shape, dtype=p.dtype, device="cpu"), requires_grad=p.requires_grad
             )
         if callable(init_weights):
             init_weights(module)

@@ -1,0 +1,33 @@
+"""`import zoo`, `zoo --help` and `zoo plugins` must not import the heavy libraries."""
+
+import json
+
+import pytest
+
+from conftest import run_python
+
+HEAVY = ["torch", "transformers", "huggingface_hub", "watchdog", "safetensors"]
+
+PROBE = """
+import json, sys
+{body}
+print(json.dumps(sorted(m for m in {heavy} if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("body", [
+    "import zoo",
+    "import zoo; zoo.architectures(); zoo.default_registry().checkpoints()",
+    "from zoo.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    "from zoo.cli import main\nmain(['plugins'])",
+], ids=["import", "registry", "help", "plugins"])
+def test_stays_light(body):
+    result = run_python(PROBE.format(body=body, heavy=HEAVY))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_load_config_stays_light(minilm_dir):
+    result = run_python(PROBE.format(body=f"import zoo; zoo.load_config({str(minilm_dir)!r}).model_type", heavy=HEAVY))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -24,6 +24,8 @@ from .spec import resolve_class
 if TYPE_CHECKING:
     import torch
 
+    from .cache.store import Store, Version
+
 _default: Registry | None = None
 _default_lock = threading.Lock()
 
@@ -43,15 +45,29 @@ def _strict(strict: bool | None) -> bool:
     return os.environ.get("ZOO_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def resolve(ref: str | os.PathLike[str]) -> Path:
-    """The saved directory that ``ref`` names (a path; cached names come with the cache)."""
-    return Path(ref).expanduser()
+def default_store() -> "Store":
+    """The store at ``$ZOO_HOME`` (read now, not at import)."""
+    from .cache.store import Store
+
+    return Store()
 
 
-def load_config(ref: str | os.PathLike[str], *, registry: Registry | None = None) -> ModelConfig:
-    """Read and check ``config.json`` of a saved directory; picks the architecture plugin."""
-    directory = resolve(ref)
-    return parse_config(read_config_file(directory), registry or default_registry(), directory)
+def resolve(ref: str | os.PathLike[str], *, registry: Registry | None = None, store: "Store | None" = None) -> Path:
+    """The saved directory that ``ref`` names: a path, or a cached name (pulled once if it is not
+    cached). See :mod:`zoo.resolve` for the forms a name may take."""
+    from . import resolve as resolving
+
+    store = store or default_store()
+    target = resolving.parse(ref, registry=registry or default_registry(), store=store)
+    return resolving.to_directory(target, store=store)
+
+
+def load_config(ref: str | os.PathLike[str], *, registry: Registry | None = None,
+                store: "Store | None" = None) -> ModelConfig:
+    """Read and check ``config.json`` of a saved directory or cached name; picks the architecture plugin."""
+    registry = registry or default_registry()
+    directory = resolve(ref, registry=registry, store=store)
+    return parse_config(read_config_file(directory), registry, directory)
 
 
 def _check_version(cfg: ModelConfig, strict: bool) -> None:
@@ -96,6 +112,7 @@ def load(
     device: Any = None,
     strict: bool | None = None,
     registry: Registry | None = None,
+    store: "Store | None" = None,
 ) -> "torch.nn.Module":
     """Load a saved directory as a ready model in eval mode.
 
@@ -108,7 +125,7 @@ def load(
 
     strict = _strict(strict)
     dtype = _dtype(dtype)
-    cfg = load_config(ref, registry=registry)
+    cfg = load_config(ref, registry=registry, store=store)
     _check_version(cfg, strict)
     head = cfg.architecture.head_for(task, list(cfg.architectures))
     files = weights.open_weights(cfg.path)  # every shard checked before anything is built
@@ -150,10 +167,33 @@ def _report_keys(report: Any, cfg: ModelConfig, head: str, strict: bool) -> None
     warnings.warn(message, WeightsWarning, stacklevel=3)
 
 
-def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_size: int | str = "5GB") -> Path:
+def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_size: int | str = "5GB",
+         store: "Store | None" = None) -> "Path | Version":
     """Write ``config.json`` (with ``transformers_version``) and ``model.safetensors`` (shards and an
-    index past ``max_shard_size``) into the directory ``path``. Every file is written under a temporary
-    name and renamed into place, config last. Tied weights are stored once."""
+    index past ``max_shard_size``). Every file is written under a temporary name and renamed into
+    place, config last. Tied weights are stored once.
+
+    ``path`` is a directory (a ``Path``, or text with a ``/`` or starting with ``.`` or ``~``; returns
+    the directory), or a bare name such as ``"my-bert"``: then the files become a new immutable version
+    of that name in the cache (``zoo.load("my-bert")``, ``zoo versions my-bert``; returns the Version).
+    """
+    from .resolve import _looks_like_path
+
+    if isinstance(path, str) and "/" not in path and not _looks_like_path(path) and not path.startswith("dir:"):
+        import tempfile
+
+        from .names import validate_name
+
+        validate_name(path.removeprefix("local:"))
+        store = store or default_store()
+        store.tmp.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=store.tmp, prefix=f"save.{os.getpid()}.") as tmp:
+            _save_dir(model, Path(tmp), max_shard_size)
+            return store.import_dir(tmp, path.removeprefix("local:"), source="zoo.save")
+    return _save_dir(model, Path(str(path).removeprefix("dir:")).expanduser(), max_shard_size)
+
+
+def _save_dir(model: "torch.nn.Module", directory: Path, max_shard_size: int | str) -> Path:
     from . import weights
 
     config = getattr(model, "config", None)
@@ -162,7 +202,6 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
             f"zoo.save needs a model that keeps its config as .config with a to_dict() method; "
             f"{type(model).__name__} has none. Build it with zoo.build or an architecture plugin"
         )
-    directory = Path(path).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     raw = dict(config.to_dict())
     model_type = raw.get("model_type") or getattr(config, "model_type", None)
@@ -201,10 +240,11 @@ def _unique_tensors(model: "torch.nn.Module") -> dict[str, "torch.Tensor"]:
     return out
 
 
-def load_tokenizer(ref: str | os.PathLike[str], *, registry: Registry | None = None) -> Any:
+def load_tokenizer(ref: str | os.PathLike[str], *, registry: Registry | None = None,
+                   store: "Store | None" = None) -> Any:
     """The tokenizer saved beside the model (transformers' ``AutoTokenizer`` unless the plugin says
-    otherwise), from local files only; remote code is never run."""
-    cfg = load_config(ref, registry=registry)
+    otherwise), from local files only (a cached name is pulled first); remote code is never run."""
+    cfg = load_config(ref, registry=registry, store=store)
     cls = resolve_class(cfg.architecture.tokenizer_class or "transformers:AutoTokenizer")
     try:
         return cls.from_pretrained(str(cfg.path), local_files_only=True, trust_remote_code=False)

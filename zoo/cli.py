@@ -74,6 +74,137 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace):
+    from .cache.store import Store
+
+    return Store(quiet=True if args.quiet else None)
+
+
+def _target(args: argparse.Namespace, store):
+    from . import resolve
+    from .api import default_registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        target = resolve.parse(args.name, registry=default_registry(), store=store)
+    if target.kind == "dir":
+        raise resolve.UnknownNameError(f"{args.name!r} is a directory; zoo import DIR --name NAME stores it")
+    return target
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    store = _store(args)
+    target = _target(args, store)
+    if target.kind != "hub":
+        raise ZooError(f"{args.name!r} is a local name; only hub repositories are pulled")
+    version = store.pull(target.repo, target.revision or target.default_revision, all_files=args.all)
+    print(f"{target.repo} {version.name} ({version.id[:12]}): {len(version.files)} files, "
+          f"{_human(version.total_size)} in {store.snapshot(version)}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    store = _store(args)
+    before = {v.id for v in store.versions(f"local/{args.name}")}
+    version = store.import_dir(args.directory, args.name, copy=args.copy)
+    state = "unchanged, already" if version.id in before else "new version"
+    print(f"{args.name} {version.name} ({state}; content id {version.id[:12]}): {len(version.files)} files, "
+          f"{_human(version.total_size)}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .cache.maintenance import display_name
+
+    store = _store(args)
+    repos = store.repos()
+    if not repos:
+        print(f"the cache at {store.home} is empty")
+        return 0
+    print(f"{'NAME':40} {'VERSIONS':>8} {'NEWEST':>8} {'SIZE':>10}  LAST USED")
+    for repo in repos:
+        versions = store.versions(repo)
+        print(f"{display_name(repo):40} {len(versions):>8} {versions[-1].name:>8} "
+              f"{_human(versions[-1].total_size):>10}  {_when(store.last_used(repo))}")
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    store = _store(args)
+    target = _target(args, store)
+    versions = store.versions(target.repo)
+    if not versions:
+        print(f"no versions of {target.label} in {store.home}")
+        return 1
+    for v in versions:
+        print(f"{v.name:>5}  {v.id[:12]}  {v.created}  {_human(v.total_size):>10}  {v.model_type or '-'}"
+              f"  transformers {v.transformers_version or '-'}  {v.source}"
+              + (f" @{v.revision}" if v.revision else ""))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from .cache.maintenance import removal_plan
+
+    store = _store(args)
+    target = _target(args, store)
+    if target.revision:
+        version = store.find(target.repo, target.revision)
+        versions = [version] if version else []
+    else:
+        versions = store.versions(target.repo)
+    if not versions:
+        print(f"nothing cached for {args.name}")
+        return 1
+    plan = removal_plan(store, target.repo, versions)
+    verb = "would free" if args.dry_run else "freed"
+    if not args.dry_run:
+        plan.execute()
+    print(f"{plan.description}: {verb} {_human(plan.freed)} ({len(plan.files)} files, {len(plan.dirs)} folders)")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .cache.maintenance import gc_plan
+
+    store = _store(args)
+    plan = gc_plan(store)
+    if not args.dry_run:
+        plan.execute()
+    verb = "would free" if args.dry_run else "freed"
+    print(f"gc: {verb} {_human(plan.freed)} ({len(plan.files)} files, {len(plan.dirs)} folders)")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = _store(args)
+    repo = _target(args, store).repo if args.name else None
+    problems = store.verify(repo)
+    for version, entry, problem in problems:
+        print(f"CORRUPT {version.repo} {version.name} {entry.path}: {problem} (quarantined; zoo pull fetches it again)")
+    count = len(list(store.versions(repo))) if repo else len(list(store.iter_versions()))
+    print(f"verified {count} versions: {'all files intact' if not problems else f'{len(problems)} problems'}")
+    return 1 if problems else 0
+
+
+def cmd_du(args: argparse.Namespace) -> int:
+    from .cache.maintenance import usage
+
+    u = usage(_store(args))
+    print(f"logical  {_human(u.logical):>10}  (all versions, as separate copies)")
+    print(f"physical {_human(u.physical):>10}  (each content stored once)")
+    print(f"saved    {_human(u.saved):>10}  by deduplication")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
@@ -86,6 +217,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a saved directory: model_type, plugin, head, versions, files")
     p.add_argument("path", help="a directory written by zoo.save or save_pretrained")
     p.set_defaults(func=cmd_info)
+
+    def add(name: str, func, help: str, *, name_arg: str | None = None, dry_run: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if name_arg:
+            p.add_argument("name", nargs="?" if name_arg == "?" else None, help="NAME, org/name or NAME@version")
+        if dry_run:
+            p.add_argument("-n", "--dry-run", action="store_true", help="show what would go, delete nothing")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("pull", cmd_pull, "download a checkpoint into the cache (only what loading needs)", name_arg="1")
+    p.add_argument("--all", action="store_true", help="take every file of the repository")
+    p = add("import", cmd_import, "store a saved directory as a new version of NAME (hard links, no copy)")
+    p.add_argument("directory")
+    p.add_argument("--name", required=True)
+    p.add_argument("--copy", action="store_true", help="copy instead of hard-linking (leaves DIR writable)")
+    add("ls", cmd_ls, "cached names: versions, sizes, last use")
+    add("versions", cmd_versions, "the versions of NAME", name_arg="1")
+    add("rm", cmd_rm, "remove NAME or NAME@version and show the bytes freed", name_arg="1", dry_run=True)
+    add("gc", cmd_gc, "delete unreferenced blobs and stale temporaries", dry_run=True)
+    add("verify", cmd_verify, "re-hash the cache (or NAME); quarantine damaged files", name_arg="?")
+    add("du", cmd_du, "logical vs physical bytes: what dedupe saved")
     return parser
 
 

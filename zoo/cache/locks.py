@@ -1,0 +1,55 @@
+"""Inter-process locks over filelock: best-effort, with progress while waiting and a timeout.
+
+Correctness never depends on them: every write goes to a unique temporary file and is renamed into
+place, so a lock that silently succeeds for everyone (flock on Lustre, GPFS and some NFS) costs
+duplicate work, never a corrupt store. ``ZOO_LOCKS=off`` uses such a lock on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import CacheError
+
+log = logging.getLogger("zoo.cache")
+
+
+class LockTimeoutError(CacheError, TimeoutError):
+    pass
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, what: str, timeout: float | None = None, poll: float = 5.0) -> Iterator[None]:
+    """Hold the lock file ``path``; log every ``poll`` seconds while waiting; raise after ``timeout``."""
+    if os.environ.get("ZOO_LOCKS", "").lower() in {"off", "0", "none", "false"}:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    timeout = float(os.environ.get("ZOO_LOCK_TIMEOUT", 3600)) if timeout is None else timeout
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), mode=0o666)
+    start = time.monotonic()
+    while True:
+        waited = time.monotonic() - start
+        try:
+            lock.acquire(timeout=min(poll, max(timeout - waited, 0.01)))
+            break
+        except Timeout:
+            waited = time.monotonic() - start
+            if waited >= timeout:
+                raise LockTimeoutError(
+                    f"gave up waiting for {what} after {waited:.0f} s: another process holds {path}. "
+                    "If no zoo process is running, the lock is stale: delete that file, or raise "
+                    "ZOO_LOCK_TIMEOUT"
+                ) from None
+            log.warning("waiting for %s (another process holds %s, %.0f s so far)", what, path, waited)
+    try:
+        yield
+    finally:
+        lock.release()

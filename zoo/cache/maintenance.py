@@ -1,0 +1,158 @@
+"""Removing versions, collecting garbage, measuring the store. Each is a plan you can print (a dry run)
+and then execute."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .store import LOCAL_NAMESPACE, Store, Version, _pid_alive, repo_folder
+
+
+@dataclass
+class Plan:
+    """Paths to delete and the bytes that frees."""
+
+    description: str
+    files: list[Path] = field(default_factory=list)  # files and symlinks
+    dirs: list[Path] = field(default_factory=list)
+    freed: int = 0
+    refs: dict[Path, str | None] = field(default_factory=dict)  # ref file -> new target (None: delete)
+
+    def execute(self) -> int:
+        for path in self.files:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        for path in self.dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        for ref, target in self.refs.items():
+            if target is None:
+                ref.unlink(missing_ok=True)
+            else:
+                tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+                tmp.write_text(target)
+                os.replace(tmp, ref)
+        return self.freed
+
+
+def _referenced(store: Store, exclude: set[Path]) -> set[str]:
+    return {e.sha256 for v in store.iter_versions() if v.manifest not in exclude for e in v.files}
+
+
+def _object_freed(store: Store, sha256: str, links_removed: int) -> int:
+    """Bytes freed by deleting an object and ``links_removed`` blob links to it: only when nothing else
+    (an imported source file, another repo's blob) still links the inode."""
+    try:
+        st = store.object_path(sha256).stat()
+    except FileNotFoundError:
+        return 0
+    return st.st_size if st.st_nlink <= 1 + links_removed else 0
+
+
+def removal_plan(store: Store, repo: str, versions: list[Version]) -> Plan:
+    """Delete ``versions`` of ``repo``: manifests, snapshots and blobs no other version of it uses,
+    objects no version anywhere uses; refs move to the newest remaining version."""
+    doomed = {v.manifest for v in versions}
+    remaining = [v for v in store.versions(repo) if v.manifest not in doomed]
+    plan = Plan(f"remove {', '.join(v.name for v in versions)} of {repo}")
+    plan.files += [v.manifest for v in versions]
+    keep_ids = {v.id for v in remaining}
+    keep_etags = {e.etag for v in remaining for e in v.files}
+    repo_path = store.repo_path(repo)
+    plan.dirs += [store.snapshot(v) for v in versions if v.id not in keep_ids and store.snapshot(v).exists()]
+    blob_links: dict[str, int] = {}
+    for v in versions:
+        for e in v.files:
+            blob = repo_path / "blobs" / e.etag
+            if e.etag not in keep_etags and blob.exists() and blob not in plan.files:
+                plan.files.append(blob)
+                blob_links[e.sha256] = blob_links.get(e.sha256, 0) + 1
+    still_used = _referenced(store, doomed)
+    for v in versions:
+        for e in v.files:
+            obj = store.object_path(e.sha256)
+            if e.sha256 not in still_used and obj not in plan.files and obj.exists():
+                plan.freed += _object_freed(store, e.sha256, blob_links.get(e.sha256, 0))
+                plan.files.append(obj)
+    refs_dir = repo_path / "refs"
+    removed_ids = {v.id for v in versions} - keep_ids
+    for ref in refs_dir.rglob("*") if refs_dir.is_dir() else []:
+        if ref.is_file() and ref.read_text().strip() in removed_ids:
+            newest = remaining[-1].id if remaining and ref.name == "main" else None
+            plan.refs[ref] = newest
+    if not remaining:
+        plan.dirs.append(repo_path)
+        used = store.used_root / repo_folder(repo)
+        if used.exists():
+            plan.files.append(used)
+    return plan
+
+
+def gc_plan(store: Store) -> Plan:
+    """Objects no version uses, blobs and snapshots no version of their repo uses, and temporaries
+    left by processes that are gone."""
+    plan = Plan("garbage collection")
+    used = _referenced(store, set())
+    if store.objects.is_dir():
+        for obj in store.objects.glob("*/*"):
+            if obj.name not in used:
+                st = obj.stat()
+                plan.files.append(obj)
+                plan.freed += st.st_size if st.st_nlink <= 1 else 0
+    for repo_path in sorted(store.hub.glob("models--*")) if store.hub.is_dir() else []:
+        versions = []
+        folder = store.versions_root / repo_path.name
+        for manifest in folder.glob("v*.json") if folder.is_dir() else []:
+            try:
+                versions.append(Version.read(manifest))
+            except (ValueError, KeyError, TypeError, OSError):
+                continue
+        ids = {v.id for v in versions}
+        etags = {e.etag for v in versions for e in v.files}
+        for snap in (repo_path / "snapshots").glob("*"):
+            if snap.name not in ids:
+                plan.dirs.append(snap)
+        for blob in (repo_path / "blobs").glob("*"):
+            if blob.name not in etags:
+                plan.files.append(blob)
+                plan.freed += blob.stat().st_size if blob.stat().st_nlink <= 1 else 0
+    for entry in store.tmp.iterdir() if store.tmp.is_dir() else []:
+        try:
+            pid = int(entry.name.split(".")[1])
+        except (IndexError, ValueError):
+            pid = -1
+        if pid == os.getpid() or (pid > 0 and _pid_alive(pid)):
+            continue
+        (plan.dirs if entry.is_dir() and not entry.is_symlink() else plan.files).append(entry)
+        if entry.is_file():
+            plan.freed += entry.stat().st_size
+    return plan
+
+
+@dataclass(frozen=True)
+class Usage:
+    logical: int  # what the versions add up to, as if each were a separate copy
+    physical: int  # what the store's objects take on disk, once each
+
+    @property
+    def saved(self) -> int:
+        return self.logical - self.physical
+
+
+def usage(store: Store) -> Usage:
+    logical = sum(v.total_size for v in store.iter_versions())
+    inodes = {}
+    if store.objects.is_dir():
+        for obj in store.objects.glob("*/*"):
+            st = obj.stat()
+            inodes[(st.st_dev, st.st_ino)] = st.st_size
+    return Usage(logical, sum(inodes.values()))
+
+
+def display_name(repo: str) -> str:
+    prefix = LOCAL_NAMESPACE + "/"
+    return repo[len(prefix):] if repo.startswith(prefix) else repo

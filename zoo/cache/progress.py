@@ -1,0 +1,36 @@
+"""Progress bars on long work: tqdm on a terminal, nothing when quiet or not on a terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_Silent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def enabled(quiet: bool | None) -> bool:
+    if quiet is None:
+        quiet = os.environ.get("ZOO_QUIET", "").lower() in {"1", "true", "yes", "on"}
+    return not quiet and sys.stderr.isatty()
+
+
+def bar(total: int, desc: str, quiet: bool | None = None) -> Any:
+    """A byte progress bar, or a silent stand-in."""
+    if not enabled(quiet):
+        return _Silent()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)

@@ -41,15 +41,6 @@ def tiny_bert() -> dict:
     return dict(TINY_BERT)
 
 
-@pytest.fixture
-def isolated_home(tmp_path, monkeypatch) -> Path:
-    """zoo's home and the hub cache in tmp_path: no test touches the user's home."""
-    home = tmp_path / "zoo-home"
-    monkeypatch.setenv("ZOO_HOME", str(home))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    return home
-
-
 def make_plugin_dist(root: Path, name: str, code: str, dist: str | None = None) -> Path:
     """A real installed distribution on disk (module + dist-info with a ``zoo`` entry point).
     Put ``root`` on PYTHONPATH and importlib.metadata finds it like any pip-installed plugin."""
@@ -76,3 +67,45 @@ def write_config(directory: Path, config: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config))
     return directory
+
+
+@pytest.fixture(autouse=True)
+def _private_homes(tmp_path, monkeypatch):
+    """No test reads or writes the user's caches: zoo's and huggingface_hub's homes live in tmp_path."""
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "zoo-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    for var in ("ZOO_OFFLINE", "HF_HUB_OFFLINE", "ZOO_LOCKS", "ZOO_STRICT", "HF_HUB_CACHE", "ZOO_DISABLE_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+EXTRA_FILES = {  # what real repos such as bert-base-cased also carry, which a pull must skip
+    "tf_model.h5": b"\x89HDF\r\n" + bytes(4096),
+    "flax_model.msgpack": bytes(4096),
+    "onnx/model.onnx": bytes(4096),
+    "coreml/model.mlmodel": bytes(4096),
+    "rust_model.ot": bytes(4096),
+}
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, minilm_dir):
+    """olah on loopback behind a request-counting proxy, serving the real MiniLM checkpoint as
+    google-bert/bert-base-cased (the BERT plugin's name bert-base-cased) and under its own id."""
+    from hubserver import HubServer
+
+    files = {p.relative_to(minilm_dir).as_posix(): p for p in minilm_dir.rglob("*") if p.is_file()}
+    server = HubServer(tmp_path_factory.mktemp("hub"))
+    server.add_repo("google-bert/bert-base-cased", {**files, **EXTRA_FILES})
+    server.add_repo("sentence-transformers/all-MiniLM-L6-v2", files)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub_env(hub, monkeypatch):
+    """This process and its children talk to the test hub; counts start at zero."""
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    hub.reset_counts()
+    return {"HF_ENDPOINT": hub.endpoint}

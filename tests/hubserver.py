@@ -78,6 +78,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        skip = self._range_start(headers) if srv.ranges else 0
         upstream = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=600)
         try:
             try:
@@ -89,10 +90,22 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if self._is_repo_info() and resp.status == 200:
                 return self._reply(resp.status, resp.reason, resp.getheaders(),
                                    self._patch_repo_info(resp.read()))
-            self.send_response_only(resp.status, resp.reason)
+            total = resp.getheader("Content-Length")
+            if skip and resp.status == 200 and total is not None and skip < int(total):
+                # olah ignores Range: serve the requested tail ourselves, as a real hub would (206).
+                self.send_response_only(206, "Partial Content")
+                self.send_header("Content-Range", f"bytes {skip}-{int(total) - 1}/{total}")
+                remaining = skip
+                while remaining:
+                    remaining -= len(resp.read(min(remaining, _CHUNK)))
+            else:
+                skip = 0
+                self.send_response_only(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() == "location":
                     v = v.replace(f"127.0.0.1:{srv.upstream_port}", srv.netloc)
+                if k.lower() == "content-length" and skip:
+                    v = str(int(v) - skip)
                 if k.lower() not in _HOP_BY_HOP:
                     self.send_header(k, v)
             if self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200:
@@ -101,12 +114,29 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.close_connection = True  # body delimited by closing the connection
                 self.send_header("Connection", "close")
             self.end_headers()
-            while chunk := resp.read1(_CHUNK):  # stream: never hold a whole file
-                self.wfile.write(chunk)
+            sent = 0
+            try:
+                while chunk := resp.read1(_CHUNK):  # stream: never hold a whole file
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            finally:
+                with srv.lock:
+                    srv.sent.append((self.path, sent))
         except (BrokenPipeError, ConnectionResetError, TimeoutError, http.client.HTTPException):
             self.close_connection = True  # client went away (or upstream broke) mid-stream
         finally:
             upstream.close()
+
+    def _range_start(self, headers: dict) -> int:
+        value = next((v for k, v in list(headers.items()) if k.lower() == "range"), None)
+        if self.command != "GET" or not value or not value.startswith("bytes=") or not value.endswith("-"):
+            return 0
+        for k in [k for k in headers if k.lower() == "range"]:
+            del headers[k]
+        try:
+            return int(value[len("bytes="):-1])
+        except ValueError:
+            return 0
 
     def _is_repo_info(self) -> bool:
         path = self.path.partition("?")[0]
@@ -147,9 +177,9 @@ class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, upstream_port: int, log: list, lock: threading.Lock):
+    def __init__(self, upstream_port: int, log: list, sent: list, lock: threading.Lock, ranges: bool):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.upstream_port, self.log, self.lock = upstream_port, log, lock
+        self.upstream_port, self.log, self.sent, self.lock, self.ranges = upstream_port, log, sent, lock, ranges
         self.netloc = f"127.0.0.1:{self.server_address[1]}"
 
 
@@ -165,8 +195,12 @@ class HubServer:
     Repos may be added/updated before or after ``start()``: olah reads git on every request.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, ranges: bool = True):
+        """``ranges``: answer ``Range: bytes=N-`` with 206 (olah itself ignores Range), so clients can
+        resume; False serves whole files like bare olah."""
         self.root = Path(root)
+        self.ranges = ranges
+        self._sent: list[tuple[str, int]] = []
         self.mirrors = self.root / "mirrors"
         (self.mirrors / "models").mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen | None = None
@@ -232,7 +266,7 @@ class HubServer:
         if self._proc is not None:
             return
         olah_port = _free_port()
-        self._proxy = _ProxyServer(olah_port, self._log, self._lock)
+        self._proxy = _ProxyServer(olah_port, self._log, self._sent, self._lock, self.ranges)
         self._thread = threading.Thread(target=self._proxy.serve_forever, daemon=True,
                                         name="hubserver-proxy")
         self._thread.start()
@@ -308,9 +342,15 @@ class HubServer:
         with self._lock:
             return list(self._log)
 
+    def bytes_sent(self, path_contains: str = "") -> int:
+        """Body bytes the proxy sent for requests whose path contains ``path_contains``."""
+        with self._lock:
+            return sum(n for p, n in self._sent if path_contains in p)
+
     def reset_counts(self) -> None:
         with self._lock:
             self._log.clear()
+            self._sent.clear()
 
     def count(self, method: str | None = None, path_contains: str | None = None) -> int:
         return sum(1 for m, p in self.requests()

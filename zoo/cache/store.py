@@ -12,8 +12,9 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     │       │                            <id>: the hub commit, or the content id of an import
     │       └── refs/main, refs/v1, …    the <id> each ref points to
     ├── versions/models--org--name/
-    │   └── v0001.json                   the manifest of version 1, written once, never changed;
-    │                                    a version exists (is visible) exactly when this file does
+    │   └── v0001.json                   the manifest of version 1; a version exists (is visible)
+    │                                    exactly when this file does. Its entries never change
+    │                                    (``pull --all`` of the same commit may add files)
     ├── used/models--org--name           touched on every load: "last used"
     ├── quarantine/                      objects that failed ``verify``
     ├── locks/                           filelock files (best-effort: see zoo.cache.locks)
@@ -317,31 +318,41 @@ class Store:
             return None
 
     def _build_snapshot(self, repo: str, snap_id: str, entries: list[FileEntry]) -> Path:
-        """Build ``snapshots/<snap_id>`` from stored objects, in tmp/, and rename it into place."""
+        """Make ``snapshots/<snap_id>`` hold a symlink per entry. A new snapshot is built in tmp/ and
+        renamed into place whole; an existing one gets its missing links added one atomic rename each."""
         final = self.repo_path(repo) / "snapshots" / snap_id
         final.parent.mkdir(parents=True, exist_ok=True)
         (self.repo_path(repo) / "refs").mkdir(exist_ok=True)
         for entry in entries:
             self._link_blob(repo, entry)
-        if final.is_dir() and not any(
-            not (final / e.path).exists() or (final / e.path).stat().st_size != e.size for e in entries
-        ):
-            return final
-        staged = self._tmp_name(f"snapshot-{snap_id[:12]}", "")
+        if not final.is_dir():
+            staged = self._tmp_name(f"snapshot-{snap_id[:12]}", "")
+            for entry in entries:
+                self._symlink(staged, entry)
+            try:
+                os.rename(staged, final)
+                return final
+            except OSError:  # another writer renamed its copy in first: check that one below
+                shutil.rmtree(staged, ignore_errors=True)
         for entry in entries:
-            target = staged / entry.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            depth = entry.path.count("/")
-            os.symlink("../" * (depth + 2) + f"blobs/{entry.etag}", target)
-        if final.exists():  # incomplete leftover from a crash (or a quarantined file): replace it
-            trash = self._tmp_name(f"old-{snap_id[:12]}", "")
-            os.replace(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.rename(staged, final)
-        except OSError:  # another writer renamed a complete one in first
-            shutil.rmtree(staged, ignore_errors=True)
+            target = final / entry.path
+            if not (target.is_symlink() and os.readlink(target) == self._link_text(entry)):
+                self._symlink(final, entry, replace=True)
         return final
+
+    @staticmethod
+    def _link_text(entry: FileEntry) -> str:
+        return "../" * (entry.path.count("/") + 2) + f"blobs/{entry.etag}"
+
+    def _symlink(self, root: Path, entry: FileEntry, *, replace: bool = False) -> None:
+        target = root / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not replace:
+            os.symlink(self._link_text(entry), target)
+            return
+        staged = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        os.symlink(self._link_text(entry), staged)
+        os.replace(staged, target)
 
     def _commit(self, repo: str, snap_id: str, entries: list[FileEntry], *, source: str,
                 revision: str | None, refs: Iterable[str]) -> Version:
@@ -350,6 +361,14 @@ class Store:
         existing = [v for v in self.versions(repo) if v.id == snap_id]
         if existing:
             version = existing[-1]
+            added = {e.path: e for e in entries if e.path not in {f.path for f in version.files}}
+            if added:  # more files of the same commit (pull --all): the version gains them
+                data = json.loads(version.manifest.read_text(encoding="utf-8"))
+                files = sorted([*version.files, *added.values()], key=lambda e: e.path)
+                data["files"] = [e.__dict__ for e in files]
+                data["total_size"] = sum(e.size for e in files)
+                self._write_atomic(version.manifest, json.dumps(data, indent=2))
+                version = Version.read(version.manifest)
         else:
             config = next((e for e in entries if e.path == "config.json"), None)
             fields = _config_fields(self.object_path(config.sha256) if config else None)
@@ -433,8 +452,7 @@ class Store:
         self._mkdirs()
         with self._lock(repo_folder(repo), f"pulling {repo}"):
             done = [v for v in self.versions(repo) if v.id == remote.commit]
-            if done and not self.missing_files(done[-1]) and (all_files is False or
-                                                               {f.path for f in done[-1].files} >= wanted):
+            if done and not self.missing_files(done[-1]) and {f.path for f in done[-1].files} >= wanted:
                 for ref in {revision} - {remote.commit}:
                     self._write_atomic(self.repo_path(repo) / "refs" / ref, remote.commit)
                 return done[-1]

@@ -75,6 +75,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.lock:
             srv.log.append((self.command, self.path))
+            srv.active += 1
+        try:
+            self._forward_counted(srv)
+        finally:
+            with srv.lock:
+                srv.active -= 1
+
+    def _forward_counted(self, srv: "_ProxyServer") -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -91,6 +99,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 return self._reply(resp.status, resp.reason, resp.getheaders(),
                                    self._patch_repo_info(resp.read()))
             total = resp.getheader("Content-Length")
+            if skip and resp.status == 200 and total is None:  # olah streams LFS files unsized
+                total = self._upstream_size(headers)
             if skip and resp.status == 200 and total is not None and skip < int(total):
                 # olah ignores Range: serve the requested tail ourselves, as a real hub would (206).
                 self.send_response_only(206, "Partial Content")
@@ -110,7 +120,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     self.send_header(k, v)
             if self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200:
                 return self.end_headers()
-            if resp.getheader("Content-Length") is None:
+            if skip and resp.getheader("Content-Length") is None:
+                self.send_header("Content-Length", str(int(total) - skip))
+            elif resp.getheader("Content-Length") is None:
                 self.close_connection = True  # body delimited by closing the connection
                 self.send_header("Connection", "close")
             self.end_headers()
@@ -126,6 +138,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # client went away (or upstream broke) mid-stream
         finally:
             upstream.close()
+
+    def _upstream_size(self, headers: dict) -> str | None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=600)
+        try:
+            conn.request("HEAD", self.path, headers=headers)
+            return conn.getresponse().getheader("Content-Length")
+        finally:
+            conn.close()
 
     def _range_start(self, headers: dict) -> int:
         value = next((v for k, v in list(headers.items()) if k.lower() == "range"), None)
@@ -180,6 +200,7 @@ class _ProxyServer(ThreadingHTTPServer):
     def __init__(self, upstream_port: int, log: list, sent: list, lock: threading.Lock, ranges: bool):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.upstream_port, self.log, self.sent, self.lock, self.ranges = upstream_port, log, sent, lock, ranges
+        self.active = 0
         self.netloc = f"127.0.0.1:{self.server_address[1]}"
 
 
@@ -346,6 +367,12 @@ class HubServer:
         """Body bytes the proxy sent for requests whose path contains ``path_contains``."""
         with self._lock:
             return sum(n for p, n in self._sent if path_contains in p)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no request is in flight (e.g. the proxy noticed a killed client)."""
+        deadline = time.monotonic() + timeout
+        while self._proxy is not None and self._proxy.active and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def reset_counts(self) -> None:
         with self._lock:

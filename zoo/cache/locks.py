@@ -24,7 +24,7 @@ class LockTimeoutError(CacheError, TimeoutError):
 
 
 @contextlib.contextmanager
-def locked(path: Path, *, what: str, timeout: float | None = None, poll: float = 5.0) -> Iterator[None]:
+def locked(path: Path, *, what: str, timeout: float | None = None, poll: float | None = None) -> Iterator[None]:
     """Hold the lock file ``path``; log every ``poll`` seconds while waiting; raise after ``timeout``."""
     if os.environ.get("ZOO_LOCKS", "").lower() in {"off", "0", "none", "false"}:
         yield
@@ -32,6 +32,7 @@ def locked(path: Path, *, what: str, timeout: float | None = None, poll: float =
     from filelock import FileLock, Timeout
 
     timeout = float(os.environ.get("ZOO_LOCK_TIMEOUT", 3600)) if timeout is None else timeout
+    poll = min(5.0, timeout / 2) if poll is None else poll
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path), mode=0o666)
     start = time.monotonic()

@@ -57,6 +57,8 @@ def resolve(ref: str | os.PathLike[str], *, registry: Registry | None = None, st
     cached). See :mod:`zoo.resolve` for the forms a name may take."""
     from . import resolve as resolving
 
+    if isinstance(ref, os.PathLike) or (isinstance(ref, str) and (ref.startswith("dir:") or resolving._looks_like_path(ref))):
+        return Path(str(ref).removeprefix("dir:")).expanduser()  # a path: the store is not involved
     store = store or default_store()
     target = resolving.parse(ref, registry=registry or default_registry(), store=store)
     return resolving.to_directory(target, store=store)

@@ -7,6 +7,7 @@ zoo compares it with the installed transformers and says what to do.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -18,8 +19,10 @@ KNOWN_PLUGINS: dict[str, str] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def installed_transformers() -> Version | None:
-    """The installed transformers version, read from package metadata (no import of transformers)."""
+    """The installed transformers version, read from package metadata (no import of transformers).
+    Read once per process: a running process keeps the transformers it imported."""
     try:
         return Version(metadata.version("transformers"))
     except (metadata.PackageNotFoundError, InvalidVersion):

@@ -74,20 +74,22 @@ def repo_folder(repo_id: str) -> str:
     return "models--" + validate_repo_id(repo_id).replace("/", "--")
 
 
-def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, str, int]:
-    """sha256 and git blob sha1 of a file, in one pass."""
+def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None, *,
+              git_sha1: bool = False) -> tuple[str, str | None, int]:
+    """sha256 (and, when asked, the git blob sha1 the hub uses as ETag of regular files) in one pass."""
     size = path.stat().st_size
     sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(f"blob {size}\0".encode())
+    sha1 = hashlib.sha1(f"blob {size}\0".encode()) if git_sha1 else None
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):
             sha256.update(view[:n])
-            sha1.update(view[:n])
+            if sha1 is not None:
+                sha1.update(view[:n])
             if on_bytes:
                 on_bytes(n)
-    return sha256.hexdigest(), sha1.hexdigest(), size
+    return sha256.hexdigest(), sha1.hexdigest() if sha1 else None, size
 
 
 @dataclass(frozen=True)
@@ -480,7 +482,7 @@ class Store:
             part = self._adopt_part(remote.etag)
             for attempt in (1, 2):
                 hub.download(repo, commit, remote, part, on_bytes)
-                sha256, sha1, size = hash_file(part)
+                sha256, sha1, size = hash_file(part, git_sha1=remote.sha256 is None)
                 if size == remote.size and (sha256 == remote.sha256 if remote.sha256 else sha1 == remote.blob_id):
                     break
                 part.unlink()

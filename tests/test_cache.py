@@ -13,8 +13,8 @@ import zoo
 from zoo.cache import Store
 from zoo.cache import store as store_module
 from zoo.cache.maintenance import gc_plan, removal_plan, usage
-from zoo.names import InvalidNameError
-from zoo.resolve import AmbiguousNameError, UnknownNameError
+from zoo import InvalidNameError
+from zoo import AmbiguousNameError, UnknownNameError
 
 from conftest import EXTRA_FILES, run_python
 
@@ -247,3 +247,31 @@ def test_rm_and_gc(tmp_path, tiny_bert):
     plan.execute()
     assert not stray.exists() and not list(store.tmp.iterdir())
     assert type(zoo.load("a")).__name__ == "BertModel"
+
+
+def test_second_import_of_linked_files_hashes_nothing(tmp_path, tiny_bert, monkeypatch):
+    source = zoo.save(zoo.build(tiny_bert), tmp_path / "d")
+    store = Store()
+    first = store.import_dir(source, "fast")
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("linked, unchanged files must not be hashed again")
+
+    monkeypatch.setattr(store_module, "hash_file", no_hashing)
+    assert store.import_dir(source, "fast") == first
+
+
+def test_progress_only_on_a_terminal(monkeypatch):
+    import types
+
+    from zoo.cache import progress
+
+    monkeypatch.setattr(progress.sys, "stderr", types.SimpleNamespace(isatty=lambda: True))
+    assert progress.enabled(None) is True
+    assert progress.enabled(True) is False  # -q
+    monkeypatch.setenv("ZOO_QUIET", "1")
+    assert progress.enabled(None) is False
+    monkeypatch.delenv("ZOO_QUIET")
+    monkeypatch.setattr(progress.sys, "stderr", types.SimpleNamespace(isatty=lambda: False))
+    assert progress.enabled(None) is False  # not a terminal: CI logs stay clean
+    assert isinstance(progress.bar(10, "x"), progress._Silent)

@@ -42,3 +42,37 @@ def test_info_errors_are_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("zoo: error: no such directory")
     assert "Traceback" not in result.stderr
+
+
+def test_cache_commands(tmp_path, tiny_bert, hub_env, hub):
+    import os
+
+    import zoo
+
+    env = {**os.environ, **hub_env}
+    result = zoo_cli("pull", "bert-base-cased", "-q", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "google-bert/bert-base-cased v1" in result.stdout and "6 files" in result.stdout
+    source = zoo.save(zoo.build(tiny_bert), tmp_path / "saved")
+    result = zoo_cli("import", str(source), "--name", "mine", env=env)
+    assert result.returncode == 0 and "mine v1 (new version" in result.stdout
+    result = zoo_cli("import", str(source), "--name", "mine", env=env)
+    assert "mine v1 (unchanged, already" in result.stdout
+    result = zoo_cli("ls", env=env)
+    assert "google-bert/bert-base-cased" in result.stdout and "mine" in result.stdout
+    result = zoo_cli("versions", "mine", env=env)
+    assert result.stdout.startswith("   v1") and "bert" in result.stdout and "import:" in result.stdout
+    result = zoo_cli("du", env=env)
+    assert "logical" in result.stdout and "physical" in result.stdout
+    result = zoo_cli("verify", env=env)
+    assert result.returncode == 0 and "verified 2 versions: all files intact" in result.stdout
+    result = zoo_cli("rm", "mine", "--dry-run", env=env)
+    assert "would free" in result.stdout
+    assert "mine" in zoo_cli("ls", env=env).stdout  # a dry run deletes nothing
+    result = zoo_cli("rm", "bert-base-cased", env=env)
+    assert "freed 91.6 MB" in result.stdout  # all six files: nothing else uses them
+    assert "bert-base-cased" not in zoo_cli("ls", env=env).stdout
+    result = zoo_cli("gc", env=env)
+    assert result.returncode == 0 and result.stdout.startswith("gc: freed")
+    result = zoo_cli("versions", "nothing-like-this", env=env)
+    assert result.returncode == 2 and "zoo: error:" in result.stderr

@@ -20,7 +20,8 @@ print(json.dumps(sorted(m for m in {heavy} if m in sys.modules)))
     "import zoo; zoo.architectures(); zoo.default_registry().checkpoints()",
     "from zoo.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     "from zoo.cli import main\nmain(['plugins'])",
-], ids=["import", "registry", "help", "plugins"])
+    "from zoo.cli import main\nmain(['ls'])\nmain(['du'])",
+], ids=["import", "registry", "help", "plugins", "ls"])
 def test_stays_light(body):
     result = run_python(PROBE.format(body=body, heavy=HEAVY))
     assert result.returncode == 0, result.stderr
@@ -30,4 +31,15 @@ def test_stays_light(body):
 def test_load_config_stays_light(minilm_dir):
     result = run_python(PROBE.format(body=f"import zoo; zoo.load_config({str(minilm_dir)!r}).model_type", heavy=HEAVY))
     assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_cache_listing_stays_light(tmp_path, tiny_bert):
+    import zoo
+
+    zoo.save(zoo.build(tiny_bert), "light")
+    body = "from zoo.cli import main\nmain(['ls'])\nmain(['versions', 'light'])\nmain(['du'])"
+    result = run_python(PROBE.format(body=body, heavy=HEAVY))
+    assert result.returncode == 0, result.stderr
+    assert "light" in result.stdout
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -7,7 +7,17 @@ functions that use them.
 from .api import architectures, build, default_registry, load, load_config, load_tokenizer, save
 from .config import ModelConfig
 from .errors import (
+    AmbiguousNameError,
     ArchitectureError,
+    CacheError,
+    IntegrityError,
+    InvalidNameError,
+    LockTimeoutError,
+    NameResolutionError,
+    OfflineError,
+    RemoteError,
+    RemoteNotFoundError,
+    UnknownNameError,
     CheckpointError,
     CheckpointNotFoundError,
     ConfigError,
@@ -34,6 +44,8 @@ from .spec import Architecture, Checkpoint
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousNameError", "CacheError", "IntegrityError", "InvalidNameError", "LockTimeoutError",
+    "NameResolutionError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
     "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
     "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",
     "ModelConfig", "PluginError", "PluginLoadError", "PluginWarning", "Registry", "UnknownArchitectureError",

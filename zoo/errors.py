@@ -17,8 +17,16 @@ One base class per kind, each also inheriting the builtin a generic handler woul
     ├── PluginError
     │   ├── PluginLoadError (ImportError)                 a plugin failed at import or inside a hook (strict)
     │   └── DuplicateRegistrationError (ValueError)       two plugins claim one name
-    └── CacheError                                        the store (see zoo.cache)
-        ├── NameError_ ... (defined next to the cache)
+    ├── NameResolutionError
+    │   ├── InvalidNameError (ValueError)                 path traversal, absolute path, bad characters
+    │   ├── AmbiguousNameError (ValueError)               a bare name that means two things: use a prefix
+    │   └── UnknownNameError (KeyError)                   no directory, table name or cached name
+    └── CacheError                                        the store (zoo.cache)
+        ├── IntegrityError (ValueError)                   downloaded data does not match its digest
+        ├── LockTimeoutError (TimeoutError)               a lock held past ZOO_LOCK_TIMEOUT
+        └── RemoteError                                   the hub answered an error or was unreachable
+            ├── RemoteNotFoundError (FileNotFoundError)   no such repository, revision or file
+            └── OfflineError (ConnectionError)            not cached and offline mode is on
 
     ZooWarning (UserWarning)
     ├── VersionWarning          checkpoint saved by a newer, or an older major, transformers
@@ -93,8 +101,45 @@ class DuplicateRegistrationError(PluginError, ValueError):
     pass
 
 
+class NameResolutionError(ZooError):
+    pass
+
+
+class InvalidNameError(NameResolutionError, ValueError):
+    pass
+
+
+class AmbiguousNameError(NameResolutionError, ValueError):
+    pass
+
+
+class UnknownNameError(NameResolutionError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class CacheError(ZooError):
     """Base class of the store's errors (zoo.cache)."""
+
+
+class IntegrityError(CacheError, ValueError):
+    pass
+
+
+class LockTimeoutError(CacheError, TimeoutError):
+    pass
+
+
+class RemoteError(CacheError):
+    """The hub answered with an error, or could not be reached."""
+
+
+class RemoteNotFoundError(RemoteError, FileNotFoundError):
+    pass
+
+
+class OfflineError(RemoteError, ConnectionError):
+    pass
 
 
 class ZooWarning(UserWarning):

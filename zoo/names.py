@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import re
 
-from .errors import ZooError
+from .errors import InvalidNameError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
-
-class InvalidNameError(ZooError, ValueError):
-    pass
 
 
 def validate_name(name: str) -> str:

@@ -21,17 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointNotFoundError, ZooError
+from .errors import AmbiguousNameError, CheckpointNotFoundError, UnknownNameError
 from .names import InvalidNameError, validate_name, validate_repo_id
 
 
-class AmbiguousNameError(ZooError, ValueError):
-    pass
-
-
-class UnknownNameError(ZooError, KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,10 @@
 The layout is drawn in :mod:`zoo.cache.store`; hub access lives in :mod:`zoo.cache.hub` alone.
 """
 
-from .hub import OfflineError, RemoteError, RemoteNotFoundError
-from .locks import LockTimeoutError
-from .store import FileEntry, IntegrityError, NotCachedError, Store, Version, default_home
+from ..errors import IntegrityError, LockTimeoutError, OfflineError, RemoteError, RemoteNotFoundError
+from .store import FileEntry, Store, Version, default_home
 
 __all__ = [
-    "FileEntry", "IntegrityError", "LockTimeoutError", "NotCachedError", "OfflineError", "RemoteError",
+    "FileEntry", "IntegrityError", "LockTimeoutError", "OfflineError", "RemoteError",
     "RemoteNotFoundError", "Store", "Version", "default_home",
 ]

@@ -11,21 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CacheError
+from ..errors import OfflineError, RemoteError, RemoteNotFoundError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
-class RemoteError(CacheError):
-    """The hub answered with an error, or could not be reached."""
 
-
-class RemoteNotFoundError(RemoteError, FileNotFoundError):
-    pass
-
-
-class OfflineError(RemoteError, ConnectionError):
-    pass
 
 
 def offline() -> bool:

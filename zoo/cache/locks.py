@@ -14,13 +14,10 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CacheError
+from ..errors import LockTimeoutError
 
 log = logging.getLogger("zoo.cache")
 
-
-class LockTimeoutError(CacheError, TimeoutError):
-    pass
 
 
 @contextlib.contextmanager

@@ -75,6 +75,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.lock:
             srv.log.append((self.command, self.path))
+            srv.auth.append(self.headers.get("Authorization"))
             srv.active += 1
         try:
             self._forward_counted(srv)
@@ -201,6 +202,7 @@ class _ProxyServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.upstream_port, self.log, self.sent, self.lock, self.ranges = upstream_port, log, sent, lock, ranges
         self.active = 0
+        self.auth: list[str | None] = []
         self.netloc = f"127.0.0.1:{self.server_address[1]}"
 
 
@@ -363,6 +365,13 @@ class HubServer:
         with self._lock:
             return list(self._log)
 
+    def authorization(self) -> list[str | None]:
+        """The Authorization header of every request since the last reset (None where absent)."""
+        if self._proxy is None:
+            return []
+        with self._lock:
+            return list(self._proxy.auth)
+
     def bytes_sent(self, path_contains: str = "") -> int:
         """Body bytes the proxy sent for requests whose path contains ``path_contains``."""
         with self._lock:
@@ -378,6 +387,8 @@ class HubServer:
         with self._lock:
             self._log.clear()
             self._sent.clear()
+            if self._proxy is not None:
+                self._proxy.auth.clear()
 
     def count(self, method: str | None = None, path_contains: str | None = None) -> int:
         return sum(1 for m, p in self.requests()

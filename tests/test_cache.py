@@ -275,3 +275,28 @@ def test_progress_only_on_a_terminal(monkeypatch):
     monkeypatch.setattr(progress.sys, "stderr", types.SimpleNamespace(isatty=lambda: False))
     assert progress.enabled(None) is False  # not a terminal: CI logs stay clean
     assert isinstance(progress.bar(10, "x"), progress._Silent)
+
+
+def test_incomplete_sharded_import_makes_no_version(tmp_path, tiny_bert):
+    out = zoo.save(zoo.build(tiny_bert), tmp_path / "sharded", max_shard_size="20KB")
+    sorted(out.glob("model-*.safetensors"))[1].unlink()
+    store = Store()
+    with pytest.raises(zoo.IntegrityError, match="not among the files.*no version"):
+        store.import_dir(out, "broken", copy=True)
+    assert store.versions("local/broken") == []
+
+
+def test_sharded_pull_is_complete(hub_env, hub, tmp_path, tiny_bert):
+    out = zoo.save(zoo.build(tiny_bert, task="fill-mask"), tmp_path / "sharded", max_shard_size="20KB")
+    hub.add_repo("acme/sharded", {p.name: p for p in out.iterdir()})
+    version = Store().pull("acme/sharded")
+    shards = {p.name for p in out.glob("model-*.safetensors")}
+    assert shards <= {f.path for f in version.files} and len(shards) > 2
+    assert type(zoo.load("acme/sharded")).__name__ == "BertForMaskedLM"
+
+
+def test_hf_token_is_sent(hub_env, hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_zoo_test_token")
+    Store().pull("sentence-transformers/all-MiniLM-L6-v2")
+    auth = hub.authorization()
+    assert auth and set(auth) == {"Bearer hf_zoo_test_token"}

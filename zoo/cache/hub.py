@@ -76,6 +76,13 @@ def _check_online(what: str) -> None:
         )
 
 
+def _check_path(what: str, path: str) -> None:
+    """A file path from the server must stay inside the snapshot: no '..', no absolute paths."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise RemoteError(f"{what}: the server lists a file named {path!r}, which would escape the snapshot; refused")
+
+
 def fetch_revision(repo: str, revision: str) -> RemoteRevision:
     """Resolve ``revision`` to a commit and list its files with sizes and digests (2-3 requests)."""
     what = f"{repo}@{revision}"
@@ -95,6 +102,7 @@ def fetch_revision(repo: str, revision: str) -> RemoteRevision:
     files = []
     for entry in entries:
         if isinstance(entry, RepoFile):
+            _check_path(what, entry.path)
             lfs = entry.lfs
             files.append(RemoteFile(entry.path, int(entry.size), lfs.sha256 if lfs else None, entry.blob_id))
     return RemoteRevision(repo, revision, commit, tuple(sorted(files, key=lambda f: f.path)))

@@ -350,9 +350,30 @@ class Store:
         os.symlink(self._link_text(entry), staged)
         os.replace(staged, target)
 
+    def _check_shards(self, repo: str, entries: list[FileEntry]) -> None:
+        """A sharded checkpoint is complete only if every shard its index names is among the files."""
+        paths = {e.path for e in entries}
+        for entry in entries:
+            if not entry.path.endswith(".index.json"):
+                continue
+            try:
+                data = json.loads(self.object_path(entry.sha256).read_text(encoding="utf-8"))
+                shards = set(data["weight_map"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise IntegrityError(f"{repo}: {entry.path} is not a valid shard index ({exc}); nothing was stored") from exc
+            prefix = entry.path.rpartition("/")[0]
+            missing = sorted(s for s in shards if (f"{prefix}/{s}" if prefix else s) not in paths)
+            if missing:
+                raise IntegrityError(
+                    f"{repo}: {entry.path} lists {len(shards)} shards but {', '.join(missing[:5])} "
+                    f"{'is' if len(missing) == 1 else 'are'} not among the files; the checkpoint is incomplete, "
+                    "so no version was made. Save or upload it again"
+                )
+
     def _commit(self, repo: str, snap_id: str, entries: list[FileEntry], *, source: str,
                 revision: str | None, refs: Iterable[str]) -> Version:
         """Make a version visible: snapshot in place, then the manifest (exclusive create), then refs."""
+        self._check_shards(repo, entries)
         self._build_snapshot(repo, snap_id, entries)
         existing = [v for v in self.versions(repo) if v.id == snap_id]
         if existing:

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -191,10 +190,73 @@ def test_architectures_not_provided_by_plugin(saved):
     assert type(zoo.load(saved, task="base")).__name__ == "BertModel"
 
 
-def test_bad_input_leaves_the_checkpoint_untouched(saved, tmp_path):
-    before = {p.name: p.read_bytes() for p in saved.iterdir()}
-    backup = tmp_path / "backup"
-    shutil.copytree(saved, backup)
-    with pytest.raises(zoo.UnknownTaskError):
-        zoo.load(saved, task="nonsense")
-    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+def test_failed_loads_leave_the_checkpoint_untouched(tmp_path, tiny_bert):
+    out = zoo.save(zoo.build(tiny_bert), tmp_path / "sharded", max_shard_size="20KB")
+    config = json.loads((out / "config.json").read_text())
+    config["transformers_version"] = "99.0.0"
+    (out / "config.json").write_text(json.dumps(config))
+    last = sorted(out.glob("model-*.safetensors"))[-1]
+    with open(last, "r+b") as f:
+        f.truncate(last.stat().st_size - 3)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(zoo.IncompatibleVersionError):
+        zoo.load(out, strict=True)
+    with pytest.warns(zoo.VersionWarning), pytest.raises(zoo.CorruptCheckpointError):
+        zoo.load(out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_overlapping_tensors_in_a_header_are_refused(saved):
+    path = saved / "model.safetensors"
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    names = [k for k in header if k != "__metadata__"]
+    header[names[1]]["data_offsets"] = header[names[0]]["data_offsets"]  # alias another tensor's bytes
+    header[names[1]]["shape"] = header[names[0]]["shape"]
+    header[names[1]]["dtype"] = header[names[0]]["dtype"]
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    with pytest.raises(zoo.CorruptCheckpointError, match="overlap or leave gaps"):
+        zoo.load(saved)
+
+
+def test_bin_index_with_missing_shard_raises_before_building(tmp_path, tiny_bert, monkeypatch):
+    d = write_config(tmp_path / "binshards", tiny_bert)
+    state = zoo.build(tiny_bert).state_dict()
+    names = list(state)
+    torch.save({k: state[k] for k in names[:5]}, d / "pytorch_model-00001-of-00002.bin")
+    weight_map = {k: ("pytorch_model-00001-of-00002.bin" if i < 5 else "pytorch_model-00002-of-00002.bin")
+                  for i, k in enumerate(names)}
+    (d / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    monkeypatch.setattr(modeling, "empty_model", lambda *a, **k: pytest.fail("built a model"))
+    with pytest.raises(zoo.CorruptCheckpointError, match="pytorch_model-00002-of-00002.bin are missing"):
+        zoo.load(d)
+
+
+def test_patch_newer_transformers_warns_too(saved):
+    import transformers
+    from packaging.version import Version
+
+    v = Version(transformers.__version__)
+    config = json.loads((saved / "config.json").read_text())
+    config["transformers_version"] = f"{v.major}.{v.minor}.{v.micro + 1}"
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.warns(zoo.VersionWarning, match="newer than the installed"):
+        zoo.load(saved)
+
+
+def test_bad_dtype_and_broken_plugin_class_are_zoo_errors(saved):
+    import types
+
+    with pytest.raises(zoo.InvalidArgumentError, match="float99"):
+        zoo.load(saved, dtype="float99")
+
+    def zoo_register_architectures(register):
+        register(zoo.Architecture("bert", "transformers:BertConfig", {"BertModel": "zoo_missing_module:Model"}))
+
+    plugin = types.ModuleType("halfbaked")
+    plugin.zoo_register_architectures = zoo.hookimpl(zoo_register_architectures)
+    registry = zoo.Registry([("halfbaked", plugin)], entry_points=False)
+    with pytest.raises(zoo.PluginLoadError, match="plugin 'halfbaked' names class 'zoo_missing_module:Model'"):
+        zoo.load(saved, registry=registry)

@@ -172,7 +172,8 @@ def test_names_are_validated(tmp_path, tiny_bert):
     for bad in ("../escape", "/abs", "a/b", "", "..", ".hidden"):
         with pytest.raises(InvalidNameError):
             Store().import_dir(source, bad)
-    for bad in ("local:../x", "hf:a/../b", "hf:/etc/passwd", "hf:a/b/c", "bert-base-cased@../x", "zz:thing"):
+    for bad in ("local:../x", "hf:a/../b", "hf:/etc/passwd", "hf:a/b/c", "bert-base-cased@../x", "zz:thing",
+                "hf:local/x"):
         with pytest.raises(InvalidNameError):
             zoo.load(bad)
     with pytest.raises(InvalidNameError):
@@ -238,14 +239,18 @@ def test_rm_and_gc(tmp_path, tiny_bert):
     plan.execute()
     assert store.find("local/a", "v1") is None and store.find("local/a").name == "v2"
     assert not store.snapshot(v1).exists()
-    (store.tmp / "deadbeef.999999.abc.part").write_bytes(b"x" * 10)  # a dead process's leftover
+    leftover = store.tmp / f"{store_module.HOST}.999999.abc.deadbeef.part"  # a dead process's
+    leftover.write_bytes(b"x" * 10)
+    live = store.tmp / f"{store_module.HOST}.{os.getpid()}.abc.cafe.part"  # a live one's: kept
+    live.write_bytes(b"z" * 5)
     stray = store.objects / "00" / ("00" * 32)
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"y" * 20)
-    plan = gc_plan(store)
-    assert plan.freed == 30 and (store.tmp / "deadbeef.999999.abc.part") in plan.files
+    assert stray not in gc_plan(store).files  # younger than the grace period: a pull may be using it
+    plan = gc_plan(store, grace=0)
+    assert plan.freed == 30 and leftover in plan.files and live not in plan.files
     plan.execute()
-    assert not stray.exists() and not list(store.tmp.iterdir())
+    assert not stray.exists() and list(store.tmp.iterdir()) == [live]
     assert type(zoo.load("a")).__name__ == "BertModel"
 
 

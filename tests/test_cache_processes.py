@@ -66,7 +66,7 @@ def test_a_lock_that_always_succeeds_still_leaves_a_correct_store(hub_env, hub):
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     store = Store()
     versions = store.versions(REPO)
-    assert len({v.id for v in versions}) == 1
+    assert len(versions) == 1  # racing writers of one content leave one version
     assert all(store.missing_files(v) == [] for v in versions)
     assert store.verify() == []
     assert _leftovers(store) == []
@@ -88,14 +88,15 @@ def test_kill_9_at_random_moments_never_shows_a_partial_version(hub_env, hub):
     completed = 0
     for attempt in range(20):
         proc = _spawn(["-m", "zoo", "pull", "bert-base-cased", "-q"], hub_env)
-        time.sleep(rng.uniform(0.2, 4.0))
+        time.sleep(rng.uniform(1.0, 7.0))  # start-up takes ~1.5 s, the 90 MB download ~5 s
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        for version in store.versions(REPO):  # whatever is visible is complete
+        for version in store.versions(REPO):  # whatever is visible is complete and intact
             assert store.missing_files(version) == [], attempt
-        if store.versions(REPO):  # this pull finished before its kill: forget it and go on killing
+            assert store.verify(REPO) == [], attempt
+        if store.versions(REPO):  # this pull finished before its kill: start over from nothing
             completed += 1
-            subprocess.run(["rm", "-rf", str(store.versions_root), str(store.hub)], check=True)
+            subprocess.run(["rm", "-rf", str(store.home)], check=True)
     assert completed < 20, "no kill landed mid-pull"
     result = _pull(hub_env)
     assert result.returncode == 0, result.stderr
@@ -138,5 +139,5 @@ def test_lock_wait_logs_and_times_out(hub_env, hub):
                                 env={**os.environ, **hub_env, "ZOO_LOCK_TIMEOUT": "3"},
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "waiting for pulling google-bert/bert-base-cased" in result.stderr
+    assert "waiting for the name 'google-bert/bert-base-cased'" in result.stderr
     assert "zoo: error: gave up waiting" in result.stderr and "ZOO_LOCK_TIMEOUT" in result.stderr

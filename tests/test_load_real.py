@@ -50,6 +50,12 @@ def test_weights_are_mapped_not_copied(minilm_dir):
     assert wb.abs().sum() > 0
     # c was mapped before the write: the file itself was not changed by writing into a loaded model
     assert torch.equal(c.embeddings.word_embeddings.weight, wb)
+    # The weights live in mappings of the file itself, not in copies on the heap.
+    maps = open("/proc/self/maps").read()
+    assert str((minilm_dir / "model.safetensors").resolve()) in maps
+    address = wb.data_ptr()
+    spans = [line.split()[0].split("-") for line in maps.splitlines() if "model.safetensors" in line]
+    assert any(int(lo, 16) <= address < int(hi, 16) for lo, hi in spans)
 
 
 def test_tokenizer_through_zoo(minilm_dir):
@@ -76,5 +82,5 @@ def test_dtype_and_device(minilm_dir):
         warnings.simplefilter("ignore", zoo.VersionWarning)
         model = zoo.load(minilm_dir, dtype="bfloat16", device="cpu")
     assert model.embeddings.word_embeddings.weight.dtype == torch.bfloat16
-    with pytest.raises(ValueError, match="not a torch dtype"):
+    with pytest.raises(zoo.InvalidArgumentError, match="not a torch dtype"):
         zoo.load(minilm_dir, dtype="float99")

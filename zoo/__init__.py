@@ -11,6 +11,7 @@ from .errors import (
     ArchitectureError,
     CacheError,
     IntegrityError,
+    InvalidArgumentError,
     InvalidNameError,
     LockTimeoutError,
     NameResolutionError,
@@ -44,7 +45,7 @@ from .spec import Architecture, Checkpoint
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousNameError", "CacheError", "IntegrityError", "InvalidNameError", "LockTimeoutError",
+    "AmbiguousNameError", "CacheError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError",
     "NameResolutionError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
     "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
     "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",

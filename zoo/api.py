@@ -14,6 +14,7 @@ from .config import CONFIG_NAME, ModelConfig, parse_config, read_config_file
 from .errors import (
     ConfigError,
     IncompatibleVersionError,
+    InvalidArgumentError,
     VersionWarning,
     WeightsMismatchError,
     WeightsWarning,
@@ -102,7 +103,7 @@ def build(config: Any, *, task: str | None = None, registry: Registry | None = N
     """A randomly initialised model for ``config`` (a dict, the plugin's config object or a ModelConfig),
     like ``BertModel(BertConfig())``. The head comes from ``task`` or the config's ``architectures``."""
     cfg = _as_model_config(config, registry or default_registry())
-    cls = resolve_class(cfg.architecture.heads[cfg.architecture.head_for(task, list(cfg.architectures))])
+    cls = resolve_class(cfg.architecture.heads[cfg.architecture.head_for(task, list(cfg.architectures))], cfg.plugin)
     return cls(cfg.config)
 
 
@@ -131,9 +132,10 @@ def load(
     _check_version(cfg, strict)
     head = cfg.architecture.head_for(task, list(cfg.architectures))
     files = weights.open_weights(cfg.path)  # every shard checked before anything is built
-    cls = resolve_class(cfg.architecture.heads[head])
+    state = weights.load_state_dict(files)  # mapped (safetensors) or read safely (.bin): errors come now
+    cls = resolve_class(cfg.architecture.heads[head], cfg.plugin)
     model = modeling.empty_model(cls, cfg.config)
-    report = modeling.fill(model, weights.load_state_dict(files))
+    report = modeling.fill(model, state)
     _report_keys(report, cfg, head, strict)
     if dtype is not None or device is not None:
         model = model.to(device=device, dtype=dtype)
@@ -147,7 +149,7 @@ def _dtype(dtype: Any) -> Any:
 
     value = getattr(torch, dtype.removeprefix("torch."), None)
     if not isinstance(value, torch.dtype):
-        raise ValueError(f"dtype {dtype!r} is not a torch dtype; use e.g. 'float16' or torch.bfloat16")
+        raise InvalidArgumentError(f"dtype {dtype!r} is not a torch dtype; use e.g. 'float16' or torch.bfloat16")
     return value
 
 
@@ -189,7 +191,9 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
         validate_name(path.removeprefix("local:"))
         store = store or default_store()
         store.tmp.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=store.tmp, prefix=f"save.{os.getpid()}.") as tmp:
+        from .cache.store import HOST
+
+        with tempfile.TemporaryDirectory(dir=store.tmp, prefix=f"{HOST}.{os.getpid()}.save.") as tmp:
             _save_dir(model, Path(tmp), max_shard_size)
             return store.import_dir(tmp, path.removeprefix("local:"), source="zoo.save")
     return _save_dir(model, Path(str(path).removeprefix("dir:")).expanduser(), max_shard_size)
@@ -247,7 +251,7 @@ def load_tokenizer(ref: str | os.PathLike[str], *, registry: Registry | None = N
     """The tokenizer saved beside the model (transformers' ``AutoTokenizer`` unless the plugin says
     otherwise), from local files only (a cached name is pulled first); remote code is never run."""
     cfg = load_config(ref, registry=registry, store=store)
-    cls = resolve_class(cfg.architecture.tokenizer_class or "transformers:AutoTokenizer")
+    cls = resolve_class(cfg.architecture.tokenizer_class or "transformers:AutoTokenizer", cfg.plugin)
     try:
         return cls.from_pretrained(str(cfg.path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as exc:

@@ -164,10 +164,11 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if not versions:
         print(f"nothing cached for {args.name}")
         return 1
-    plan = removal_plan(store, target.repo, versions)
+    with store.lock_name(target.repo):  # no pull or import of this name runs meanwhile
+        plan = removal_plan(store, target.repo, versions)
+        if not args.dry_run:
+            plan.execute()
     verb = "would free" if args.dry_run else "freed"
-    if not args.dry_run:
-        plan.execute()
     print(f"{plan.description}: {verb} {_human(plan.freed)} ({len(plan.files)} files, {len(plan.dirs)} folders)")
     return 0
 
@@ -254,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooError as exc:
         print(f"zoo: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system said no: permissions, a full disk
+        print(f"zoo: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

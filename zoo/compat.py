@@ -55,7 +55,7 @@ def check_transformers_version(saved: Version | None, installed: Version | None 
     if installed is None:
         return VersionAdvice(saved, installed, "unknown",
                              f"saved with transformers {saved}; transformers is not installed")
-    if saved.release[:2] > installed.release[:2]:
+    if saved.release > installed.release:
         return VersionAdvice(
             saved, installed, "newer",
             f"saved with transformers {saved}, newer than the installed {installed}: it may use options this "

@@ -39,7 +39,7 @@ class ModelConfig:
         if not self._config:
             from .spec import resolve_class
 
-            cls = resolve_class(self.architecture.config_class)
+            cls = resolve_class(self.architecture.config_class, self.plugin)
             try:
                 self._config.append(cls.from_dict(dict(self.raw)))
             except Exception as exc:

@@ -3,6 +3,7 @@
 One base class per kind, each also inheriting the builtin a generic handler would catch::
 
     ZooError
+    ├── InvalidArgumentError (ValueError)                 e.g. dtype= names no torch dtype
     ├── CheckpointError
     │   ├── CheckpointNotFoundError (FileNotFoundError)   path or name that does not exist
     │   ├── ConfigError (ValueError)                      config.json missing, malformed or incomplete
@@ -41,6 +42,10 @@ from __future__ import annotations
 
 class ZooError(Exception):
     """Base class of every error zoo raises."""
+
+
+class InvalidArgumentError(ZooError, ValueError):
+    """An argument zoo cannot use (e.g. an unknown dtype)."""
 
 
 class CheckpointError(ZooError):

@@ -144,6 +144,9 @@ def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:
     from .errors import WeightsMismatchError
 
     modules = dict(model.named_modules(remove_duplicate=False))
+    aliases: dict[int, list[str]] = {}  # a parameter shared by several modules: one entry, many names
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
     mismatched = []
     for key, tensor in state.items():
         module_name, _, attr = key.rpartition(".")
@@ -154,7 +157,11 @@ def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:
             mismatched.append(f"{key}: checkpoint {list(tensor.shape)}, model {list(old.shape)}")
             continue
         if table is module._parameters:
-            table[attr] = torch.nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
+            param = torch.nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
+            for alias in aliases.get(id(old), [key]) if old is not None else [key]:
+                owner, _, alias_attr = alias.rpartition(".")
+                if alias == key or alias not in state:  # keep the tie: every name gets this one tensor
+                    modules[owner]._parameters[alias_attr] = param
         else:
             table[attr] = tensor
     if mismatched:

@@ -71,6 +71,8 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     if prefix == "hf" or (not prefix and "/" in base):
         if not prefix and Path(base).is_dir():
             return Target("dir", path=Path(base))
+        if base.split("/")[0] == "local":
+            raise InvalidNameError(f"{ref!r}: the namespace 'local' holds your imports; write local:{base.split('/', 1)[1]}")
         return Target("hub", repo=validate_repo_id(base), revision=revision)
     validate_name(base)
     local_repo = f"local/{base}"
@@ -108,7 +110,9 @@ def to_directory(target: Target, *, store: Any) -> Path:
     """The snapshot directory of a target, pulling a hub repo that is not cached (or damaged)."""
     if target.kind == "dir":
         return target.path
-    version = store.find(target.repo, target.revision)
+    # A hub name without @REV means its table revision (usually main), as last pulled: no network.
+    wanted = target.revision or (target.default_revision if target.kind == "hub" else None)
+    version = store.find(target.repo, wanted)
     if version is not None and not store.missing_files(version):
         store.touch_used(target.repo)
         return store.snapshot(version)

@@ -13,16 +13,26 @@ from typing import Any, Mapping, Union
 ClassRef = Union[str, type, Any]
 
 
-def resolve_class(ref: ClassRef) -> Any:
-    """Turn ``"pkg.module:Name"`` into the object; pass objects through."""
+def resolve_class(ref: ClassRef, owner: str | None = None) -> Any:
+    """Turn ``"pkg.module:Name"`` into the object; pass objects through. ``owner`` (the plugin that
+    registered the reference) is named in the error when the import fails."""
+    from .errors import PluginLoadError
+
     if not isinstance(ref, str):
         return ref
     module, _, attr = ref.partition(":")
+    who = f"plugin {owner!r}" if owner else "a plugin"
     if not module or not attr:
-        raise ValueError(f"class reference {ref!r} must look like 'package.module:Name'")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+        raise PluginLoadError(f"{who} names class {ref!r}, which does not look like 'package.module:Name'")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise PluginLoadError(
+            f"{who} names class {ref!r}, which cannot be imported ({type(exc).__name__}: {exc}). "
+            "Install what the plugin needs, or upgrade or disable it (ZOO_DISABLE_PLUGINS)"
+        ) from exc
     return obj
 
 

@@ -88,6 +88,7 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
     metadata = header.pop("__metadata__", None) or {}
     base = 8 + n
     tensors: dict[str, TensorInfo] = {}
+    spans = []
     for name, entry in header.items():
         try:
             dtype = entry["dtype"]
@@ -99,11 +100,19 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
         info = TensorInfo(dtype, shape, base + start, base + end)
         if end < start or (end - start) != info.numel * itemsize or any(d < 0 for d in shape):
             raise _corrupt(path, f"tensor {name!r}: shape {list(shape)} of {dtype} does not match offsets {start}..{end}")
+        if start < 0:
+            raise _corrupt(path, f"tensor {name!r} starts at negative offset {start}")
         if base + end > size:
             raise _corrupt(
                 path, f"tensor {name!r} ends at byte {base + end} but the file has {size} bytes (truncated?)"
             )
         tensors[name] = info
+        spans.append((start, end, name))
+    position = 0
+    for start, end, name in sorted(spans):  # tensors tile the data area: no overlap, no gap
+        if start != position:
+            raise _corrupt(path, f"tensor {name!r} starts at {start}, expected {position}: tensors overlap or leave gaps")
+        position = end
     return SafetensorsHeader(path, tensors, metadata)
 
 

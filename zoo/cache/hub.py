@@ -7,6 +7,7 @@ Settings are read at call time: ``HF_ENDPOINT`` (a mirror such as olah), ``HF_TO
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,6 +15,8 @@ from typing import Callable
 from ..errors import OfflineError, RemoteError, RemoteNotFoundError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 
@@ -97,13 +100,15 @@ def fetch_revision(repo: str, revision: str) -> RemoteRevision:
         entries = list(api.list_repo_tree(repo, revision=commit, recursive=True))
     except Exception as exc:  # huggingface_hub raises many types; all become RemoteError
         raise _translate(exc, what) from exc
-    if not commit:
-        raise RemoteError(f"{what}: the hub did not say which commit {revision!r} is")
+    if not isinstance(commit, str) or not _HEX40.match(commit):
+        raise RemoteError(f"{what}: the hub answered commit {commit!r}, not a 40-hex id; refused")
     files = []
     for entry in entries:
         if isinstance(entry, RepoFile):
             _check_path(what, entry.path)
             lfs = entry.lfs
+            if not _HEX40.match(entry.blob_id or "") or (lfs and not _HEX64.match(lfs.sha256 or "")):
+                raise RemoteError(f"{what}: the server lists {entry.path!r} with a malformed digest; refused")
             files.append(RemoteFile(entry.path, int(entry.size), lfs.sha256 if lfs else None, entry.blob_id))
     return RemoteRevision(repo, revision, commit, tuple(sorted(files, key=lambda f: f.path)))
 
@@ -117,6 +122,7 @@ def download(repo: str, commit: str, file: RemoteFile, dest: Path, on_bytes: Cal
 
     url = hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint())
     headers = build_hf_headers(token=_token())
+    headers["Accept-Encoding"] = "identity"  # sizes and resume offsets are of the raw bytes
     offset = dest.stat().st_size if dest.exists() else 0
     if 0 < offset < file.size:
         headers["Range"] = f"bytes={offset}-"
@@ -126,11 +132,20 @@ def download(repo: str, commit: str, file: RemoteFile, dest: Path, on_bytes: Cal
         with get_session().stream("GET", url, headers=headers, follow_redirects=True, timeout=60) as response:
             hf_raise_for_status(response)
             resumed = response.status_code == 206 and offset > 0
-            with open(dest, "ab" if resumed else "wb") as f:
+            try:
+                f = open(dest, "ab" if resumed else "wb")
+            except OSError as exc:
+                raise RemoteError(f"{what}: cannot write {dest}: {exc.strerror}; check the space and "
+                                  "permissions of ZOO_HOME") from exc
+            with f:
                 if resumed:
                     on_bytes(offset)
                 for chunk in response.iter_bytes(1 << 20):
-                    f.write(chunk)
+                    try:
+                        f.write(chunk)
+                    except OSError as exc:
+                        raise RemoteError(f"{what}: cannot write {dest}: {exc.strerror}; check the space "
+                                          "of ZOO_HOME (the partial file is kept and the next pull resumes)") from exc
                     on_bytes(len(chunk))
     except RemoteError:
         raise

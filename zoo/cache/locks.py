@@ -42,9 +42,9 @@ def locked(path: Path, *, what: str, timeout: float | None = None, poll: float |
             waited = time.monotonic() - start
             if waited >= timeout:
                 raise LockTimeoutError(
-                    f"gave up waiting for {what} after {waited:.0f} s: another process holds {path}. "
-                    "If no zoo process is running, the lock is stale: delete that file, or raise "
-                    "ZOO_LOCK_TIMEOUT"
+                    f"gave up waiting for {what} after {waited:.0f} s: another process holds {path} "
+                    f"(find it with: fuser {path}). A lock of a process that died is released by the "
+                    "system, so a live process is working; wait longer with ZOO_LOCK_TIMEOUT=SECONDS"
                 ) from None
             log.warning("waiting for %s (another process holds %s, %.0f s so far)", what, path, waited)
     try:

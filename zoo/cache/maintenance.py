@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .store import LOCAL_NAMESPACE, Store, Version, _pid_alive, repo_folder
+import time
+
+from .store import LOCAL_NAMESPACE, Store, Version, owner_alive, repo_folder
+
+GRACE = 3600  # seconds: gc leaves younger unreferenced files alone (a pull may be about to use them)
 
 
 @dataclass
@@ -33,7 +38,7 @@ class Plan:
             if target is None:
                 ref.unlink(missing_ok=True)
             else:
-                tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+                tmp = ref.with_name(f".{ref.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
                 tmp.write_text(target)
                 os.replace(tmp, ref)
         return self.freed
@@ -92,15 +97,24 @@ def removal_plan(store: Store, repo: str, versions: list[Version]) -> Plan:
     return plan
 
 
-def gc_plan(store: Store) -> Plan:
-    """Objects no version uses, blobs and snapshots no version of their repo uses, and temporaries
-    left by processes that are gone."""
+def _stat(path: Path, follow: bool = True) -> os.stat_result | None:
+    try:
+        return path.stat() if follow else path.lstat()
+    except OSError:  # removed meanwhile by another process
+        return None
+
+
+def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
+    """Objects no version uses, blobs and snapshots no version of their repo uses (older than
+    ``grace`` seconds, so that a pull in progress keeps what it has stored but not yet committed),
+    and temporaries left by processes that are gone."""
     plan = Plan("garbage collection")
     used = _referenced(store, set())
+    now = time.time()
     if store.objects.is_dir():
         for obj in store.objects.glob("*/*"):
-            if obj.name not in used:
-                st = obj.stat()
+            st = _stat(obj)
+            if obj.name not in used and st and now - st.st_ctime > grace:
                 plan.files.append(obj)
                 plan.freed += st.st_size if st.st_nlink <= 1 else 0
     for repo_path in sorted(store.hub.glob("models--*")) if store.hub.is_dir() else []:
@@ -114,22 +128,21 @@ def gc_plan(store: Store) -> Plan:
         ids = {v.id for v in versions}
         etags = {e.etag for v in versions for e in v.files}
         for snap in (repo_path / "snapshots").glob("*"):
-            if snap.name not in ids:
+            st = _stat(snap, follow=False)
+            if snap.name not in ids and st and now - st.st_mtime > grace:
                 plan.dirs.append(snap)
         for blob in (repo_path / "blobs").glob("*"):
-            if blob.name not in etags:
+            st = _stat(blob)
+            if blob.name not in etags and st and now - st.st_ctime > grace:
                 plan.files.append(blob)
-                plan.freed += blob.stat().st_size if blob.stat().st_nlink <= 1 else 0
+                plan.freed += st.st_size if st.st_nlink <= 1 else 0
     for entry in store.tmp.iterdir() if store.tmp.is_dir() else []:
-        try:
-            pid = int(entry.name.split(".")[1])
-        except (IndexError, ValueError):
-            pid = -1
-        if pid == os.getpid() or (pid > 0 and _pid_alive(pid)):
+        if owner_alive(entry):
             continue
         (plan.dirs if entry.is_dir() and not entry.is_symlink() else plan.files).append(entry)
-        if entry.is_file():
-            plan.freed += entry.stat().st_size
+        st = _stat(entry, follow=False)
+        if st and entry.is_file():
+            plan.freed += st.st_size
     return plan
 
 
@@ -148,8 +161,9 @@ def usage(store: Store) -> Usage:
     inodes = {}
     if store.objects.is_dir():
         for obj in store.objects.glob("*/*"):
-            st = obj.stat()
-            inodes[(st.st_dev, st.st_ino)] = st.st_size
+            st = _stat(obj)
+            if st:
+                inodes[(st.st_dev, st.st_ino)] = st.st_size
     return Usage(logical, sum(inodes.values()))
 
 

@@ -34,10 +34,12 @@ Rules that keep it correct without trusting the locks:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import ConfigError, IntegrityError
+from ..errors import AmbiguousNameError, ConfigError, IntegrityError, InvalidNameError
 from ..names import validate_name, validate_repo_id
 from . import progress
 from .locks import locked
@@ -92,6 +94,7 @@ class FileEntry:
     sha256: str
     size: int
     etag: str  # the blob name in the hub layout
+    mtime_ns: int = 0  # of the stored object when the version was made: a stat tells if it changed
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,10 @@ def content_id(files: Iterable[FileEntry]) -> str:
     return h.hexdigest()[:40]
 
 
+HOST = socket.gethostname().replace(".", "_") or "localhost"
+STALE_FOREIGN = 24 * 3600  # a temporary of another host is taken as abandoned after this long
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -160,6 +167,22 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def owner_alive(path: Path) -> bool:
+    """Whether the process that named the temporary ``path`` (``<host>.<pid>.<rand>.<stem>``) may still
+    be using it. Another host's processes cannot be asked: its files count as live for a day."""
+    parts = path.name.split(".")
+    try:
+        host, pid = parts[0], int(parts[1])
+    except (IndexError, ValueError):
+        return False
+    if host != HOST:
+        try:
+            return time.time() - path.lstat().st_mtime < STALE_FOREIGN
+        except OSError:
+            return False
+    return pid == os.getpid() or _pid_alive(pid)
 
 
 class Store:
@@ -183,7 +206,8 @@ class Store:
             d.mkdir(parents=True, exist_ok=True)
 
     def _tmp_name(self, stem: str, suffix: str = ".tmp") -> Path:
-        return self.tmp / f"{stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}"
+        """``tmp/<host>.<pid>.<random>.<stem><suffix>``: unique, and says who owns it (gc, resume)."""
+        return self.tmp / f"{HOST}.{os.getpid()}.{uuid.uuid4().hex[:12]}.{stem}{suffix}"
 
     def object_path(self, sha256: str) -> Path:
         return self.objects / sha256[:2] / sha256
@@ -193,6 +217,10 @@ class Store:
 
     def _lock(self, key: str, what: str) -> Any:
         return locked(self.locks / f"{key}.lock", what=what)
+
+    def lock_name(self, repo: str) -> Any:
+        """The lock that pulls, imports and removals of ``repo`` hold (best-effort; see zoo.cache.locks)."""
+        return self._lock(repo_folder(repo), f"the name {repo!r}")
 
     def _write_atomic(self, path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +246,7 @@ class Store:
             except OSError:  # another file system: copy once
                 shutil.copyfile(src, staged)
             src = staged
-        os.chmod(src, 0o444)
+        os.chmod(src, src.stat().st_mode & ~0o222 & 0o7777)  # read-only; other bits as they were
         try:
             os.link(src, dest)  # exclusive: if another writer got there first, its copy stays
         except FileExistsError:
@@ -279,9 +307,14 @@ class Store:
             if matches:
                 return matches[-1]
         if len(spec) >= 7 and all(c in "0123456789abcdef" for c in spec.lower()):
-            matches = [v for v in versions if v.id.startswith(spec.lower())]
+            matches = {v.id: v for v in versions if v.id.startswith(spec.lower())}
+            if len(matches) > 1:
+                raise AmbiguousNameError(
+                    f"{repo}@{spec} matches {len(matches)} versions ({', '.join(sorted(i[:12] for i in matches))}); "
+                    "give more characters of the id, or @vN"
+                )
             if matches:
-                return matches[-1]
+                return next(iter(matches.values()))
         return None
 
     def snapshot(self, version: Version) -> Path:
@@ -293,19 +326,22 @@ class Store:
         missing = []
         for entry in version.files:
             try:
-                if (snap / entry.path).stat().st_size != entry.size:
-                    missing.append(entry)
+                st = (snap / entry.path).stat()
             except OSError:
                 missing.append(entry)
+                continue
+            if st.st_size != entry.size or (entry.mtime_ns and st.st_mtime_ns != entry.mtime_ns):
+                missing.append(entry)  # gone, or rewritten in place since the version was made
         return missing
 
     def touch_used(self, repo: str) -> None:
+        """Record a use (for ``zoo ls``); best-effort: a read-only shared store still loads."""
         path = self.used_root / repo_folder(repo)
         try:
-            path.touch()
-        except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
+        except OSError:
+            pass
 
     def last_used(self, repo: str) -> float | None:
         try:
@@ -374,6 +410,7 @@ class Store:
                 revision: str | None, refs: Iterable[str]) -> Version:
         """Make a version visible: snapshot in place, then the manifest (exclusive create), then refs."""
         self._check_shards(repo, entries)
+        entries = [dataclasses.replace(e, mtime_ns=self.object_path(e.sha256).stat().st_mtime_ns) for e in entries]
         self._build_snapshot(repo, snap_id, entries)
         existing = [v for v in self.versions(repo) if v.id == snap_id]
         if existing:
@@ -411,7 +448,16 @@ class Store:
                     number += 1
             staged.unlink()
             version = Version.read(folder / f"v{number:04d}.json")
+            # Without a working lock two writers may both number the same content: the lowest number
+            # stays, the others are withdrawn (they were complete copies, so no reader saw a partial one).
+            twins = [v for v in self.versions(repo) if v.id == snap_id and v.number < version.number]
+            if twins:
+                version.manifest.unlink(missing_ok=True)
+                version = twins[0]
+        newest = max(v.number for v in self.versions(repo))
         for ref in {*refs, version.name}:
+            if ref == "main" and repo.startswith(LOCAL_NAMESPACE + "/") and version.number != newest:
+                continue  # an import's main is its newest version, as the plain name loads it
             self._write_atomic(self.repo_path(repo) / "refs" / ref, snap_id)
         return version
 
@@ -431,6 +477,7 @@ class Store:
             )
         repo = f"{LOCAL_NAMESPACE}/{name}"
         self._mkdirs()
+        # Symlinked files are followed (a Hugging Face snapshot is all symlinks into its blobs).
         files = sorted(
             p for p in directory.rglob("*")
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
@@ -450,7 +497,7 @@ class Store:
                 self.add_object(path, sha256, keep_source=True) if not copy else self._copy_in(path, sha256)
                 entries.append(FileEntry(path.relative_to(directory).as_posix(), sha256, size, sha256))
         snap_id = content_id(entries)
-        with self._lock(repo_folder(repo), f"the name {name!r}"):
+        with self.lock_name(repo):
             return self._commit(repo, snap_id, entries, source=source or f"import:{directory}",
                                 revision=None, refs=["main"])
 
@@ -486,11 +533,13 @@ class Store:
         from .select import select_files
 
         validate_repo_id(repo)
+        if not revision or "/" in revision or ".." in revision or not revision.isprintable() or revision.startswith("."):
+            raise InvalidNameError(f"invalid revision {revision!r}: a branch, tag or commit such as 'main'")
         remote = hub.fetch_revision(repo, revision)
         wanted = select_files([f.path for f in remote.files], all_files=all_files)
         files = [f for f in remote.files if f.path in wanted]
         self._mkdirs()
-        with self._lock(repo_folder(repo), f"pulling {repo}"):
+        with self.lock_name(repo):
             done = [v for v in self.versions(repo) if v.id == remote.commit]
             if done and not self.missing_files(done[-1]) and {f.path for f in done[-1].files} >= wanted:
                 for ref in {revision} - {remote.commit}:
@@ -536,12 +585,8 @@ class Store:
     def _adopt_part(self, etag: str) -> Path:
         """A partial download of ``etag`` left by a dead process becomes ours (resume); else a new name."""
         mine = self._tmp_name(etag, ".part")
-        for part in sorted(self.tmp.glob(f"{etag}.*.part")):
-            try:
-                pid = int(part.name.split(".")[1])
-            except (IndexError, ValueError):
-                continue
-            if pid != os.getpid() and not _pid_alive(pid):
+        for part in sorted(self.tmp.glob(f"*.{etag}.part")):
+            if not owner_alive(part):
                 try:
                     os.rename(part, mine)
                     return mine
@@ -570,10 +615,12 @@ class Store:
                     problem = checked[entry.sha256]
                     if problem:
                         problems.append((version, entry, problem))
-        for version, entry, _ in problems:
-            blob = self.repo_path(version.repo) / "blobs" / entry.etag
-            if blob.exists() or blob.is_symlink():
-                blob.unlink()
+        bad = {entry.sha256 for _, entry, _ in problems}
+        for version in self.iter_versions() if bad else ():  # every repo sharing the content, not only ``repo``
+            for entry in version.files:
+                blob = self.repo_path(version.repo) / "blobs" / entry.etag
+                if entry.sha256 in bad and (blob.exists() or blob.is_symlink()):
+                    blob.unlink()
         return problems
 
     def _check_object(self, entry: FileEntry, on_bytes: Callable[[int], None]) -> str | None:

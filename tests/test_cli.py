@@ -73,6 +73,6 @@ def test_cache_commands(tmp_path, tiny_bert, hub_env, hub):
     assert "freed 91.6 MB" in result.stdout  # all six files: nothing else uses them
     assert "bert-base-cased" not in zoo_cli("ls", env=env).stdout
     result = zoo_cli("gc", env=env)
-    assert result.returncode == 0 and result.stdout.startswith("gc: freed")
+    assert result.returncode == 0 and result.stdout.startswith("garbage collection: freed")
     result = zoo_cli("versions", "nothing-like-this", env=env)
     assert result.returncode == 2 and "zoo: error:" in result.stderr

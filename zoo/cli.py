@@ -165,10 +165,14 @@ def cmd_rm(args: argparse.Namespace) -> int:
         print(f"nothing cached for {args.name}")
         return 1
     with store.lock_name(target.repo):  # no pull or import of this name runs meanwhile
-        plan = removal_plan(store, target.repo, versions)
-        if not args.dry_run:
-            plan.execute()
-    verb = "would free" if args.dry_run else "freed"
+        return _carry_out(removal_plan(store, target.repo, versions), args.dry_run)
+
+
+def _carry_out(plan, dry_run: bool) -> int:
+    """Execute a removal plan (unless a dry run) and say what it freed."""
+    if not dry_run:
+        plan.execute()
+    verb = "would free" if dry_run else "freed"
     print(f"{plan.description}: {verb} {_human(plan.freed)} ({len(plan.files)} files, {len(plan.dirs)} folders)")
     return 0
 
@@ -176,13 +180,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from .cache.maintenance import gc_plan
 
-    store = _store(args)
-    plan = gc_plan(store)
-    if not args.dry_run:
-        plan.execute()
-    verb = "would free" if args.dry_run else "freed"
-    print(f"gc: {verb} {_human(plan.freed)} ({len(plan.files)} files, {len(plan.dirs)} folders)")
-    return 0
+    return _carry_out(gc_plan(_store(args)), args.dry_run)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

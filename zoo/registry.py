@@ -15,7 +15,6 @@ Settings, read when a registry is created (never at import):
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 import time
@@ -167,7 +166,7 @@ class Registry:
             if info.status == "ok":
                 self._plugins[name] = PluginInfo(
                     info.name, info.distribution, info.version, "ok", None,
-                    tuple(k for k, _ in arch.get(name, [])), tuple(c.name for _, c in ckpt.get(name, []) if _ == c.name),
+                    tuple(k for k, _ in arch.get(name, [])), tuple(key for key, c in ckpt.get(name, []) if key == c.name),  # names, not aliases
                 )
 
     def _call(self, pm: pluggy.PluginManager, hook_name: str, kind: type,
@@ -253,7 +252,3 @@ class Registry:
         if ("checkpoint name", name) in self._conflicts:
             raise self._duplicate("checkpoint name", name)
         return self._checkpoints.get(name)
-
-    def close_checkpoint_names(self, name: str) -> list[str]:
-        self._load()
-        return difflib.get_close_matches(name, list(self._checkpoints), n=3, cutoff=0.6)

@@ -170,10 +170,6 @@ class WeightFiles:
     files: tuple[Path, ...]
     headers: tuple[SafetensorsHeader, ...] = ()
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.files)
-
     def tensor_infos(self) -> Iterator[tuple[str, TensorInfo]]:
         for header in self.headers:
             yield from header.tensors.items()

@@ -141,3 +141,12 @@ def test_lock_wait_logs_and_times_out(hub_env, hub):
     assert result.returncode == 2
     assert "waiting for the name 'google-bert/bert-base-cased'" in result.stderr
     assert "zoo: error: gave up waiting" in result.stderr and "ZOO_LOCK_TIMEOUT" in result.stderr
+
+
+def test_concurrent_cold_loads_ask_the_hub_once(hub_env, hub):
+    """Waiting processes find the version another one pulled: one set of metadata requests in all."""
+    procs = [_spawn(["-m", "zoo", "info", "bert-base-cased"], hub_env) for _ in range(4)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert hub.count("GET", "/revision/") == 1, hub.requests()
+    assert _gets(hub, "model.safetensors") == 1

@@ -128,6 +128,6 @@ def to_directory(target: Target, *, store: Any) -> Path:
     if target.revision and target.revision[:1] == "v" and target.revision[1:].isdigit():
         listing = ", ".join(v.name for v in store.versions(target.repo)) or "none"
         raise CheckpointNotFoundError(f"{target.label}: no such version (cached versions: {listing})")
-    version = store.pull(target.repo, target.revision or target.default_revision)
+    version = store.pull(target.repo, target.revision or target.default_revision, if_missing=True)
     store.touch_used(target.repo)
     return store.snapshot(version)

@@ -526,28 +526,37 @@ class Store:
 
     # -- hub pulls -------------------------------------------------------------------------------
 
-    def pull(self, repo: str, revision: str = "main", *, all_files: bool = False) -> Version:
+    def pull(self, repo: str, revision: str = "main", *, all_files: bool = False,
+             if_missing: bool = False) -> Version:
         """Download ``repo`` at ``revision`` (only what loading needs unless ``all_files``) into a
-        complete, verified version. Files already stored are not downloaded again."""
+        complete, verified version. Files already stored are not downloaded again.
+
+        ``if_missing``: first look in the store, under the name's lock, and make no request at all
+        when a complete version for ``revision`` is there; N processes asking for one uncached model
+        then cost the hub one set of requests, not N.
+        """
         from . import hub
         from .select import select_files
 
         validate_repo_id(repo)
         if not revision or "/" in revision or ".." in revision or not revision.isprintable() or revision.startswith("."):
             raise InvalidNameError(f"invalid revision {revision!r}: a branch, tag or commit such as 'main'")
-        remote = hub.fetch_revision(repo, revision)
-        wanted = select_files([f.path for f in remote.files], all_files=all_files)
-        files = [f for f in remote.files if f.path in wanted]
         self._mkdirs()
         with self.lock_name(repo):
+            if if_missing:
+                cached = self.find(repo, revision)
+                if cached is not None and not self.missing_files(cached):
+                    return cached
+            remote = hub.fetch_revision(repo, revision)
+            wanted = select_files([f.path for f in remote.files], all_files=all_files)
             done = [v for v in self.versions(repo) if v.id == remote.commit]
             if done and not self.missing_files(done[-1]) and {f.path for f in done[-1].files} >= wanted:
                 for ref in {revision} - {remote.commit}:
                     self._write_atomic(self.repo_path(repo) / "refs" / ref, remote.commit)
                 return done[-1]
-            total = sum(f.size for f in files)
+            files = [f for f in remote.files if f.path in wanted]
             entries = []
-            with progress.bar(total, f"pull {repo}", self.quiet) as bar:
+            with progress.bar(sum(f.size for f in files), f"pull {repo}", self.quiet) as bar:
                 for f in files:
                     entries.append(self._fetch(repo, remote.commit, f, bar.update))
             refs = [revision] if revision != remote.commit else []

@@ -203,8 +203,10 @@ def test_offline_switch(hub_env, hub, monkeypatch):
 
 
 def test_unknown_repo_on_the_hub(hub_env):
-    with pytest.raises(zoo.cache.RemoteNotFoundError, match="acme/nothing-here@main: not found"):
+    with pytest.raises(zoo.cache.RemoteNotFoundError, match="acme/nothing-here@main: not found.*no directory"):
         zoo.load("acme/nothing-here")
+    with pytest.raises(zoo.CheckpointNotFoundError, match="no such directory"):
+        zoo.load("some/relative/path")  # two slashes: a path, never a hub id
 
 
 def test_verify_quarantines_and_pull_fetches_again(hub_env, hub):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AmbiguousNameError, CheckpointNotFoundError, UnknownNameError
+from .errors import AmbiguousNameError, CheckpointNotFoundError, RemoteNotFoundError, UnknownNameError
 from .names import InvalidNameError, validate_name, validate_repo_id
 
 
@@ -68,9 +68,9 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     revision = revision or None
     if revision is not None and (not revision or "/" in revision or revision.startswith(".")):
         raise InvalidNameError(f"invalid revision in {ref!r}: expected @v2, @main or @<commit>")
+    if not prefix and (base.count("/") > 1 or Path(body).is_dir()):
+        return Target("dir", path=Path(body).expanduser())  # a/b/c is a path: hub ids have one '/'
     if prefix == "hf" or (not prefix and "/" in base):
-        if not prefix and Path(base).is_dir():
-            return Target("dir", path=Path(base))
         if base.split("/")[0] == "local":
             raise InvalidNameError(f"{ref!r}: the namespace 'local' holds your imports; write local:{base.split('/', 1)[1]}")
         return Target("hub", repo=validate_repo_id(base), revision=revision)
@@ -128,6 +128,12 @@ def to_directory(target: Target, *, store: Any) -> Path:
     if target.revision and target.revision[:1] == "v" and target.revision[1:].isdigit():
         listing = ", ".join(v.name for v in store.versions(target.repo)) or "none"
         raise CheckpointNotFoundError(f"{target.label}: no such version (cached versions: {listing})")
-    version = store.pull(target.repo, target.revision or target.default_revision, if_missing=True)
+    try:
+        version = store.pull(target.repo, target.revision or target.default_revision, if_missing=True)
+    except RemoteNotFoundError as exc:
+        if "/" in target.repo:
+            raise RemoteNotFoundError(f"{exc} (there is no directory ./{target.repo} either; "
+                                      f"write ./{target.repo} or dir:{target.repo} for a path)") from exc
+        raise
     store.touch_used(target.repo)
     return store.snapshot(version)

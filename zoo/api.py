@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ._env import flag
 from .config import CONFIG_NAME, ModelConfig, parse_config, read_config_file
 from .errors import (
     ConfigError,
@@ -41,9 +42,7 @@ def default_registry() -> Registry:
 
 
 def _strict(strict: bool | None) -> bool:
-    if strict is not None:
-        return strict
-    return os.environ.get("ZOO_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+    return flag("ZOO_STRICT") if strict is None else strict
 
 
 def default_store() -> "Store":
@@ -58,8 +57,9 @@ def resolve(ref: str | os.PathLike[str], *, registry: Registry | None = None, st
     cached). See :mod:`zoo.resolve` for the forms a name may take."""
     from . import resolve as resolving
 
-    if isinstance(ref, os.PathLike) or (isinstance(ref, str) and (ref.startswith("dir:") or resolving._looks_like_path(ref))):
-        return Path(str(ref).removeprefix("dir:")).expanduser()  # a path: the store is not involved
+    path = resolving.as_path(ref)
+    if path is not None:
+        return path  # a path: the store is not involved
     store = store or default_store()
     target = resolving.parse(ref, registry=registry or default_registry(), store=store)
     return resolving.to_directory(target, store=store)
@@ -181,9 +181,12 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
     the directory), or a bare name such as ``"my-bert"``: then the files become a new immutable version
     of that name in the cache (``zoo.load("my-bert")``, ``zoo versions my-bert``; returns the Version).
     """
-    from .resolve import _looks_like_path
+    from .resolve import as_path
 
-    if isinstance(path, str) and "/" not in path and not _looks_like_path(path) and not path.startswith("dir:"):
+    directory = as_path(path)
+    if directory is None and "/" in path:  # out/dir: a relative directory (names have no '/')
+        directory = Path(path)
+    if directory is None:
         import tempfile
 
         from .names import validate_name
@@ -196,7 +199,7 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
         with tempfile.TemporaryDirectory(dir=store.tmp, prefix=f"{HOST}.{os.getpid()}.save.") as tmp:
             _save_dir(model, Path(tmp), max_shard_size)
             return store.import_dir(tmp, path.removeprefix("local:"), source="zoo.save")
-    return _save_dir(model, Path(str(path).removeprefix("dir:")).expanduser(), max_shard_size)
+    return _save_dir(model, directory, max_shard_size)
 
 
 def _save_dir(model: "torch.nn.Module", directory: Path, max_shard_size: int | str) -> Path:

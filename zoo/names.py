@@ -21,6 +21,14 @@ def validate_name(name: str) -> str:
     return name
 
 
+def validate_revision(revision: str) -> str:
+    """A branch, tag, commit or zoo version (``main``, ``v2``, ``<sha>``): no ``/``, no ``..``."""
+    if (not isinstance(revision, str) or not revision or "/" in revision or ".." in revision
+            or revision.startswith(".") or not revision.isprintable()):
+        raise InvalidNameError(f"invalid revision {revision!r}: expected e.g. main, v2 or a commit id")
+    return revision
+
+
 def validate_repo_id(repo_id: str) -> str:
     """A hub repository id: ``name`` or ``org/name``."""
     parts = repo_id.split("/") if isinstance(repo_id, str) else []

@@ -15,7 +15,6 @@ Settings, read when a registry is created (never at import):
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import warnings
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from . import hookspecs
+from ._env import flag, name_list
 from .errors import (
     DuplicateRegistrationError,
     PluginLoadError,
@@ -35,17 +35,6 @@ from .errors import (
 from .spec import Architecture, Checkpoint
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
-
-
-def _env_list(name: str) -> set[str] | None:
-    value = os.environ.get(name)
-    if value is None:
-        return None
-    return {part.strip() for part in value.split(",") if part.strip()}
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -89,10 +78,10 @@ class Registry:
     ) -> None:
         self._extra = list(plugins)
         self._use_entry_points = entry_points
-        self._disabled = set(disabled) if disabled is not None else (_env_list("ZOO_DISABLE_PLUGINS") or set())
-        self._only = set(only) if only is not None else _env_list("ZOO_PLUGINS")
-        self.strict = _env_flag("ZOO_STRICT_PLUGINS") if strict is None else strict
-        self.trace = _env_flag("ZOO_TRACE_PLUGINS") if trace is None else trace
+        self._disabled = set(disabled) if disabled is not None else (name_list("ZOO_DISABLE_PLUGINS") or set())
+        self._only = set(only) if only is not None else name_list("ZOO_PLUGINS")
+        self.strict = flag("ZOO_STRICT_PLUGINS") if strict is None else strict
+        self.trace = flag("ZOO_TRACE_PLUGINS") if trace is None else trace
         self._loaded = False
         self._plugins: dict[str, PluginInfo] = {}
         self._architectures: dict[str, Registered] = {}

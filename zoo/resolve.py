@@ -21,8 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AmbiguousNameError, CheckpointNotFoundError, RemoteNotFoundError, UnknownNameError
-from .names import InvalidNameError, validate_name, validate_repo_id
+from .errors import (
+    AmbiguousNameError,
+    CheckpointNotFoundError,
+    InvalidNameError,
+    RemoteNotFoundError,
+    UnknownNameError,
+)
+from .names import validate_name, validate_repo_id, validate_revision
 
 
 
@@ -43,20 +49,26 @@ class Target:
         return f"{name}@{self.revision}" if self.revision else name
 
 
-def _looks_like_path(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", "..")
+def as_path(ref: Any) -> Path | None:
+    """The directory ``ref`` names when it is written as a path (a ``PathLike``, ``dir:PATH``, or text
+    starting with ``/``, ``./``, ``../`` or ``~``); None for anything that may be a name. Needs neither
+    the store nor the registry."""
+    if isinstance(ref, os.PathLike):
+        return Path(ref).expanduser()
+    if isinstance(ref, str) and ref.startswith("dir:"):
+        return Path(ref[4:]).expanduser()
+    if isinstance(ref, str) and (ref.startswith(("/", "./", "../", "~", ".\\")) or ref in (".", "..")):
+        return Path(ref).expanduser()
+    return None
 
 
 def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     """Decide what ``ref`` names, without any network request."""
-    if isinstance(ref, os.PathLike):
-        return Target("dir", path=Path(ref).expanduser())
+    path = as_path(ref)
+    if path is not None:
+        return Target("dir", path=path)
     if not isinstance(ref, str) or not ref:
         raise InvalidNameError(f"expected a path or a name, got {ref!r}")
-    if ref.startswith("dir:"):
-        return Target("dir", path=Path(ref[4:]).expanduser())
-    if _looks_like_path(ref):
-        return Target("dir", path=Path(ref).expanduser())
     prefix, sep, rest = ref.partition(":")
     if sep and prefix in ("hf", "local"):
         body = rest
@@ -65,9 +77,7 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     else:
         prefix, body = "", ref
     base, _, revision = body.partition("@")
-    revision = revision or None
-    if revision is not None and (not revision or "/" in revision or revision.startswith(".")):
-        raise InvalidNameError(f"invalid revision in {ref!r}: expected @v2, @main or @<commit>")
+    revision = validate_revision(revision) if revision else None
     if not prefix and (base.count("/") > 1 or Path(body).is_dir()):
         return Target("dir", path=Path(body).expanduser())  # a/b/c is a path: hub ids have one '/'
     if prefix == "hf" or (not prefix and "/" in base):
@@ -129,7 +139,7 @@ def to_directory(target: Target, *, store: Any) -> Path:
         listing = ", ".join(v.name for v in store.versions(target.repo)) or "none"
         raise CheckpointNotFoundError(f"{target.label}: no such version (cached versions: {listing})")
     try:
-        version = store.pull(target.repo, target.revision or target.default_revision, if_missing=True)
+        version = store.pull(target.repo, wanted, if_missing=True)
     except RemoteNotFoundError as exc:
         if "/" in target.repo:
             raise RemoteNotFoundError(f"{exc} (there is no directory ./{target.repo} either; "

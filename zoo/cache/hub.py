@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .._env import flag
 from ..errors import OfflineError, RemoteError, RemoteNotFoundError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -23,8 +24,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
-               for v in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"))
+    return flag("ZOO_OFFLINE", "HF_HUB_OFFLINE")
 
 
 def endpoint() -> str:

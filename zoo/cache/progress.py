@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
+
+from .._env import flag
 
 
 class _Silent:
@@ -23,7 +24,7 @@ class _Silent:
 
 def enabled(quiet: bool | None) -> bool:
     if quiet is None:
-        quiet = os.environ.get("ZOO_QUIET", "").lower() in {"1", "true", "yes", "on"}
+        quiet = flag("ZOO_QUIET")
     return not quiet and sys.stderr.isatty()
 
 

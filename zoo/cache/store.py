@@ -47,8 +47,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import AmbiguousNameError, ConfigError, IntegrityError, InvalidNameError
-from ..names import validate_name, validate_repo_id
+from ..errors import AmbiguousNameError, ConfigError, IntegrityError
+from ..names import validate_name, validate_repo_id, validate_revision
 from . import progress
 from .locks import locked
 
@@ -539,8 +539,7 @@ class Store:
         from .select import select_files
 
         validate_repo_id(repo)
-        if not revision or "/" in revision or ".." in revision or not revision.isprintable() or revision.startswith("."):
-            raise InvalidNameError(f"invalid revision {revision!r}: a branch, tag or commit such as 'main'")
+        validate_revision(revision)
         self._mkdirs()
         with self.lock_name(repo):
             if if_missing:

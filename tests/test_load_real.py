@@ -17,7 +17,9 @@ SENTENCES = [
 
 
 def test_load_equals_automodel_on_real_sentences(minilm_dir):
-    with pytest.warns(zoo.VersionWarning, match="4.8.2"):
+    with warnings.catch_warnings():
+        # saved by transformers 4.8.2, an older major: recorded (zoo info), not warned about on every load
+        warnings.simplefilter("error", zoo.VersionWarning)
         model = zoo.load(minilm_dir)
     reference = AutoModel.from_pretrained(minilm_dir).eval()
     assert type(model) is type(reference)

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ._deps import TORCH_INSTALL, require
 from ._env import flag
 from .config import CONFIG_NAME, ModelConfig, parse_config, read_config_file
 from .errors import (
@@ -74,12 +75,13 @@ def load_config(ref: str | os.PathLike[str], *, registry: Registry | None = None
 
 
 def _check_version(cfg: ModelConfig, strict: bool) -> None:
+    """Warn (strict: raise) only for a checkpoint saved by a newer transformers than the installed one.
+    An older major (most of the hub: 4.x) or an unknown version is only recorded in
+    ``cfg.version_advice``, which ``zoo info`` shows: a warning on every normal load would be ignored."""
     advice = cfg.version_advice
     if advice.status == "newer":
         if strict:
             raise IncompatibleVersionError(f"{cfg.where}: {advice.message}")
-        warnings.warn(f"{cfg.where}: {advice.message}", VersionWarning, stacklevel=3)
-    elif advice.status == "older-major":
         warnings.warn(f"{cfg.where}: {advice.message}", VersionWarning, stacklevel=3)
 
 
@@ -102,6 +104,7 @@ def _as_model_config(config: Any, registry: Registry) -> ModelConfig:
 def build(config: Any, *, task: str | None = None, registry: Registry | None = None) -> "torch.nn.Module":
     """A randomly initialised model for ``config`` (a dict, the plugin's config object or a ModelConfig),
     like ``BertModel(BertConfig())``. The head comes from ``task`` or the config's ``architectures``."""
+    require("torch", TORCH_INSTALL, needed_by="zoo.build")
     cfg = _as_model_config(config, registry or default_registry())
     cls = resolve_class(cfg.architecture.heads[cfg.architecture.head_for(task, list(cfg.architectures))], cfg.plugin)
     return cls(cfg.config)
@@ -124,6 +127,7 @@ def load(
     memory-mapped, not copied. ``strict=True`` (or ``ZOO_STRICT=1``) turns version and missing/unexpected
     key warnings into errors.
     """
+    require("torch", TORCH_INSTALL, needed_by="zoo.load")
     from . import modeling, weights
 
     strict = _strict(strict)
@@ -181,6 +185,7 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
     the directory), or a bare name such as ``"my-bert"``: then the files become a new immutable version
     of that name in the cache (``zoo.load("my-bert")``, ``zoo versions my-bert``; returns the Version).
     """
+    require("torch", TORCH_INSTALL, needed_by="zoo.save")
     from .resolve import as_path
 
     directory = as_path(path)

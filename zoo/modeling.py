@@ -86,8 +86,23 @@ def empty_model(cls: type, config: Any) -> "torch.nn.Module":
 
 @dataclass(frozen=True)
 class LoadReport:
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
+    """What a load did besides assigning tensors by name (``zoo.load(..., output_loading_info=True)``).
+
+    - ``conversions``: renames and conversions applied to checkpoint keys (:mod:`zoo.conversion`);
+    - ``initialised``: weights of a head (or an optional body part) the checkpoint does not have, newly
+      initialised: expected when loading a base checkpoint into a new head;
+    - ``unused``: checkpoint weights of parts this model does not have (another head, a pooler): dropped;
+    - ``unexpected``: checkpoint weights that match no parameter of a module the model has: suspicious.
+    """
+
+    conversions: tuple[Any, ...] = ()
+    initialised: tuple[str, ...] = ()
+    unused: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return self.initialised
 
 
 def _adapt_prefix(model: "torch.nn.Module", state: dict[str, Any], expected: set[str]) -> dict[str, Any]:
@@ -105,12 +120,24 @@ def _adapt_prefix(model: "torch.nn.Module", state: dict[str, Any], expected: set
     return state
 
 
-def _ignored(model: "torch.nn.Module", attr: str) -> list[re.Pattern[str]]:
-    return [re.compile(p) for p in (getattr(model, attr, None) or [])]
+def _patterns(model: "torch.nn.Module", attr: str, extra: tuple[str, ...] = ()) -> list[re.Pattern[str]]:
+    return [re.compile(p) for p in (*(getattr(model, attr, None) or ()), *extra)]
 
 
-def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> LoadReport:
-    """Assign ``state`` into a model built by :func:`empty_model`; tie weights; initialise what is missing."""
+def _head_of(model: "torch.nn.Module", name: str) -> str | None:
+    """The head module ``name`` belongs to (``cls``, ``classifier``), or None for the model's body. A model
+    with a ``base_model_prefix`` submodule is body + heads; any other model is all body."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    if not prefix or prefix not in model._modules or name.startswith(prefix + "."):
+        return None
+    return name.split(".", 1)[0]
+
+
+def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], *,
+         optional: tuple[str, ...] = (), where: str = "the checkpoint") -> LoadReport:
+    """Assign ``state`` into a model built by :func:`empty_model`; tie weights; initialise the weights of a
+    head the checkpoint does not have. A body weight the checkpoint lacks is an error
+    (:class:`~zoo.errors.MissingWeightsError`), unless it matches ``optional``."""
     expected = set(model.state_dict().keys())
     state = _adapt_prefix(model, state, expected)
     non_persistent = {
@@ -118,22 +145,52 @@ def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> LoadRepo
         for mod_name, module in model.named_modules()
         for b in getattr(module, "_non_persistent_buffers_set", ())
     }
-    ignore_unexpected = _ignored(model, "_keys_to_ignore_on_load_unexpected")
-    unexpected = tuple(
+    ignore_unexpected = _patterns(model, "_keys_to_ignore_on_load_unexpected")
+    leftovers = [
         k for k in state
         if k not in expected and k not in non_persistent and not any(p.search(k) for p in ignore_unexpected)
-    )
+    ]
+    modules = dict(model.named_modules(remove_duplicate=False))
+    unexpected = tuple(k for k in leftovers if k.rpartition(".")[0] in modules)
+    unused = tuple(k for k in leftovers if k.rpartition(".")[0] not in modules)
     _assign(model, {k: v for k, v in state.items() if k in expected})
     if callable(getattr(model, "tie_weights", None)):
         model.tie_weights()
-    ignore_missing = _ignored(model, "_keys_to_ignore_on_load_missing")
     missing = [name for name, p in model.named_parameters(remove_duplicate=False) if p.is_meta]
+    allowed = _patterns(model, "_keys_to_ignore_on_load_missing", optional)
+    heads_present = {_head_of(model, k) for k in state if k in expected}
+    required = [
+        k for k in missing
+        if (_head_of(model, k) is None or _head_of(model, k) in heads_present) and not any(p.search(k) for p in allowed)
+    ]
+    if required:
+        raise _missing_error(required, unexpected, where, type(model).__name__)
     if missing:
         _initialise_missing(model, missing)
         if callable(getattr(model, "tie_weights", None)):
             model.tie_weights()
+    ignore_missing = _patterns(model, "_keys_to_ignore_on_load_missing")
     reported = tuple(k for k in missing if not any(p.search(k) for p in ignore_missing))
-    return LoadReport(reported, unexpected)
+    return LoadReport(initialised=reported, unused=unused, unexpected=unexpected)
+
+
+def _missing_error(required: list[str], unexpected: tuple[str, ...], where: str, cls: str) -> Exception:
+    from .errors import MissingWeightsError
+
+    owners = {k.rpartition(".")[0] for k in required}
+    renamed = [k for k in unexpected if k.rpartition(".")[0] in owners]
+    if renamed:
+        cause = (f"the checkpoint names them differently ({', '.join(renamed[:3])}{' ...' if len(renamed) > 3 else ''} "
+                 "match no parameter): an older naming that no rename covers. Add the old names to the "
+                 "architecture plugin's key_renames, or re-save the checkpoint with the code that reads it")
+    else:
+        cause = ("the checkpoint is incomplete, or its config.json describes a different model than its weights "
+                 "(more layers, another variant). Download or save it again")
+    shown = ", ".join(required[:5]) + (" ..." if len(required) > 5 else "")
+    return MissingWeightsError(
+        f"{where}: {len(required)} weights of {cls} that the checkpoint's own model has are missing from it "
+        f"({shown}); loading would leave them random. Likely cause: {cause}"
+    )
 
 
 def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:

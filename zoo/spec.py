@@ -53,6 +53,14 @@ class Architecture:
     - ``tasks``: task name -> head name (``"fill-mask"`` -> ``"BertForMaskedLM"``) for ``task=``.
     - ``default_head``: used when ``config.json`` has no ``architectures``; defaults to the first head.
     - ``tokenizer_class``: has ``from_pretrained(dir)``; defaults to transformers' ``AutoTokenizer``.
+    - ``key_renames``: older checkpoint key names, as regular expression -> replacement (``re.sub``),
+      applied to every key before loading (``{r"\\.ln_(\\d)\\.": r".norm\\1."}``). See :mod:`zoo.conversion`.
+    - ``transformers_conversions``: for heads that are transformers ``PreTrainedModel`` classes, also apply
+      transformers' own checkpoint conversions (legacy ``gamma``/``beta`` names, merged experts...), as
+      ``from_pretrained`` does. On by default.
+    - ``optional_weights``: regular expressions of body weights a checkpoint may lack (initialised with a
+      warning, e.g. BERT's pooler, which masked-LM checkpoints do not have). Any other body weight the
+      checkpoint lacks is an error: it would be random where the checkpoint's own model had trained values.
     """
 
     model_type: str
@@ -62,6 +70,9 @@ class Architecture:
     default_head: str | None = None
     tokenizer_class: ClassRef | None = None
     description: str = ""
+    key_renames: Mapping[str, str] = field(default_factory=dict)
+    transformers_conversions: bool = True
+    optional_weights: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.model_type or not isinstance(self.model_type, str):
@@ -73,6 +84,12 @@ class Architecture:
                 raise ValueError(f"Architecture {self.model_type!r}: task {task!r} names unknown head {head!r}")
         if self.default_head is not None and self.default_head not in self.heads:
             raise ValueError(f"Architecture {self.model_type!r}: default_head {self.default_head!r} is not a head")
+        from .conversion import compile_renames
+
+        compile_renames(self.key_renames, self.model_type)
+        object.__setattr__(self, "key_renames", dict(self.key_renames))
+        object.__setattr__(self, "optional_weights", tuple(self.optional_weights))
+        compile_renames(dict.fromkeys(self.optional_weights, ""), self.model_type, "optional_weights")
 
     @property
     def base_head(self) -> str:

@@ -53,6 +53,10 @@ def zoo_register_architectures(register):
             tasks=TASKS,
             default_head="BertModel",
             description="BERT encoders (transformers' modeling_bert)",
+            # Masked-LM checkpoints (bert-base-cased's own head) have no pooler: loading one as BertModel
+            # initialises the pooler, as transformers does. Any other missing body weight is an error.
+            # Older key names (LayerNorm.gamma/beta) are renamed by transformers' conversions (on by default).
+            optional_weights=(r"(^|\.)pooler\.",),
         )
     )
 

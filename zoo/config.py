@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from packaging.version import Version
 
 from .compat import VersionAdvice, check_transformers_version, parse_version
-from .errors import CheckpointNotFoundError, ConfigError
+from .errors import CheckpointNotFoundError, ConfigError, ZooError
+from .weights import entry_problem, loads_json
 
 CONFIG_NAME = "config.json"
 
@@ -53,6 +56,23 @@ class ModelConfig:
     def where(self) -> str:
         return str(self.path / CONFIG_NAME) if self.path else "config"
 
+    @contextmanager
+    def building(self, cls: type) -> Iterator[None]:
+        """Wrap the plugin's ``cls(self.config)``: a value the model cannot be built from (an unknown
+        activation, a size it divides by zero, ...) becomes a :class:`ConfigError` naming config.json."""
+        try:
+            yield
+        except ZooError:
+            raise
+        except (ArithmeticError, LookupError, TypeError, ValueError, RuntimeError) as exc:
+            fields = _fields_holding(self.raw, exc.args[0]) if isinstance(exc, KeyError) and exc.args else []
+            named = (f": {', '.join(f'{k}={v!r}' for k, v in fields)} is not a value {cls.__name__} knows"
+                     if fields else f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            raise ConfigError(
+                f"{self.where}: {cls.__name__} cannot be built from this config{named}. Fix the value in "
+                "config.json (compare with the architecture's documented defaults) or save the model again"
+            ) from exc
+
 
 def read_config_file(directory: Path) -> dict[str, Any]:
     """``config.json`` of a saved directory as a dict, with errors that say what to do."""
@@ -66,13 +86,16 @@ def read_config_file(directory: Path) -> dict[str, Any]:
             f"{str(directory)!r} is a file; pass the directory that holds config.json and the weights"
         )
     path = directory / CONFIG_NAME
+    problem = entry_problem(path)
+    if problem:
+        raise ConfigError(f"{path}: {problem}. Replace it with the checkpoint's config.json or save the model again")
     if not path.is_file():
         raise ConfigError(
             f"{directory} has no config.json, so zoo cannot tell which architecture it holds. "
             "Save the model with zoo.save or save_pretrained, which write config.json next to the weights"
         )
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = loads_json(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text ({exc}); it is not a config.json") from exc
     except json.JSONDecodeError as exc:
@@ -80,6 +103,9 @@ def read_config_file(directory: Path) -> dict[str, Any]:
             f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
             "Fix the file or save the model again"
         ) from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}; a model config is a flat object with a few nested ones. "
+                          "Fix the file or save the model again") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} holds a JSON {type(raw).__name__}, expected an object {{...}}")
     return raw
@@ -98,6 +124,7 @@ def parse_config(raw: dict[str, Any], registry: Any, path: Path | None = None) -
     architectures = raw.get("architectures") or ()
     if not isinstance(architectures, (list, tuple)) or not all(isinstance(a, str) for a in architectures):
         raise ConfigError(f"{where}: 'architectures' must be a list of class names, got {architectures!r}")
+    check_sizes(raw, where)
     saved = raw.get("transformers_version")
     registered = registry.architecture(model_type, transformers_version=saved if isinstance(saved, str) else None)
     version = parse_version(saved)
@@ -111,3 +138,42 @@ def parse_config(raw: dict[str, Any], registry: Any, path: Path | None = None) -
         plugin=registered.plugin,
         architecture=registered.item,
     )
+
+
+# Keys that hold sizes or counts in model configs of any architecture (hidden_size, vocab_size,
+# num_attention_heads, n_layer, ...): none can be negative. Zero is fine for most (chunk_size_feed_forward,
+# type_vocab_size, no_repeat_ngram_size), but a model cannot have zero attention heads or zero width.
+_SIZE_KEY = re.compile(r"(?:^|_)sizes?$|^(?:num|n)_|^max_position_embeddings$")
+_NONZERO_KEY = re.compile(r"(?:^|_)heads?$|^(?:hidden_size|d_model|n_embd)$")
+
+
+def check_sizes(raw: dict[str, Any], where: str) -> None:
+    """Refuse sizes no model can have (a negative size or count, zero heads or width) with the field's
+    name, before a plugin divides by them or allocates them. Looks into nested configs (text_config, ...)."""
+    pending: list[tuple[str, dict[str, Any]]] = [("", raw)]
+    while pending:
+        prefix, mapping = pending.pop()
+        for key, value in mapping.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and prefix.count(".") < 4:
+                pending.append((name + ".", value))
+                continue
+            if not isinstance(key, str) or not _SIZE_KEY.search(key) and not _NONZERO_KEY.search(key):
+                continue
+            numbers = value if isinstance(value, list) else [value]
+            for number in numbers:
+                if not isinstance(number, int) or isinstance(number, bool):
+                    continue
+                if number < 0 or (number == 0 and _NONZERO_KEY.search(key)):
+                    need = "a positive integer" if _NONZERO_KEY.search(key) else "a non-negative integer"
+                    raise ConfigError(
+                        f"{where}: {name} is {value!r}, but it must be {need}. Fix the value in config.json "
+                        "(compare with the architecture's documented defaults) or save the model again"
+                    )
+
+
+def _fields_holding(raw: dict[str, Any], value: object) -> list[tuple[str, Any]]:
+    """The top-level fields of ``raw`` whose value is ``value`` (to name the field behind a KeyError)."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        return []
+    return [(k, v) for k, v in raw.items() if type(v) is type(value) and v == value][:3]

@@ -33,6 +33,7 @@ def _quiet_load(ref, **kw):
         return zoo.load(ref, **kw)
 
 
+@pytest.mark.slow
 def test_pull_takes_only_what_loading_needs(hub_env, hub):
     version = Store().pull("google-bert/bert-base-cased")
     assert {f.path for f in version.files} == NEEDED
@@ -47,6 +48,7 @@ def test_pull_takes_only_what_loading_needs(hub_env, hub):
     assert _gets(hub, "model.safetensors") == 1  # already stored: not fetched again
 
 
+@pytest.mark.slow
 def test_load_by_name_then_warm_with_zero_requests_and_no_hashing(hub_env, hub, minilm_dir, monkeypatch):
     model = _quiet_load("bert-base-cased")
     assert _gets(hub, "model.safetensors") == 1
@@ -66,6 +68,7 @@ def test_load_by_name_then_warm_with_zero_requests_and_no_hashing(hub_env, hub, 
     assert hub.requests() == []
 
 
+@pytest.mark.slow
 def test_hub_repo_id_and_revisions(hub_env, hub, minilm_dir):
     commit = Store().pull("sentence-transformers/all-MiniLM-L6-v2").id
     assert len(commit) == 40
@@ -76,6 +79,7 @@ def test_hub_repo_id_and_revisions(hub_env, hub, minilm_dir):
         zoo.load("sentence-transformers/all-MiniLM-L6-v2@v7")
 
 
+@pytest.mark.slow
 def test_new_commit_on_the_hub_becomes_a_new_version(hub_env, hub, minilm_dir, tmp_path):
     store = Store()
     repo = "acme/evolving"
@@ -93,6 +97,7 @@ def test_new_commit_on_the_hub_becomes_a_new_version(hub_env, hub, minilm_dir, t
     assert _quiet_load(f"{repo}@v2-tag").config.hidden_dropout_prob == 0.2
 
 
+@pytest.mark.slow
 def test_store_is_a_huggingface_hub_cache(hub_env, hub):
     _quiet_load("bert-base-cased")
     Store().import_dir(Store().snapshot(Store().find("google-bert/bert-base-cased")), "mine", copy=True)
@@ -189,6 +194,7 @@ def test_ambiguous_and_unknown_names_give_the_fix(tmp_path, tiny_bert):
         zoo.load("bert-base-casd")
 
 
+@pytest.mark.slow
 def test_offline_switch(hub_env, hub, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     with pytest.raises(zoo.cache.OfflineError, match="offline mode is on"):
@@ -209,6 +215,7 @@ def test_unknown_repo_on_the_hub(hub_env):
         zoo.load("some/relative/path")  # two slashes: a path, never a hub id
 
 
+@pytest.mark.slow
 def test_verify_quarantines_and_pull_fetches_again(hub_env, hub):
     store = Store()
     version = store.pull("google-bert/bert-base-cased")
@@ -302,6 +309,7 @@ def test_sharded_pull_is_complete(hub_env, hub, tmp_path, tiny_bert):
     assert type(zoo.load("acme/sharded")).__name__ == "BertForMaskedLM"
 
 
+@pytest.mark.slow
 def test_hf_token_is_sent(hub_env, hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_zoo_test_token")
     Store().pull("sentence-transformers/all-MiniLM-L6-v2")

@@ -46,6 +46,7 @@ def _spawn(code_or_args, env, **kw):
                             text=True, **kw)
 
 
+@pytest.mark.slow
 def test_eight_processes_load_one_uncached_model(hub_env, hub):
     procs = [_spawn(LOAD_AND_DIGEST, hub_env) for _ in range(8)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -59,6 +60,7 @@ def test_eight_processes_load_one_uncached_model(hub_env, hub):
     assert len(store.versions(REPO)) == 1 and store.verify() == []
 
 
+@pytest.mark.slow
 def test_a_lock_that_always_succeeds_still_leaves_a_correct_store(hub_env, hub):
     env = {**hub_env, "ZOO_LOCKS": "off"}  # what flock does on Lustre and some NFS
     procs = [_spawn(["-m", "zoo", "pull", "bert-base-cased", "-q"], env) for _ in range(6)]
@@ -81,6 +83,7 @@ def _pull(env):
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_never_shows_a_partial_version(hub_env, hub):
     """20 kill -9s at random moments; whatever is visible after each is complete; the next pull completes."""
     store = Store()
@@ -104,6 +107,7 @@ def test_kill_9_at_random_moments_never_shows_a_partial_version(hub_env, hub):
     assert [p for p in store.hub.rglob("*") if p.name.endswith(".tmp")] == []
 
 
+@pytest.mark.slow
 def test_resume_after_kill_fetches_only_the_rest(hub_env, hub):
     store = Store()
     proc = _spawn(["-m", "zoo", "pull", "bert-base-cased", "-q"], hub_env)
@@ -130,6 +134,7 @@ def test_resume_after_kill_fetches_only_the_rest(hub_env, hub):
     assert store.verify() == [] and _leftovers(store) == []
 
 
+@pytest.mark.slow
 def test_lock_wait_logs_and_times_out(hub_env, hub):
     store = Store()
     lock_path = store.locks / f"{repo_folder(REPO)}.lock"
@@ -143,6 +148,7 @@ def test_lock_wait_logs_and_times_out(hub_env, hub):
     assert "zoo: error: gave up waiting" in result.stderr and "ZOO_LOCK_TIMEOUT" in result.stderr
 
 
+@pytest.mark.slow
 def test_concurrent_cold_loads_ask_the_hub_once(hub_env, hub):
     """Waiting processes find the version another one pulled: one set of metadata requests in all."""
     procs = [_spawn(["-m", "zoo", "info", "bert-base-cased"], hub_env) for _ in range(4)]

@@ -154,6 +154,7 @@ def test_trace_prints_hook_calls(capsys):
     assert re.search(r"zoo trace: t\.zoo_register_architectures\(\) registered traced \(\d+\.\d ms\)", err)
 
 
+@pytest.mark.slow
 def test_broken_plugin_at_import_does_not_break_cli_or_load(tmp_path, tiny_bert):
     path = make_plugin_dist(tmp_path / "site", "broken", "raise ImportError('needs libfoo 9')\n")
     saved = zoo.save(zoo.build(tiny_bert), tmp_path / "ckpt")
@@ -174,6 +175,7 @@ def test_broken_plugin_at_import_does_not_break_cli_or_load(tmp_path, tiny_bert)
     assert result.returncode != 0 and "PluginLoadError" in result.stderr
 
 
+@pytest.mark.slow
 def test_disable_builtin_bert_by_name(tmp_path, tiny_bert):
     saved = zoo.save(zoo.build(tiny_bert), tmp_path / "ckpt")
     result = run_python(f"import zoo; zoo.load({str(saved)!r})", env={"ZOO_DISABLE_PLUGINS": "bert"})

@@ -63,8 +63,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"model_type:           {cfg.model_type}")
     print(f"plugin:               {cfg.plugin}")
     print(f"head:                 {head}")
-    print(f"transformers_version: {cfg.transformers_version or 'not recorded'}")
-    print(f"  advice:             {cfg.version_advice.message}")
+    saved = cfg.raw.get("transformers_version")
+    if cfg.transformers_version is None and saved is not None:  # recorded, but not a version: say so
+        from .compat import check_transformers_version
+
+        advice = check_transformers_version(saved)
+    else:
+        advice = cfg.version_advice
+    shown = cfg.transformers_version or ("not recorded" if saved is None else "unreadable")
+    print(f"transformers_version: {shown}")
+    print(f"  advice:             {advice.message}")
     print(f"weights:              {files.format}" + (f" ({', '.join(dtypes)})" if dtypes else ""))
     print(f"parameters:           {params:,}" if params is not None else "parameters:           (legacy .bin: not counted)")
     print("files:")
@@ -77,7 +85,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _store(args: argparse.Namespace):
     from .cache.store import Store
 
-    return Store(quiet=True if args.quiet else None)
+    return Store(quiet=True if getattr(args, "quiet", False) else None)
 
 
 def _target(args: argparse.Namespace, store):
@@ -144,11 +152,24 @@ def cmd_versions(args: argparse.Namespace) -> int:
     if not versions:
         print(f"no versions of {target.label} in {store.home}")
         return 1
-    for v in versions:
-        print(f"{v.name:>5}  {v.id[:12]}  {v.created}  {_human(v.total_size):>10}  {v.model_type or '-'}"
-              f"  transformers {v.transformers_version or '-'}  {v.source}"
-              + (f" @{v.revision}" if v.revision else ""))
+    header = ("VERSION", "ID", "CREATED", "SIZE", "MODEL_TYPE", "TRANSFORMERS", "SOURCE")
+    rows = [header] + [
+        (v.name, v.id[:12], v.created, _human(v.total_size), v.model_type or "-",
+         _cut(v.transformers_version or "-", 16), v.source + (f" @{v.revision}" if v.revision else ""))
+        for v in versions
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    right = {0, 3}  # VERSION and SIZE line up on the right
+    for row in rows:
+        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        print("  ".join([*cells, row[-1]]))
     return 0
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
@@ -204,26 +225,57 @@ def cmd_du(args: argparse.Namespace) -> int:
     return 0
 
 
+class _VersionAction(argparse.Action):
+    """``zoo --version``: zoo's version and the versions it works with, read from package metadata
+    (nothing is imported), so a bug report can quote one line."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        from . import __version__
+
+        def version(dist: str) -> str:
+            try:
+                return metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                return "not installed"
+
+        print(f"zoo {__version__} (Python {sys.version.split()[0]}; transformers {version('transformers')}; "
+              f"torch {version('torch')})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
         description="zoo: a plugin-based model-zoo registry with a content-addressed cache.",
     )
+    parser.add_argument("-V", "--version", action=_VersionAction, help="show the versions of zoo, transformers, torch")
+    # Options every subcommand takes, accepted before the subcommand (zoo -q pull X) or after it
+    # (zoo pull X -q). After it, the default is SUPPRESS so that it never resets a value given before.
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars (or ZOO_QUIET=1)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars (or ZOO_QUIET=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("plugins", help="list plugins, their versions, what each registers, and failures")
+    p = sub.add_parser("plugins", parents=[common],
+                       help="list plugins, their versions, what each registers, and failures")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
-    p = sub.add_parser("info", help="describe a saved directory: model_type, plugin, head, versions, files")
+    p = sub.add_parser("info", parents=[common],
+                       help="describe a saved directory: model_type, plugin, head, versions, files")
     p.add_argument("path", help="a directory written by zoo.save or save_pretrained")
     p.set_defaults(func=cmd_info)
 
     def add(name: str, func, help: str, *, name_arg: str | None = None, dry_run: bool = False) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+        p = sub.add_parser(name, help=help, parents=[common])
         if name_arg:
             p.add_argument("name", nargs="?" if name_arg == "?" else None, help="NAME, org/name or NAME@version")
         if dry_run:
             p.add_argument("-n", "--dry-run", action="store_true", help="show what would go, delete nothing")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=func)
         return p
 

@@ -100,7 +100,7 @@ def test_new_commit_on_the_hub_becomes_a_new_version(hub_env, hub, minilm_dir, t
 @pytest.mark.slow
 def test_store_is_a_huggingface_hub_cache(hub_env, hub):
     _quiet_load("bert-base-cased")
-    Store().import_dir(Store().snapshot(Store().find("google-bert/bert-base-cased")), "mine", copy=True)
+    Store().import_dir(Store().snapshot(Store().find("google-bert/bert-base-cased")), "mine")
     hub_cache = Store().hub
     code = f"""
         import warnings, torch
@@ -124,7 +124,7 @@ def test_store_is_a_huggingface_hub_cache(hub_env, hub):
 def test_same_checkpoint_under_three_names_is_one_blob(minilm_dir, tmp_path):
     store = Store()
     for name in ("first", "second", "third"):
-        store.import_dir(minilm_dir, name, copy=True)
+        store.import_dir(minilm_dir, name)
     weights = [f for f in store.versions("local/first")[0].files if f.path == "model.safetensors"][0]
     obj = store.object_path(weights.sha256)
     # objects/ + one blob link per name = 4 links to one inode; no other copy of the 90 MB anywhere.
@@ -139,20 +139,28 @@ def test_same_checkpoint_under_three_names_is_one_blob(minilm_dir, tmp_path):
     assert u.logical == 3 * u.physical and u.saved == 2 * u.physical
 
 
-def test_import_links_instead_of_copying(minilm_dir, tmp_path, tiny_bert):
+def test_import_copies_by_default_and_links_when_asked(minilm_dir, tmp_path, tiny_bert):
     source = zoo.save(zoo.build(tiny_bert), tmp_path / "saved")
+    before = {p.name: p.stat() for p in source.iterdir()}
     store = Store()
-    version = store.import_dir(source, "linked")
+    version = store.import_dir(source, "copied")
     entry = [f for f in version.files if f.path == "model.safetensors"][0]
-    assert os.path.samefile(source / "model.safetensors", store.object_path(entry.sha256))
+    assert not os.path.samefile(source / "model.safetensors", store.object_path(entry.sha256))
+    assert {p.name: (p.stat().st_mode, p.stat().st_ino) for p in source.iterdir()} == {
+        n: (st.st_mode, st.st_ino) for n, st in before.items()}  # the user's files: untouched
+    other = zoo.save(zoo.build(tiny_bert), tmp_path / "other")  # new content, hard-linked as asked
+    linked = store.import_dir(other, "linked", link=True)
+    entry = [f for f in linked.files if f.path == "model.safetensors"][0]
+    assert os.path.samefile(other / "model.safetensors", store.object_path(entry.sha256))
+    assert not (other / "model.safetensors").stat().st_mode & 0o222  # the README says: read-only now
 
 
 def test_versions_are_immutable_and_numbered(tmp_path, tiny_bert):
     store = Store()
     model = zoo.build(tiny_bert).eval()
     source = zoo.save(model, tmp_path / "d")
-    v1 = store.import_dir(source, "mybert", copy=True)
-    again = store.import_dir(source, "mybert", copy=True)
+    v1 = store.import_dir(source, "mybert")
+    again = store.import_dir(source, "mybert")
     assert again == v1 and len(store.versions("local/mybert")) == 1  # identical content: no new version
     other = zoo.build(tiny_bert).eval()
     v2 = zoo.save(other, "mybert")
@@ -263,15 +271,16 @@ def test_rm_and_gc(tmp_path, tiny_bert):
     assert type(zoo.load("a")).__name__ == "BertModel"
 
 
-def test_second_import_of_linked_files_hashes_nothing(tmp_path, tiny_bert, monkeypatch):
+def test_second_import_of_unchanged_files_hashes_nothing(tmp_path, tiny_bert, monkeypatch):
     source = zoo.save(zoo.build(tiny_bert), tmp_path / "d")
     store = Store()
     first = store.import_dir(source, "fast")
 
     def no_hashing(*args, **kwargs):
-        raise AssertionError("linked, unchanged files must not be hashed again")
+        raise AssertionError("unchanged files must not be read or hashed again")
 
     monkeypatch.setattr(store_module, "hash_file", no_hashing)
+    monkeypatch.setattr(store_module, "copy_hashing", no_hashing)
     assert store.import_dir(source, "fast") == first
 
 
@@ -296,7 +305,7 @@ def test_incomplete_sharded_import_makes_no_version(tmp_path, tiny_bert):
     sorted(out.glob("model-*.safetensors"))[1].unlink()
     store = Store()
     with pytest.raises(zoo.IntegrityError, match="not among the files.*no version"):
-        store.import_dir(out, "broken", copy=True)
+        store.import_dir(out, "broken")
     assert store.versions("local/broken") == []
 
 

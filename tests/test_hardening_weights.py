@@ -173,8 +173,6 @@ def test_unknown_activation_names_the_field(tmp_path, tiny_bert):
             1 // 0
 
 
-@pytest.mark.xfail(strict=True, reason="needs `with cfg.building(cls):` around cls(cfg.config) in zoo/api.py "
-                   "(build) and around modeling.empty_model in zoo/api.py (load); remove this marker then")
 def test_unknown_activation_through_load_and_build(tmp_path, tiny_bert):
     d = write_config(tmp_path / "act", dict(tiny_bert, hidden_act="evil"))
     with pytest.raises(zoo.ConfigError, match="hidden_act='evil'"):
@@ -362,3 +360,16 @@ def test_header_rules_match_the_safetensors_library(tmp_path, case):
     except zoo.CorruptCheckpointError:
         zoo_accepts = False
     assert zoo_accepts == library_accepts
+
+
+def test_huge_max_position_embeddings_is_refused_before_allocating(tmp_path, tiny_bert):
+    """max_position_embeddings: 1e11 would allocate ~800 GB of position ids; zoo measures on meta first."""
+    config = dict(tiny_bert, max_position_embeddings=100_000_000_000)
+    with pytest.raises(zoo.ConfigError, match=r"needs [\d,.]+ GB of memory.*max_position_embeddings=100000000000"):
+        zoo.build(config)
+    out = zoo.save(zoo.build(tiny_bert), tmp_path / "ok")
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["max_position_embeddings"] = 100_000_000_000
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(zoo.ConfigError, match="needs .* GB of memory"):
+        zoo.load(out)

@@ -10,10 +10,13 @@ from .errors import (
     AmbiguousNameError,
     ArchitectureError,
     CacheError,
+    CacheWarning,
     IntegrityError,
     InvalidArgumentError,
     InvalidNameError,
     LockTimeoutError,
+    StoreAccessError,
+    StoreFullError,
     MissingWeightsError,
     NameResolutionError,
     OfflineError,
@@ -46,7 +49,7 @@ from .spec import Architecture, Checkpoint
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmbiguousNameError", "CacheError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingWeightsError",
+    "AmbiguousNameError", "CacheError", "CacheWarning", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingWeightsError",
     "NameResolutionError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
     "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
     "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import threading
 import warnings
@@ -53,24 +55,34 @@ def default_store() -> "Store":
     return Store()
 
 
-def resolve(ref: str | os.PathLike[str], *, registry: Registry | None = None, store: "Store | None" = None) -> Path:
-    """The saved directory that ``ref`` names: a path, or a cached name (pulled once if it is not
-    cached). See :mod:`zoo.resolve` for the forms a name may take."""
-    from . import resolve as resolving
+def locate(ref: str | os.PathLike[str], *, registry: Registry | None = None, store: "Store | None" = None) -> Path:
+    """The saved directory that ``ref`` names: a path, or a cached name (pulled once, or repaired, when
+    it is not cached intact). See :mod:`zoo.resolve` for the forms a name may take."""
+    from . import resolve
+    from .errors import RemoteNotFoundError
 
-    path = resolving.as_path(ref)
+    path = resolve.as_path(ref)
     if path is not None:
         return path  # a path: the store is not involved
     store = store or default_store()
-    target = resolving.parse(ref, registry=registry or default_registry(), store=store)
-    return resolving.to_directory(target, store=store)
+    target = resolve.parse(ref, registry=registry or default_registry(), store=store)
+    if target.kind == "dir":
+        return target.path
+    try:
+        version = store.ensure(target.repo, target.revision or (target.default_revision if target.kind == "hub" else None))
+    except RemoteNotFoundError as exc:
+        if "/" not in target.repo:
+            raise
+        raise RemoteNotFoundError(f"{exc} (there is no directory ./{target.repo} either; "
+                                  f"write ./{target.repo} or dir:{target.repo} for a path)") from None
+    return store.snapshot(version)
 
 
 def load_config(ref: str | os.PathLike[str], *, registry: Registry | None = None,
                 store: "Store | None" = None) -> ModelConfig:
     """Read and check ``config.json`` of a saved directory or cached name; picks the architecture plugin."""
     registry = registry or default_registry()
-    directory = resolve(ref, registry=registry, store=store)
+    directory = locate(ref, registry=registry, store=store)
     return parse_config(read_config_file(directory), registry, directory)
 
 
@@ -106,8 +118,12 @@ def build(config: Any, *, task: str | None = None, registry: Registry | None = N
     like ``BertModel(BertConfig())``. The head comes from ``task`` or the config's ``architectures``."""
     require("torch", TORCH_INSTALL, needed_by="zoo.build")
     cfg = _as_model_config(config, registry or default_registry())
+    from . import modeling
+
     cls = resolve_class(cfg.architecture.heads[cfg.architecture.head_for(task, list(cfg.architectures))], cfg.plugin)
-    return cls(cfg.config)
+    with cfg.building(cls):
+        modeling.check_memory(cls, cfg, materialised=True)
+        return cls(cfg.config)
 
 
 def load(
@@ -117,18 +133,20 @@ def load(
     dtype: Any = None,
     device: Any = None,
     strict: bool | None = None,
+    output_loading_info: bool = False,
     registry: Registry | None = None,
     store: "Store | None" = None,
-) -> "torch.nn.Module":
+) -> Any:
     """Load a saved directory as a ready model in eval mode.
 
     The plugin comes from ``config.json`` ``model_type``, the head from ``architectures`` (``task=``
     overrides it: a task such as ``"fill-mask"`` or a head such as ``"BertForMaskedLM"``). Weights are
-    memory-mapped, not copied. ``strict=True`` (or ``ZOO_STRICT=1``) turns version and missing/unexpected
-    key warnings into errors.
+    memory-mapped, not copied; older key names and layouts are converted as transformers does
+    (:mod:`zoo.conversion`). ``strict=True`` (or ``ZOO_STRICT=1``) turns version and unexpected-key
+    warnings into errors. ``output_loading_info=True`` returns ``(model, LoadReport)``.
     """
     require("torch", TORCH_INSTALL, needed_by="zoo.load")
-    from . import modeling, weights
+    from . import conversion, modeling, weights
 
     strict = _strict(strict)
     dtype = _dtype(dtype)
@@ -138,12 +156,17 @@ def load(
     files = weights.open_weights(cfg.path)  # every shard checked before anything is built
     state = weights.load_state_dict(files)  # mapped (safetensors) or read safely (.bin): errors come now
     cls = resolve_class(cfg.architecture.heads[head], cfg.plugin)
-    model = modeling.empty_model(cls, cfg.config)
-    report = modeling.fill(model, state)
+    with cfg.building(cls):
+        modeling.check_memory(cls, cfg, materialised=False)
+        model = modeling.empty_model(cls, cfg.config)
+    state, applied = conversion.convert(model, state, cfg.architecture, cfg.plugin)
+    report = modeling.fill(model, state, optional=cfg.architecture.optional_weights, where=str(cfg.path))
+    report = dataclasses.replace(report, conversions=applied)
     _report_keys(report, cfg, head, strict)
     if dtype is not None or device is not None:
         model = model.to(device=device, dtype=dtype)
-    return model.eval()
+    model = model.eval()
+    return (model, report) if output_loading_info else model
 
 
 def _dtype(dtype: Any) -> Any:
@@ -158,15 +181,18 @@ def _dtype(dtype: Any) -> Any:
 
 
 def _report_keys(report: Any, cfg: ModelConfig, head: str, strict: bool) -> None:
-    if not report.missing and not report.unexpected:
-        return
+    """Warn about what needs the user's attention: weights initialised anew, and checkpoint weights that fit
+    no parameter of a module the model has. Weights of parts the model does not have (another head) are
+    dropped quietly, as asking for that head means; they are in the report."""
     parts = []
-    if report.missing:
-        parts.append(f"{len(report.missing)} weights missing from the checkpoint, newly initialised "
-                     f"({', '.join(report.missing[:5])}{' ...' if len(report.missing) > 5 else ''})")
+    if report.initialised:
+        parts.append(f"{len(report.initialised)} weights missing from the checkpoint, newly initialised "
+                     f"({', '.join(report.initialised[:5])}{' ...' if len(report.initialised) > 5 else ''})")
     if report.unexpected:
         parts.append(f"{len(report.unexpected)} weights in the checkpoint not used by {head} "
                      f"({', '.join(report.unexpected[:5])}{' ...' if len(report.unexpected) > 5 else ''})")
+    if not parts:
+        return
     message = (f"{cfg.path}: loading {head}: " + "; ".join(parts) +
                ". Expected when loading a base checkpoint into a new head (train it before use); "
                "otherwise check the task= and the checkpoint")
@@ -192,18 +218,13 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
     if directory is None and "/" in path:  # out/dir: a relative directory (names have no '/')
         directory = Path(path)
     if directory is None:
-        import tempfile
+        from .cache.store import save_name
 
-        from .names import validate_name
-
-        validate_name(path.removeprefix("local:"))
+        name = save_name(path)
         store = store or default_store()
-        store.tmp.mkdir(parents=True, exist_ok=True)
-        from .cache.store import HOST
-
-        with tempfile.TemporaryDirectory(dir=store.tmp, prefix=f"{HOST}.{os.getpid()}.save.") as tmp:
-            _save_dir(model, Path(tmp), max_shard_size)
-            return store.import_dir(tmp, path.removeprefix("local:"), source="zoo.save")
+        with store.staging("save") as tmp:
+            _save_dir(model, tmp, max_shard_size)
+            return store.import_dir(tmp, name, source="zoo.save", owned=True)
     return _save_dir(model, directory, max_shard_size)
 
 
@@ -228,8 +249,16 @@ def _save_dir(model: "torch.nn.Module", directory: Path, max_shard_size: int | s
     except metadata.PackageNotFoundError:
         raw.pop("transformers_version", None)
     raw["zoo_version"] = _zoo_version()
-    weights.write_safetensors(_unique_tensors(model), directory, weights.parse_size(max_shard_size))
-    weights.write_json_atomic(directory / CONFIG_NAME, raw)
+    try:
+        weights.write_safetensors(_unique_tensors(model), directory, weights.parse_size(max_shard_size))
+        weights.write_json_atomic(directory / CONFIG_NAME, raw)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from .errors import StoreFullError
+
+        raise StoreFullError(f"no space left on the device of {directory} ({exc.strerror}); nothing partial was "
+                             "kept. Free space (zoo gc, zoo rm NAME@vN) or save somewhere larger") from None
     return directory
 
 

@@ -17,7 +17,7 @@ def _human(n: float) -> str:
         if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n} B"
+    raise AssertionError("unreachable: the loop returns at TB")
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -79,6 +79,31 @@ def cmd_info(args: argparse.Namespace) -> int:
     for path in sorted(cfg.path.rglob("*")):
         if path.is_file():
             print(f"  {path.stat().st_size:>14,}  {path.relative_to(cfg.path)}")
+    return _print_load(cfg.path, head)
+
+
+def _print_load(path: Path, head: str) -> int:
+    """Load the checkpoint as ``zoo.load`` would (mapped: cheap) and say what the load does to it."""
+    from .api import load
+    from .conversion import summary
+
+    label = "load:"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the report below says it all
+            _, report = load(path, output_loading_info=True)
+    except ZooError as exc:
+        print(f"{label:<22}fails: {exc}")
+        return 1
+    print(f"{label:<22}{head}, " + ("as saved: no renames or conversions" if not report.conversions else
+                                     "with the conversions below"))
+    for line in summary(report.conversions):
+        print(f"  {line}")
+    for what, keys in (("dropped (parts this head does not have)", report.unused),
+                       ("initialised anew (not in the checkpoint)", report.initialised),
+                       ("unexpected (fit no parameter)", report.unexpected)):
+        if keys:
+            print(f"  {len(keys)} {what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}")
     return 0
 
 
@@ -120,9 +145,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from .names import local_repo
+
     store = _store(args)
-    before = {v.id for v in store.versions(f"local/{args.name}")}
-    version = store.import_dir(args.directory, args.name, copy=args.copy)
+    before = {v.id for v in store.versions(local_repo(args.name))}
+    version = store.import_dir(args.directory, args.name, link=args.link)
     state = "unchanged, already" if version.id in before else "new version"
     print(f"{args.name} {version.name} ({state}; content id {version.id[:12]}): {len(version.files)} files, "
           f"{_human(version.total_size)}")
@@ -130,7 +157,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .cache.maintenance import display_name
+    from .names import display_name
 
     store = _store(args)
     repos = store.repos()
@@ -170,46 +197,40 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-
-
 def cmd_rm(args: argparse.Namespace) -> int:
-    from .cache.maintenance import removal_plan
-
     store = _store(args)
     target = _target(args, store)
-    if target.revision:
-        version = store.find(target.repo, target.revision)
-        versions = [version] if version else []
-    else:
-        versions = store.versions(target.repo)
-    if not versions:
+    plan = store.remove(target.repo, target.revision, dry_run=args.dry_run)
+    if not plan.files and not plan.dirs:
         print(f"nothing cached for {args.name}")
         return 1
-    with store.lock_name(target.repo):  # no pull or import of this name runs meanwhile
-        return _carry_out(removal_plan(store, target.repo, versions), args.dry_run)
+    return _said(plan, args.dry_run)
 
 
-def _carry_out(plan, dry_run: bool) -> int:
-    """Execute a removal plan (unless a dry run) and say what it freed."""
-    if not dry_run:
-        plan.execute()
+def _said(plan, dry_run: bool) -> int:
+    """Say what a removal plan freed (or would free)."""
     verb = "would free" if dry_run else "freed"
     print(f"{plan.description}: {verb} {_human(plan.freed)} ({len(plan.files)} files, {len(plan.dirs)} folders)")
+    if plan.freed == 0 and plan.files:
+        print("  (0 B: the content is still used by other versions or names, or by the files an import "
+              "--link was made from, which share its disk blocks)")
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from .cache.maintenance import gc_plan
-
-    return _carry_out(gc_plan(_store(args)), args.dry_run)
+    return _said(_store(args).gc(dry_run=args.dry_run), args.dry_run)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .names import is_local
+
     store = _store(args)
     repo = _target(args, store).repo if args.name else None
     problems = store.verify(repo)
     for version, entry, problem in problems:
-        print(f"CORRUPT {version.repo} {version.name} {entry.path}: {problem} (quarantined; zoo pull fetches it again)")
+        fix = ("import or save it again" if is_local(version.repo)
+               else "the next load or zoo pull fetches it again")
+        print(f"CORRUPT {version.repo} {version.name} {entry.path}: {problem} (quarantined; {fix})")
     count = len(list(store.versions(repo))) if repo else len(list(store.iter_versions()))
     print(f"verified {count} versions: {'all files intact' if not problems else f'{len(problems)} problems'}")
     return 1 if problems else 0
@@ -281,10 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("pull", cmd_pull, "download a checkpoint into the cache (only what loading needs)", name_arg="1")
     p.add_argument("--all", action="store_true", help="take every file of the repository")
-    p = add("import", cmd_import, "store a saved directory as a new version of NAME (hard links, no copy)")
+    p = add("import", cmd_import, "store a saved directory as a new version of NAME (a copy; --link to hard-link)")
     p.add_argument("directory")
     p.add_argument("--name", required=True)
-    p.add_argument("--copy", action="store_true", help="copy instead of hard-linking (leaves DIR writable)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--copy", dest="link", action="store_false",
+                     help="copy the files (the default): DIR stays exactly as it is")
+    how.add_argument("--link", dest="link", action="store_true",
+                     help="hard-link instead of copying: no second copy on disk, but DIR's files become read-only")
     add("ls", cmd_ls, "cached names: versions, sizes, last use")
     add("versions", cmd_versions, "the versions of NAME", name_arg="1")
     add("rm", cmd_rm, "remove NAME or NAME@version and show the bytes freed", name_arg="1", dry_run=True)

@@ -25,8 +25,10 @@ One base class per kind, each also inheriting the builtin a generic handler woul
     │   ├── AmbiguousNameError (ValueError)               a bare name that means two things: use a prefix
     │   └── UnknownNameError (KeyError)                   no directory, table name or cached name
     └── CacheError                                        the store (zoo.cache)
-        ├── IntegrityError (ValueError)                   downloaded data does not match its digest
+        ├── IntegrityError (ValueError)                   stored or downloaded data does not match its digest
         ├── LockTimeoutError (TimeoutError)               a lock held past ZOO_LOCK_TIMEOUT
+        ├── StoreAccessError (PermissionError)            the store is not writable (or readable) by you
+        ├── StoreFullError (OSError)                      no space left where zoo writes
         └── RemoteError                                   the hub answered an error or was unreachable
             ├── RemoteNotFoundError (FileNotFoundError)   no such repository, revision or file
             └── OfflineError (ConnectionError)            not cached and offline mode is on
@@ -34,7 +36,8 @@ One base class per kind, each also inheriting the builtin a generic handler woul
     ZooWarning (UserWarning)
     ├── VersionWarning          checkpoint saved by a newer, or an older major, transformers
     ├── WeightsWarning          missing / unexpected keys
-    └── PluginWarning           a plugin failed and was skipped
+    ├── PluginWarning           a plugin failed and was skipped
+    └── CacheWarning            an unreadable manifest, skipped by a scan of the store
 
 Messages echo the input, say what was expected, and give the fix.
 """
@@ -141,6 +144,14 @@ class LockTimeoutError(CacheError, TimeoutError):
     pass
 
 
+class StoreAccessError(CacheError, PermissionError):
+    """The store (or the folder zoo writes into) does not let this user do what was asked."""
+
+
+class StoreFullError(CacheError, OSError):
+    """No space left on the device zoo writes to. Nothing partial was kept."""
+
+
 class RemoteError(CacheError):
     """The hub answered with an error, or could not be reached."""
 
@@ -166,4 +177,8 @@ class WeightsWarning(ZooWarning):
 
 
 class PluginWarning(ZooWarning):
+    pass
+
+
+class CacheWarning(ZooWarning):
     pass

@@ -79,6 +79,53 @@ def meta_parameters() -> Iterator[None]:
         _state.meta = previous
 
 
+LARGE_VALUE = 1 << 24  # a config number past this may ask for more memory than a machine has
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _large_values(raw: Any, prefix: str = "") -> list[str]:
+    if isinstance(raw, dict):
+        return [found for k, v in raw.items() for found in _large_values(v, f"{prefix}{k}.")]
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and abs(raw) > LARGE_VALUE:
+        return [f"{prefix.rstrip('.')}={raw!r}"]
+    return []
+
+
+def check_memory(cls: type, cfg: Any, *, materialised: bool) -> None:
+    """Refuse, before allocating anything, a model that needs more memory than this machine has
+    (``max_position_embeddings: 1e11``). Measured by building it on the ``meta`` device, which costs
+    nothing; done only when the config holds a number large enough to matter. ``materialised``: all
+    parameters are allocated (``zoo.build``); otherwise only buffers (``zoo.load`` maps the weights)."""
+    large = _large_values(cfg.raw)
+    if not large:
+        return
+    import torch
+
+    from .errors import ConfigError
+
+    with torch.device("meta"):
+        model = cls(cfg.config)
+    tensors = [*model.buffers(), *(model.parameters() if materialised else ())]
+    need = sum(t.numel() * t.element_size() for t in tensors)
+    available = _available_memory()
+    if available is not None and need > available:
+        raise ConfigError(
+            f"{cfg.where}: building {cls.__name__} from this config needs {need / 1e9:,.1f} GB of memory, and "
+            f"{available / 1e9:,.1f} GB are available; the config holds {', '.join(large[:3])}. Fix the value "
+            "in config.json (it is likely a typo), or use a machine with more memory"
+        )
+
+
 def empty_model(cls: type, config: Any) -> "torch.nn.Module":
     with meta_parameters():
         return cls(config)

@@ -1,4 +1,14 @@
-"""Validation of checkpoint names and hub repository ids: no path traversal, no absolute paths."""
+"""Names: validation of checkpoint names, hub repository ids and revisions, zoo's ``local/`` namespace
+and ``vN`` version numbers. The one module that knows how these are spelt.
+
+- a name (``my-bert``): letters, digits, ``.``, ``_``, ``-``, at most 96, no ``..`` and no ``--`` (the
+  hub cache folder ``models--org--name`` uses ``--`` as its separator, so ``a--b`` could alias ``a/b``);
+- a hub repository id: ``name`` or ``org/name``, each part a name as above;
+- a revision: a branch, tag, commit or zoo version (``main``, ``v2``, ``<sha>``), printable, at most
+  128 characters, no ``/`` and no ``..``;
+- imports and saves live in the reserved namespace ``local``: the name ``my-bert`` is the repository
+  ``local/my-bert``, and ``local:my-bert`` names it explicitly.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +16,23 @@ import re
 
 from .errors import InvalidNameError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+LOCAL_NAMESPACE = "local"
+MAX_REVISION = 128
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_VERSION = re.compile(r"^v([1-9][0-9]{0,8})$")
+
+
+def _valid_part(part: str) -> bool:
+    return bool(_NAME.match(part)) and ".." not in part and "--" not in part
 
 
 def validate_name(name: str) -> str:
-    """A zoo name: letters, digits, ``.``, ``_``, ``-``; no ``/``, no ``..``."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    """A zoo name: letters, digits, ``.``, ``_``, ``-``; no ``/``, no ``..``, no ``--``."""
+    if not isinstance(name, str) or not _valid_part(name):
+        shown = name if not isinstance(name, str) or len(name) <= 60 else name[:60] + f"... ({len(name)} characters)"
         raise InvalidNameError(
-            f"invalid name {name!r}: use letters, digits, '.', '_' and '-' (at most 96), "
+            f"invalid name {shown!r}: use letters, digits, '.', '_' and '-' (at most 96, no '..' or '--'), "
             "starting with a letter or digit, e.g. 'my-bert'"
         )
     return name
@@ -23,18 +40,42 @@ def validate_name(name: str) -> str:
 
 def validate_revision(revision: str) -> str:
     """A branch, tag, commit or zoo version (``main``, ``v2``, ``<sha>``): no ``/``, no ``..``."""
-    if (not isinstance(revision, str) or not revision or "/" in revision or ".." in revision
-            or revision.startswith(".") or not revision.isprintable()):
-        raise InvalidNameError(f"invalid revision {revision!r}: expected e.g. main, v2 or a commit id")
+    if (not isinstance(revision, str) or not revision or len(revision) > MAX_REVISION or "/" in revision
+            or ".." in revision or revision.startswith(".") or not revision.isprintable()):
+        shown = revision if not isinstance(revision, str) or len(revision) <= 60 else revision[:60] + "..."
+        raise InvalidNameError(
+            f"invalid revision {shown!r}: expected e.g. main, v2 or a commit id (at most {MAX_REVISION} "
+            "printable characters, no '/' or '..')"
+        )
     return revision
 
 
 def validate_repo_id(repo_id: str) -> str:
     """A hub repository id: ``name`` or ``org/name``."""
     parts = repo_id.split("/") if isinstance(repo_id, str) else []
-    if not 1 <= len(parts) <= 2 or not all(_REPO_PART.match(p) and ".." not in p for p in parts):
+    if not 1 <= len(parts) <= 2 or not all(_valid_part(p) for p in parts):
         raise InvalidNameError(
             f"invalid hub repository id {repo_id!r}: expected 'org/name' or 'name' "
-            "(letters, digits, '.', '_', '-'; no '..', no leading '/')"
+            "(letters, digits, '.', '_', '-'; no '..' or '--', no leading '/')"
         )
     return repo_id
+
+
+def version_number(spec: str | None) -> int | None:
+    """``"v3"`` -> 3; anything else (a branch, a commit, None) -> None."""
+    match = _VERSION.match(spec) if isinstance(spec, str) else None
+    return int(match.group(1)) if match else None
+
+
+def local_repo(name: str) -> str:
+    """The repository that holds the imports and saves of ``name``."""
+    return f"{LOCAL_NAMESPACE}/{validate_name(name)}"
+
+
+def is_local(repo: str) -> bool:
+    return repo.startswith(LOCAL_NAMESPACE + "/")
+
+
+def display_name(repo: str) -> str:
+    """How zoo shows a repository: ``my-bert`` for ``local/my-bert``, hub ids as they are."""
+    return repo[len(LOCAL_NAMESPACE) + 1:] if is_local(repo) else repo

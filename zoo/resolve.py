@@ -1,4 +1,4 @@
-"""From what the user typed to a saved directory on disk.
+"""Parsing what the user typed: a directory, or a name in the cache or on a hub.
 
 Forms of ``ref``:
 
@@ -10,7 +10,8 @@ Forms of ``ref``:
 - a hub repository ``org/name`` or ``hf:name``;
 - any name may end in ``@REV``: ``@v2`` (a zoo version), ``@main`` (a branch or tag), ``@<commit>``.
 
-A cached name resolves with no network request; an uncached hub name is pulled once.
+Parsing only: no network request, no write. Making a parsed name present is the store's job
+(:meth:`zoo.cache.store.Store.ensure`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import (
-    AmbiguousNameError,
-    CheckpointNotFoundError,
-    InvalidNameError,
-    RemoteNotFoundError,
-    UnknownNameError,
+from .errors import AmbiguousNameError, InvalidNameError, UnknownNameError
+from .names import (
+    LOCAL_NAMESPACE,
+    display_name,
+    is_local,
+    local_repo,
+    validate_name,
+    validate_repo_id,
+    validate_revision,
 )
-from .names import validate_name, validate_repo_id, validate_revision
 
 
 
@@ -45,7 +48,7 @@ class Target:
     def label(self) -> str:
         if self.kind == "dir":
             return str(self.path)
-        name = self.repo if self.kind == "hub" else f"local:{self.repo.split('/', 1)[1]}"
+        name = self.repo if self.kind == "hub" else f"local:{display_name(self.repo)}"
         return f"{name}@{self.revision}" if self.revision else name
 
 
@@ -63,7 +66,8 @@ def as_path(ref: Any) -> Path | None:
 
 
 def parse(ref: Any, *, registry: Any, store: Any) -> Target:
-    """Decide what ``ref`` names, without any network request."""
+    """Decide what ``ref`` names, without any network request. A bare name that is also a directory
+    here (or a cached hub id that is also a directory) is refused with the prefixed forms to choose from."""
     path = as_path(ref)
     if path is not None:
         return Target("dir", path=path)
@@ -77,20 +81,23 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     else:
         prefix, body = "", ref
     base, _, revision = body.partition("@")
-    revision = validate_revision(revision) if revision else None
-    if not prefix and (base.count("/") > 1 or Path(body).is_dir()):
+    if not prefix and (base.count("/") > 1 or (Path(body).is_dir() and not _is_name(base))):
         return Target("dir", path=Path(body).expanduser())  # a/b/c is a path: hub ids have one '/'
+    revision = validate_revision(revision) if revision else None
+    is_dir = not prefix and revision is None and Path(base).is_dir()
     if prefix == "hf" or (not prefix and "/" in base):
-        if base.split("/")[0] == "local":
+        if base.split("/")[0] == LOCAL_NAMESPACE:
             raise InvalidNameError(f"{ref!r}: the namespace 'local' holds your imports; write local:{base.split('/', 1)[1]}")
-        return Target("hub", repo=validate_repo_id(base), revision=revision)
-    validate_name(base)
-    local_repo = f"local/{base}"
+        repo = validate_repo_id(base)
+        if is_dir and store.versions(repo):
+            raise AmbiguousNameError(f"{base!r} could mean hf:{base} (cached) or ./{base} (the directory here); "
+                                     "write one of these forms")
+        return Target("dir", path=Path(base)) if is_dir else Target("hub", repo=repo, revision=revision)
+    repo = local_repo(base)
     if prefix == "local":
-        return Target("local", repo=local_repo, revision=revision)
+        return Target("local", repo=repo, revision=revision)
     row = registry.checkpoint(base)
-    local = bool(store.versions(local_repo))
-    is_dir = Path(base).is_dir() and revision is None
+    local = bool(store.versions(repo))
     choices = []
     if row is not None:
         choices.append(f"hf:{row.item.repo} (the checkpoint table of plugin {row.plugin!r})")
@@ -105,8 +112,8 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     if row is not None:
         return Target("hub", repo=row.item.repo, revision=revision, default_revision=row.item.revision)
     if local:
-        return Target("local", repo=local_repo, revision=revision)
-    known = sorted({*registry.checkpoints(), *(r.split("/", 1)[1] for r in store.repos() if r.startswith("local/"))})
+        return Target("local", repo=repo, revision=revision)
+    known = sorted({*registry.checkpoints(), *(display_name(r) for r in store.repos() if is_local(r))})
     close = difflib.get_close_matches(base, known, n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownNameError(
@@ -116,34 +123,10 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     )
 
 
-def to_directory(target: Target, *, store: Any) -> Path:
-    """The snapshot directory of a target, pulling a hub repo that is not cached (or damaged)."""
-    if target.kind == "dir":
-        return target.path
-    # A hub name without @REV means its table revision (usually main), as last pulled: no network.
-    wanted = target.revision or (target.default_revision if target.kind == "hub" else None)
-    version = store.find(target.repo, wanted)
-    if version is not None and not store.missing_files(version):
-        store.touch_used(target.repo)
-        return store.snapshot(version)
-    if target.kind == "local":
-        versions = store.versions(target.repo)
-        if version is not None:
-            raise CheckpointNotFoundError(
-                f"{target.label} ({version.name}) is damaged: {len(store.missing_files(version))} files are "
-                "missing or changed (zoo verify tells which). Import the directory again"
-            )
-        listing = ", ".join(v.name for v in versions) or "none"
-        raise CheckpointNotFoundError(f"{target.label} is not in the cache (versions: {listing}); zoo ls lists names")
-    if target.revision and target.revision[:1] == "v" and target.revision[1:].isdigit():
-        listing = ", ".join(v.name for v in store.versions(target.repo)) or "none"
-        raise CheckpointNotFoundError(f"{target.label}: no such version (cached versions: {listing})")
+def _is_name(text: str) -> bool:
+    """Whether ``text`` could be a name or hub id at all (else a directory of that name is meant)."""
     try:
-        version = store.pull(target.repo, wanted, if_missing=True)
-    except RemoteNotFoundError as exc:
-        if "/" in target.repo:
-            raise RemoteNotFoundError(f"{exc} (there is no directory ./{target.repo} either; "
-                                      f"write ./{target.repo} or dir:{target.repo} for a path)") from exc
-        raise
-    store.touch_used(target.repo)
-    return store.snapshot(version)
+        (validate_repo_id if "/" in text else validate_name)(text)
+        return True
+    except InvalidNameError:
+        return False

@@ -12,17 +12,18 @@ truncated shard raises; it never turns into garbage weights.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import stat
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
-from .errors import CorruptCheckpointError, UnsafeCheckpointError, WeightsNotFoundError
+from .cache import atomic
+from .errors import CorruptCheckpointError, StoreFullError, UnsafeCheckpointError, WeightsNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +43,11 @@ DTYPES = {
     "BOOL": ("bool", 1), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
 }
 MAX_HEADER = 100 * 1024 * 1024
+# zoo.save starts the data area, and every tensor whose size allows it, on a 64-byte boundary. A mapped
+# tensor that does not can take another CPU kernel path (a dot product for a Linear with one output) and
+# round differently from the same values in aligned memory; aligned files give the same outputs mapped
+# (zoo, transformers) or copied.
+ALIGN = 64
 MAX_JSON_DEPTH = 64  # real configs nest a few levels; far deeper JSON only breaks the code that walks it
 
 
@@ -226,6 +232,13 @@ def read_index(index_path: Path) -> dict[str, str]:
     return {str(k): _safe_shard_name(index_path, v) for k, v in weight_map.items()}
 
 
+def missing_shards(index_path: Path, present: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """(every shard the index names, those ``present`` says are not there): the one completeness check
+    of a sharded checkpoint, used by loads (files in a folder) and by the store (files of a version)."""
+    shards = sorted(set(read_index(index_path).values()))
+    return shards, [s for s in shards if not present(s)]
+
+
 def find_weights(directory: Path) -> Path:
     """The weights file zoo will load: safetensors first, then a legacy ``.bin``."""
     for name in WEIGHT_FORMATS:
@@ -270,8 +283,7 @@ def open_weights(directory: Path) -> WeightFiles:
         return WeightFiles("safetensors", (path,), (read_safetensors_header(path),))
     if path.name == SAFE_INDEX:
         weight_map = read_index(path)
-        shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (directory / s).is_file()]
+        shards, missing = missing_shards(path, lambda s: (directory / s).is_file())
         if missing:
             raise CorruptCheckpointError(
                 f"{path} lists {len(shards)} shards but {len(missing)} are missing: {', '.join(missing[:5])}"
@@ -288,8 +300,7 @@ def open_weights(directory: Path) -> WeightFiles:
             )
         return WeightFiles("safetensors", tuple(h.path for h in headers), headers)
     if path.name == BIN_INDEX:
-        shards = sorted(set(read_index(path).values()))
-        missing = [s for s in shards if not (directory / s).is_file()]
+        shards, missing = missing_shards(path, lambda s: (directory / s).is_file())
         if missing:
             raise CorruptCheckpointError(
                 f"{path} lists {len(shards)} shards but {', '.join(missing[:5])} are missing"
@@ -551,8 +562,6 @@ def parse_size(size: int | str) -> int:
 def write_safetensors(state: dict[str, "torch.Tensor"], directory: Path, max_shard_size: int) -> list[str]:
     """Write ``state`` as one file or as shards plus an index. Each file goes to a unique temporary name
     and is renamed into place; the index last. Returns the file names written."""
-    from safetensors.torch import save_file
-
     shards: list[dict[str, Any]] = [{}]
     sizes = [0]
     for name, tensor in state.items():
@@ -566,8 +575,17 @@ def write_safetensors(state: dict[str, "torch.Tensor"], directory: Path, max_sha
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
     ]
     for name, shard in zip(names, shards):
-        tmp = temp_path(directory / name)
-        save_file(shard, str(tmp), metadata={"format": "pt"})
+        tmp = atomic.temp_beside(directory / name)
+        try:
+            _write_aligned(shard, tmp)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)  # nothing partial is left behind
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFullError(
+                    f"no space left on the device of {directory} while writing {name}; nothing partial was "
+                    "kept. Free space (zoo gc, zoo rm NAME@vN) or save somewhere larger"
+                ) from None
+            raise
         os.replace(tmp, directory / name)
     written = list(names)
     if len(shards) > 1:
@@ -584,12 +602,36 @@ def write_safetensors(state: dict[str, "torch.Tensor"], directory: Path, max_sha
     return written
 
 
-def temp_path(path: Path) -> Path:
-    """A name beside ``path`` that no other process or thread uses (``.name.<pid>.<random>.tmp``)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+_CODES = {torch_name: code for code, (torch_name, _) in DTYPES.items()}
+
+
+def _write_aligned(tensors: dict[str, "torch.Tensor"], path: Path) -> None:
+    """A safetensors file (the format the safetensors library reads and writes) laid out for alignment:
+    the header is padded with spaces so that the data area starts on a multiple of ``ALIGN``, and
+    tensors whose byte size is a multiple of ``ALIGN`` come first, so each of them starts aligned."""
+    import torch
+
+    order = sorted(tensors, key=lambda k: (tensors[k].numel() * tensors[k].element_size()) % ALIGN != 0)
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        code = _CODES.get(str(t.dtype).removeprefix("torch."))
+        if code is None:
+            raise ValueError(f"cannot save {name!r}: dtype {t.dtype} has no safetensors code")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": code, "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % ALIGN)
+    with open(path, "xb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for name in order:
+            t = tensors[name].detach().contiguous().cpu()
+            if t.numel():
+                f.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = temp_path(path)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -19,10 +19,11 @@ from ..errors import LockTimeoutError
 log = logging.getLogger("zoo.cache")
 
 
-
 @contextlib.contextmanager
-def locked(path: Path, *, what: str, timeout: float | None = None, poll: float | None = None) -> Iterator[None]:
-    """Hold the lock file ``path``; log every ``poll`` seconds while waiting; raise after ``timeout``."""
+def locked(path: Path, *, what: str, timeout: float | None = None, poll: float | None = None,
+           mode: int = 0o666) -> Iterator[None]:
+    """Hold the lock file ``path``; log every ``poll`` seconds while waiting; raise after ``timeout``.
+    ``mode``: of the lock file, whatever the umask (every user who writes a group store takes its locks)."""
     if os.environ.get("ZOO_LOCKS", "").lower() in {"off", "0", "none", "false"}:
         yield
         return
@@ -31,12 +32,15 @@ def locked(path: Path, *, what: str, timeout: float | None = None, poll: float |
     timeout = float(os.environ.get("ZOO_LOCK_TIMEOUT", 3600)) if timeout is None else timeout
     poll = min(5.0, timeout / 2) if poll is None else poll
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), mode=0o666)
+    lock = FileLock(str(path), mode=mode)
     start = time.monotonic()
     while True:
         waited = time.monotonic() - start
         try:
             lock.acquire(timeout=min(poll, max(timeout - waited, 0.01)))
+            with contextlib.suppress(OSError):  # the creator sets it; umask must not narrow it
+                if path.stat().st_mode & 0o777 != mode and path.stat().st_uid == os.getuid():
+                    os.chmod(path, mode)
             break
         except Timeout:
             waited = time.monotonic() - start

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import time
-
-from .store import LOCAL_NAMESPACE, Store, Version, owner_alive, repo_folder
+from ..names import display_name  # noqa: F401  (zoo ls shows names through it)
+from . import atomic
+from .manifests import Version, read_folder
+from .store import Store
 
 GRACE = 3600  # seconds: gc leaves younger unreferenced files alone (a pull may be about to use them)
 
@@ -38,9 +39,7 @@ class Plan:
             if target is None:
                 ref.unlink(missing_ok=True)
             else:
-                tmp = ref.with_name(f".{ref.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-                tmp.write_text(target)
-                os.replace(tmp, ref)
+                atomic.write_text(ref, target)
         return self.freed
 
 
@@ -86,15 +85,22 @@ def removal_plan(store: Store, repo: str, versions: list[Version]) -> Plan:
     refs_dir = repo_path / "refs"
     removed_ids = {v.id for v in versions} - keep_ids
     for ref in refs_dir.rglob("*") if refs_dir.is_dir() else []:
-        if ref.is_file() and ref.read_text().strip() in removed_ids:
+        if ref.is_file() and _read(ref) in removed_ids:
             newest = remaining[-1].id if remaining and ref.name == "main" else None
             plan.refs[ref] = newest
     if not remaining:
         plan.dirs.append(repo_path)
-        used = store.used_root / repo_folder(repo)
+        used = store.layout.used_path(repo)
         if used.exists():
             plan.files.append(used)
     return plan
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:  # removed meanwhile
+        return None
 
 
 def _stat(path: Path, follow: bool = True) -> os.stat_result | None:
@@ -118,13 +124,7 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
                 plan.files.append(obj)
                 plan.freed += st.st_size if st.st_nlink <= 1 else 0
     for repo_path in sorted(store.hub.glob("models--*")) if store.hub.is_dir() else []:
-        versions = []
-        folder = store.versions_root / repo_path.name
-        for manifest in folder.glob("v*.json") if folder.is_dir() else []:
-            try:
-                versions.append(Version.read(manifest))
-            except (ValueError, KeyError, TypeError, OSError):
-                continue
+        versions = read_folder(store.layout.versions_root / repo_path.name)
         ids = {v.id for v in versions}
         etags = {e.etag for v in versions for e in v.files}
         for snap in (repo_path / "snapshots").glob("*"):
@@ -137,7 +137,7 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
                 plan.files.append(blob)
                 plan.freed += st.st_size if st.st_nlink <= 1 else 0
     for entry in store.tmp.iterdir() if store.tmp.is_dir() else []:
-        if owner_alive(entry):
+        if atomic.owner_alive(entry):
             continue
         (plan.dirs if entry.is_dir() and not entry.is_symlink() else plan.files).append(entry)
         st = _stat(entry, follow=False)
@@ -165,8 +165,3 @@ def usage(store: Store) -> Usage:
             if st:
                 inodes[(st.st_dev, st.st_ino)] = st.st_size
     return Usage(logical, sum(inodes.values()))
-
-
-def display_name(repo: str) -> str:
-    prefix = LOCAL_NAMESPACE + "/"
-    return repo[len(prefix):] if repo.startswith(prefix) else repo

@@ -1,73 +1,54 @@
 """The store: content-addressed files, immutable versions, readable as a Hugging Face hub cache.
 
-Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
+The layout is drawn in :mod:`zoo.cache.layout`. :class:`Store` reads it without locks (a warm load is a
+few ``stat`` calls) and is the one writer of it in direct mode: every write goes through the methods of
+:class:`zoo.cache.protocol.CacheWriter` (``ensure``, ``pull``, ``import_dir``, ``remove``, ``gc``,
+``verify``), and each takes its own locks. Rules that keep it correct without trusting the locks:
 
-    $ZOO_HOME/
-    ├── objects/sha256/ab/ab12…          every distinct file content, stored once, read-only
-    ├── hub/                             a Hugging Face hub cache (HF_HUB_CACHE=$ZOO_HOME/hub)
-    │   └── models--org--name/
-    │       ├── blobs/<etag>             hard link to objects/sha256/… (etag: sha256 for LFS files,
-    │       │                            git blob sha1 for the others, as the hub sends them)
-    │       ├── snapshots/<id>/<path>    relative symlink to ../../blobs/<etag>
-    │       │                            <id>: the hub commit, or the content id of an import
-    │       └── refs/main, refs/v1, …    the <id> each ref points to
-    ├── versions/models--org--name/
-    │   └── v0001.json                   the manifest of version 1; a version exists (is visible)
-    │                                    exactly when this file does. Its entries never change
-    │                                    (``pull --all`` of the same commit may add files)
-    ├── used/models--org--name           touched on every load: "last used"
-    ├── quarantine/                      objects that failed ``verify``
-    ├── locks/                           filelock files (best-effort: see zoo.cache.locks)
-    └── tmp/                             unique temporaries: ``<etag>.<pid>.<rand>.part`` downloads,
-                                         snapshot folders being built
-
-Rules that keep it correct without trusting the locks:
-
-- every file is written under a unique temporary name in ``tmp/`` and moved into place by an
-  atomic rename or an exclusive ``link`` (a second writer finds the content there and drops its copy);
+- every file is written under a unique temporary name in ``tmp/`` (:mod:`zoo.cache.atomic`) and moved
+  into place by an atomic rename or an exclusive ``link`` (a second writer finds the content there and
+  drops its copy);
 - a snapshot folder is built in ``tmp/`` and renamed into ``snapshots/`` whole;
-- the manifest is written last, after every file was checked against its size and digest, so a
-  crash at any moment leaves either no version or a complete one;
-- a file's content lives in one inode: ``objects/`` entry, ``blobs/`` entries of every repo and
-  imported source files are hard links to it, never copies.
+- the manifest is written last, after every file was checked against its size and digest, so a crash
+  at any moment leaves either no version or a complete one;
+- a file's content lives in one inode: the ``objects/`` entry and the ``blobs/`` entries of every repo
+  are hard links to it (a copy only where the kernel refuses the link);
+- bytes whose digest is wrong are never served: a stored object whose stat changed is hashed again
+  before it is used, and quarantined if it no longer matches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import shutil
-import socket
 import time
-import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import AmbiguousNameError, ConfigError, IntegrityError
-from ..names import validate_name, validate_repo_id, validate_revision
-from . import progress
+from ..errors import (
+    AmbiguousNameError,
+    CheckpointNotFoundError,
+    ConfigError,
+    CorruptCheckpointError,
+    IntegrityError,
+    OfflineError,
+    StoreAccessError,
+    StoreFullError,
+)
+from ..names import is_local, local_repo, validate_name, validate_repo_id, validate_revision, version_number
+from . import atomic, progress
+from .atomic import HOST, owner_alive  # noqa: F401  (re-exported: tests and the daemon name temporaries)
+from .layout import Layout, default_home, repo_folder  # noqa: F401
 from .locks import locked
+from .manifests import FileEntry, Version, config_fields, content_id, read_folder
 
-LOCAL_NAMESPACE = "local"
 CHUNK = 1 << 22
-
-
-
-
-def default_home() -> Path:
-    if os.environ.get("ZOO_HOME"):
-        return Path(os.environ["ZOO_HOME"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "zoo"
-
-
-def repo_folder(repo_id: str) -> str:
-    """``org/name`` -> ``models--org--name``, as huggingface_hub names it."""
-    return "models--" + validate_repo_id(repo_id).replace("/", "--")
 
 
 def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None, *,
@@ -88,207 +69,129 @@ def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None, *,
     return sha256.hexdigest(), sha1.hexdigest() if sha1 else None, size
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    path: str  # path inside the repository, posix
-    sha256: str
-    size: int
-    etag: str  # the blob name in the hub layout
-    mtime_ns: int = 0  # of the stored object when the version was made: a stat tells if it changed
+def copy_hashing(src: Path, dest: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """Copy ``src`` to the new file ``dest`` and hash it in the same pass (one read of the source)."""
+    sha256 = hashlib.sha256()
+    size = 0
+    with open(src, "rb", buffering=0) as fin, open(dest, "xb", buffering=0) as fout:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while n := fin.readinto(buf):
+            sha256.update(view[:n])
+            fout.write(view[:n])
+            size += n
+            if on_bytes:
+                on_bytes(n)
+    return sha256.hexdigest(), size
 
 
-@dataclass(frozen=True)
-class Version:
-    """One immutable version, as its manifest records it."""
-
-    repo: str
-    number: int
-    id: str  # hub commit, or content id of an import
-    source: str
-    revision: str | None
-    created: str
-    files: tuple[FileEntry, ...]
-    total_size: int
-    transformers_version: str | None
-    model_type: str | None
-    architectures: tuple[str, ...]
-    manifest: Path = field(compare=False)
-
-    @property
-    def name(self) -> str:
-        return f"v{self.number}"
-
-    @classmethod
-    def read(cls, path: Path) -> "Version":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(
-            repo=data["repo"], number=data["number"], id=data["id"], source=data["source"],
-            revision=data.get("revision"), created=data["created"],
-            files=tuple(FileEntry(**f) for f in data["files"]), total_size=data["total_size"],
-            transformers_version=data.get("transformers_version"), model_type=data.get("model_type"),
-            architectures=tuple(data.get("architectures") or ()), manifest=path,
-        )
-
-
-def _config_fields(config_path: Path | None) -> dict[str, Any]:
-    if config_path is None or not config_path.is_file():
-        return {}
+@contextlib.contextmanager
+def _disk_errors(where: str) -> Iterator[None]:
+    """OSErrors of writing into the store become zoo errors that name the store, not the source."""
     try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    if not isinstance(raw, dict):
-        return {}
-    arch = raw.get("architectures")
-    return {
-        "transformers_version": raw.get("transformers_version") if isinstance(raw.get("transformers_version"), str) else None,
-        "model_type": raw.get("model_type") if isinstance(raw.get("model_type"), str) else None,
-        "architectures": [a for a in arch if isinstance(a, str)] if isinstance(arch, list) else [],
-    }
-
-
-def content_id(files: Iterable[FileEntry]) -> str:
-    """A 40-hex id of a set of files (paths and contents), shaped like a commit hash."""
-    h = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.path):
-        h.update(f"{f.path}\0{f.sha256}\n".encode())
-    return h.hexdigest()[:40]
-
-
-HOST = socket.gethostname().replace(".", "_") or "localhost"
-STALE_FOREIGN = 24 * 3600  # a temporary of another host is taken as abandoned after this long
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def owner_alive(path: Path) -> bool:
-    """Whether the process that named the temporary ``path`` (``<host>.<pid>.<rand>.<stem>``) may still
-    be using it. Another host's processes cannot be asked: its files count as live for a day."""
-    parts = path.name.split(".")
-    try:
-        host, pid = parts[0], int(parts[1])
-    except (IndexError, ValueError):
-        return False
-    if host != HOST:
-        try:
-            return time.time() - path.lstat().st_mtime < STALE_FOREIGN
-        except OSError:
-            return False
-    return pid == os.getpid() or _pid_alive(pid)
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreFullError(
+                f"no space left on the device of {where} ({exc.strerror}); nothing partial was kept. Free space "
+                "(zoo gc, zoo rm NAME@vN) or point ZOO_HOME at a larger disk"
+            ) from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise StoreAccessError(
+                f"cannot write to {where} ({exc.strerror}: {exc.filename}). The store belongs to another user "
+                "or is read-only: ask its owner to pull it (or to add you to the store's group), or use a store "
+                "of your own with ZOO_HOME=DIR"
+            ) from None
+        raise
 
 
 class Store:
     """One zoo store. Holds no global state: a daemon may drive several."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None) -> None:
-        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.layout = Layout(Path(home).expanduser() if home is not None else default_home())
+        self.home = self.layout.home
         self.quiet = quiet
-        self.objects = self.home / "objects" / "sha256"
-        self.hub = self.home / "hub"
-        self.versions_root = self.home / "versions"
-        self.used_root = self.home / "used"
-        self.quarantine = self.home / "quarantine"
-        self.locks = self.home / "locks"
-        self.tmp = self.home / "tmp"
+        self._modes: tuple[int, int] | None = None
 
-    # -- small helpers ---------------------------------------------------------------------------
+    # -- paths (see zoo.cache.layout) ------------------------------------------------------------
 
-    def _mkdirs(self) -> None:
-        for d in (self.objects, self.hub, self.versions_root, self.used_root, self.locks, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
-
-    def _tmp_name(self, stem: str, suffix: str = ".tmp") -> Path:
-        """``tmp/<host>.<pid>.<random>.<stem><suffix>``: unique, and says who owns it (gc, resume)."""
-        return self.tmp / f"{HOST}.{os.getpid()}.{uuid.uuid4().hex[:12]}.{stem}{suffix}"
+    objects = property(lambda self: self.layout.objects)
+    hub = property(lambda self: self.layout.hub)
+    tmp = property(lambda self: self.layout.tmp)
+    quarantine = property(lambda self: self.layout.quarantine)
+    locks = property(lambda self: self.layout.locks)
 
     def object_path(self, sha256: str) -> Path:
-        return self.objects / sha256[:2] / sha256
+        return self.layout.object_path(sha256)
 
     def repo_path(self, repo: str) -> Path:
-        return self.hub / repo_folder(repo)
+        return self.layout.repo_path(repo)
+
+    def snapshot(self, version: Version) -> Path:
+        return self.layout.snapshot_path(version.repo, version.id)
+
+    # -- permissions: they come from the store, never from a source file ---------------------------
+
+    def _store_modes(self) -> tuple[int, int]:
+        """(file mode, folder mode): files get the read bits of $ZOO_HOME, folders its mode."""
+        if self._modes is None:
+            home_mode = self.home.stat().st_mode & 0o7777
+            self._modes = (home_mode & 0o444, home_mode | 0o700)
+        return self._modes
+
+    def _mkdirs(self) -> None:
+        with _disk_errors(str(self.home)):
+            self.home.mkdir(parents=True, exist_ok=True)
+            for d in self.layout.writable_dirs():
+                self._mkdir(d)
+
+    def _mkdir(self, path: Path) -> None:
+        """A folder with the store's mode (umask does not narrow a group store)."""
+        if path.is_dir():
+            return
+        dir_mode = self._store_modes()[1]
+        path.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(path, dir_mode)
+
+    def _seal(self, path: Path) -> None:
+        """A stored file: read-only, readable by whoever may read the store."""
+        os.chmod(path, self._store_modes()[0])
+
+    def _write_text(self, path: Path, text: str) -> None:
+        self._mkdir(path.parent)
+        atomic.write_text(path, text, tmp_dir=self.tmp, mode=self._store_modes()[0])
+
+    def _tmp_name(self, stem: str, suffix: str = ".tmp") -> Path:
+        return atomic.temp_name(self.tmp, stem, suffix)
+
+    # -- locks (best-effort; see zoo.cache.locks) ------------------------------------------------
 
     def _lock(self, key: str, what: str) -> Any:
-        return locked(self.locks / f"{key}.lock", what=what)
+        return locked(self.layout.lock_path(key), what=what, mode=self._store_modes()[1] & 0o666)
 
-    def lock_name(self, repo: str) -> Any:
-        """The lock that pulls, imports and removals of ``repo`` hold (best-effort; see zoo.cache.locks)."""
+    def _name_lock(self, repo: str) -> Any:
+        """The lock that pulls, imports, repairs and removals of ``repo`` hold."""
         return self._lock(repo_folder(repo), f"the name {repo!r}")
 
-    def _write_atomic(self, path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._tmp_name(path.name)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-
-    # -- content ---------------------------------------------------------------------------------
-
-    def add_object(self, src: Path, sha256: str, *, keep_source: bool) -> Path:
-        """Make ``src`` the stored content ``sha256``. A temporary we own is moved in (``keep_source``
-        False); a user's file is hard-linked (True). Content already stored is not written again."""
-        dest = self.object_path(sha256)
-        if dest.exists():
-            if not keep_source:
-                src.unlink()
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if keep_source:
-            staged = self._tmp_name(sha256, ".link")
-            try:
-                os.link(src, staged)
-            except OSError:  # another file system: copy once
-                shutil.copyfile(src, staged)
-            src = staged
-        os.chmod(src, src.stat().st_mode & ~0o222 & 0o7777)  # read-only; other bits as they were
-        try:
-            os.link(src, dest)  # exclusive: if another writer got there first, its copy stays
-        except FileExistsError:
-            pass
-        src.unlink()
-        return dest
-
-    def _link_blob(self, repo: str, entry: FileEntry) -> Path:
-        blob = self.repo_path(repo) / "blobs" / entry.etag
-        obj = self.object_path(entry.sha256)
-        if blob.exists() and os.path.samestat(blob.stat(), obj.stat()):
-            return blob
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        staged = self._tmp_name(entry.etag, ".blob")
-        os.link(obj, staged)
-        os.replace(staged, blob)
-        return blob
-
-    # -- versions --------------------------------------------------------------------------------
+    # -- reading: no locks, no network -------------------------------------------------------------
 
     def versions(self, repo: str) -> list[Version]:
-        folder = self.versions_root / repo_folder(repo)
-        if not folder.is_dir():
-            return []
-        found = []
-        for path in folder.glob("v*.json"):
-            try:
-                found.append(Version.read(path))
-            except (ValueError, KeyError, TypeError, OSError):
-                continue  # a manifest is written atomically; anything else is not ours
-        return sorted(found, key=lambda v: v.number)
+        return read_folder(self.layout.versions_folder(repo))
 
     def repos(self) -> list[str]:
+        root = self.layout.versions_root
         out = []
-        for folder in sorted(self.versions_root.glob("models--*")) if self.versions_root.is_dir() else []:
-            versions = sorted(folder.glob("v*.json"))
+        for folder in sorted(root.glob("models--*")) if root.is_dir() else []:
+            versions = read_folder(folder)
             if versions:
-                try:
-                    out.append(Version.read(versions[-1]).repo)
-                except (ValueError, KeyError, TypeError, OSError):
-                    continue
+                out.append(versions[-1].repo)
         return out
+
+    def iter_versions(self) -> Iterator[Version]:
+        for repo in self.repos():
+            yield from self.versions(repo)
 
     def find(self, repo: str, spec: str | None = None) -> Version | None:
         """The version of ``repo`` that ``spec`` names: None (newest), ``v3``, a commit or content id
@@ -298,10 +201,11 @@ class Store:
             return None
         if spec is None:
             return versions[-1]
-        if spec[:1] == "v" and spec[1:].isdigit():
-            return next((v for v in versions if v.number == int(spec[1:])), None)
-        ref = self.repo_path(repo) / "refs" / spec
-        if "/" not in spec and ref.is_file():
+        number = version_number(spec)
+        if number is not None:
+            return next((v for v in versions if v.number == number), None)
+        ref = self.layout.ref_path(repo, spec)
+        with contextlib.suppress(OSError):
             target = ref.read_text().strip()
             matches = [v for v in versions if v.id == target]
             if matches:
@@ -317,250 +221,127 @@ class Store:
                 return next(iter(matches.values()))
         return None
 
-    def snapshot(self, version: Version) -> Path:
-        return self.repo_path(version.repo) / "snapshots" / version.id
-
     def missing_files(self, version: Version) -> list[FileEntry]:
-        """Files of a version that are not in place with the right size: stat calls only, no hashing."""
+        """Files of a version that are not in place as last checked (gone, another size, or another
+        mtime: rewritten since): stat calls only, no hashing."""
         snap = self.snapshot(version)
-        missing = []
+        changed = []
         for entry in version.files:
             try:
                 st = (snap / entry.path).stat()
             except OSError:
-                missing.append(entry)
+                changed.append(entry)
                 continue
             if st.st_size != entry.size or (entry.mtime_ns and st.st_mtime_ns != entry.mtime_ns):
-                missing.append(entry)  # gone, or rewritten in place since the version was made
-        return missing
+                changed.append(entry)
+        return changed
 
     def touch_used(self, repo: str) -> None:
         """Record a use (for ``zoo ls``); best-effort: a read-only shared store still loads."""
-        path = self.used_root / repo_folder(repo)
-        try:
+        path = self.layout.used_path(repo)
+        with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
-        except OSError:
-            pass
 
     def last_used(self, repo: str) -> float | None:
         try:
-            return (self.used_root / repo_folder(repo)).stat().st_mtime
+            return self.layout.used_path(repo).stat().st_mtime
         except OSError:
             return None
 
-    def _build_snapshot(self, repo: str, snap_id: str, entries: list[FileEntry]) -> Path:
-        """Make ``snapshots/<snap_id>`` hold a symlink per entry. A new snapshot is built in tmp/ and
-        renamed into place whole; an existing one gets its missing links added one atomic rename each."""
-        final = self.repo_path(repo) / "snapshots" / snap_id
-        final.parent.mkdir(parents=True, exist_ok=True)
-        (self.repo_path(repo) / "refs").mkdir(exist_ok=True)
-        for entry in entries:
-            self._link_blob(repo, entry)
-        if not final.is_dir():
-            staged = self._tmp_name(f"snapshot-{snap_id[:12]}", "")
-            for entry in entries:
-                self._symlink(staged, entry)
-            try:
-                os.rename(staged, final)
-                return final
-            except OSError:  # another writer renamed its copy in first: check that one below
-                shutil.rmtree(staged, ignore_errors=True)
-        for entry in entries:
-            target = final / entry.path
-            if not (target.is_symlink() and os.readlink(target) == self._link_text(entry)):
-                self._symlink(final, entry, replace=True)
-        return final
+    # -- the writer interface (zoo.cache.protocol.CacheWriter) -------------------------------------
 
-    @staticmethod
-    def _link_text(entry: FileEntry) -> str:
-        return "../" * (entry.path.count("/") + 2) + f"blobs/{entry.etag}"
+    def ensure(self, repo: str, revision: str | None = None) -> Version:
+        """Make ``repo@revision`` present and intact, and return its version.
 
-    def _symlink(self, root: Path, entry: FileEntry, *, replace: bool = False) -> None:
-        target = root / entry.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not replace:
-            os.symlink(self._link_text(entry), target)
-            return
-        staged = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        os.symlink(self._link_text(entry), staged)
-        os.replace(staged, target)
-
-    def _check_shards(self, repo: str, entries: list[FileEntry]) -> None:
-        """A sharded checkpoint is complete only if every shard its index names is among the files."""
-        paths = {e.path for e in entries}
-        for entry in entries:
-            if not entry.path.endswith(".index.json"):
-                continue
-            try:
-                data = json.loads(self.object_path(entry.sha256).read_text(encoding="utf-8"))
-                shards = set(data["weight_map"].values())
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise IntegrityError(f"{repo}: {entry.path} is not a valid shard index ({exc}); nothing was stored") from exc
-            prefix = entry.path.rpartition("/")[0]
-            missing = sorted(s for s in shards if (f"{prefix}/{s}" if prefix else s) not in paths)
-            if missing:
-                raise IntegrityError(
-                    f"{repo}: {entry.path} lists {len(shards)} shards but {', '.join(missing[:5])} "
-                    f"{'is' if len(missing) == 1 else 'are'} not among the files; the checkpoint is incomplete, "
-                    "so no version was made. Save or upload it again"
-                )
-
-    def _commit(self, repo: str, snap_id: str, entries: list[FileEntry], *, source: str,
-                revision: str | None, refs: Iterable[str]) -> Version:
-        """Make a version visible: snapshot in place, then the manifest (exclusive create), then refs."""
-        self._check_shards(repo, entries)
-        entries = [dataclasses.replace(e, mtime_ns=self.object_path(e.sha256).stat().st_mtime_ns) for e in entries]
-        self._build_snapshot(repo, snap_id, entries)
-        existing = [v for v in self.versions(repo) if v.id == snap_id]
-        if existing:
-            version = existing[-1]
-            added = {e.path: e for e in entries if e.path not in {f.path for f in version.files}}
-            if added:  # more files of the same commit (pull --all): the version gains them
-                data = json.loads(version.manifest.read_text(encoding="utf-8"))
-                files = sorted([*version.files, *added.values()], key=lambda e: e.path)
-                data["files"] = [e.__dict__ for e in files]
-                data["total_size"] = sum(e.size for e in files)
-                self._write_atomic(version.manifest, json.dumps(data, indent=2))
-                version = Version.read(version.manifest)
-        else:
-            config = next((e for e in entries if e.path == "config.json"), None)
-            fields = _config_fields(self.object_path(config.sha256) if config else None)
-            folder = self.versions_root / repo_folder(repo)
-            folder.mkdir(parents=True, exist_ok=True)
-            number = max((v.number for v in self.versions(repo)), default=0) + 1
-            data = {
-                "repo": repo, "id": snap_id, "source": source, "revision": revision,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "files": [e.__dict__ for e in sorted(entries, key=lambda e: e.path)],
-                "total_size": sum(e.size for e in entries),
-                "transformers_version": fields.get("transformers_version"),
-                "model_type": fields.get("model_type"),
-                "architectures": fields.get("architectures", []),
-            }
-            staged = self._tmp_name("manifest")
-            while True:  # exclusive create: two writers never share a number
-                staged.write_text(json.dumps({"number": number, **data}, indent=2), encoding="utf-8")
+        Cached and unchanged: stat calls only, no lock, no request, no hashing. A file whose stat
+        changed is hashed again: intact, it is recorded as checked; damaged, it is quarantined and
+        fetched again (a hub repo, online) or the load fails with :class:`IntegrityError` (offline, or an
+        import). A hub name that is not cached is pulled once, however many processes ask at once.
+        """
+        local = is_local(repo)
+        wanted = revision or (None if local else "main")
+        version = self.find(repo, wanted)
+        if version is not None and not self.missing_files(version):
+            self.touch_used(repo)
+            return version
+        if version is None:
+            self._check_absent(repo, wanted)
+        self._mkdirs()
+        with self._name_lock(repo):
+            version = self.find(repo, wanted)  # another process may have done it meanwhile
+            if version is not None:
+                damaged = self._repair(version)
+                if not damaged:
+                    self.touch_used(repo)
+                    return self.find(repo, version.name) or version
+                if local:
+                    raise IntegrityError(
+                        f"local:{repo.split('/', 1)[1]}@{version.name}: {self._describe(damaged)}; the damaged "
+                        f"files were moved to {self.quarantine}. An import cannot be fetched again: import or "
+                        "save the model again"
+                    )
                 try:
-                    os.link(staged, folder / f"v{number:04d}.json")
-                    break
-                except FileExistsError:
-                    number += 1
-            staged.unlink()
-            version = Version.read(folder / f"v{number:04d}.json")
-            # Without a working lock two writers may both number the same content: the lowest number
-            # stays, the others are withdrawn (they were complete copies, so no reader saw a partial one).
-            twins = [v for v in self.versions(repo) if v.id == snap_id and v.number < version.number]
-            if twins:
-                version.manifest.unlink(missing_ok=True)
-                version = twins[0]
-        newest = max(v.number for v in self.versions(repo))
-        for ref in {*refs, version.name}:
-            if ref == "main" and repo.startswith(LOCAL_NAMESPACE + "/") and version.number != newest:
-                continue  # an import's main is its newest version, as the plain name loads it
-            self._write_atomic(self.repo_path(repo) / "refs" / ref, snap_id)
+                    version = self._pull_locked(repo, version.id, refs=())
+                except OfflineError:
+                    raise IntegrityError(
+                        f"{repo}@{version.name}: {self._describe(damaged)}; the damaged files were moved to "
+                        f"{self.quarantine}, and offline mode is on, so they cannot be fetched again. Unset "
+                        "ZOO_OFFLINE/HF_HUB_OFFLINE, or run zoo pull where the network is reachable"
+                    ) from None
+            else:
+                version = self._pull_locked(repo, wanted)
+        self.touch_used(repo)
         return version
 
-    # -- imports ---------------------------------------------------------------------------------
+    def _check_absent(self, repo: str, wanted: str | None) -> None:
+        listing = ", ".join(v.name for v in self.versions(repo)) or "none"
+        if is_local(repo):
+            label = f"local:{repo.split('/', 1)[1]}" + (f"@{wanted}" if wanted else "")
+            raise CheckpointNotFoundError(f"{label} is not in the cache (versions: {listing}); zoo ls lists names")
+        if version_number(wanted) is not None:
+            raise CheckpointNotFoundError(f"{repo}@{wanted}: no such version (cached versions: {listing})")
 
-    def import_dir(self, directory: str | os.PathLike[str], name: str, *, copy: bool = False,
-                   source: str | None = None) -> Version:
-        """Ingest a saved directory as a new version of ``local/<name>`` (or return the version that
-        already holds exactly this content). Files are hard-linked into the store, not copied, unless
-        ``copy``; they become read-only."""
-        directory = Path(directory).expanduser().resolve()
-        validate_name(name)
-        if not (directory / "config.json").is_file():
-            raise ConfigError(
-                f"{directory} has no config.json: zoo import takes a directory written by zoo.save or "
-                "save_pretrained"
-            )
-        repo = f"{LOCAL_NAMESPACE}/{name}"
-        self._mkdirs()
-        # Symlinked files are followed (a Hugging Face snapshot is all symlinks into its blobs).
-        files = sorted(
-            p for p in directory.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
-        )
-        total = sum(p.stat().st_size for p in files)
-        entries = []
-        known = self._linked_digests(repo)
-        with progress.bar(total, f"import {name}", self.quiet) as bar:
-            for path in files:
-                st = path.stat()
-                sha256 = known.get((st.st_dev, st.st_ino, st.st_size))
-                if sha256 is None:  # not already one of our read-only objects: hash it
-                    sha256, _, _ = hash_file(path, bar.update)
-                else:
-                    bar.update(st.st_size)
-                size = st.st_size
-                self.add_object(path, sha256, keep_source=True) if not copy else self._copy_in(path, sha256)
-                entries.append(FileEntry(path.relative_to(directory).as_posix(), sha256, size, sha256))
-        snap_id = content_id(entries)
-        with self.lock_name(repo):
-            return self._commit(repo, snap_id, entries, source=source or f"import:{directory}",
-                                revision=None, refs=["main"])
+    @staticmethod
+    def _describe(damaged: list[tuple[FileEntry, str]]) -> str:
+        shown = "; ".join(f"{e.path}: {problem}" for e, problem in damaged[:3])
+        return f"{len(damaged)} files failed their digest ({shown}{' ...' if len(damaged) > 3 else ''})"
 
-    def _linked_digests(self, repo: str) -> dict[tuple[int, int, int], str]:
-        """(device, inode, size) -> sha256 of the objects of ``repo``'s versions. A source file that is
-        the same inode as a stored object (an earlier import linked it) is not hashed again."""
-        known = {}
-        for version in self.versions(repo):
-            created = datetime.fromisoformat(version.created).timestamp()
-            for entry in version.files:
-                try:
-                    st = self.object_path(entry.sha256).stat()
-                except OSError:
-                    continue
-                # Read-only and not modified since the version was made: the digest still holds.
-                if st.st_size == entry.size and not st.st_mode & 0o222 and st.st_mtime <= created + 1:
-                    known[(st.st_dev, st.st_ino, st.st_size)] = entry.sha256
-        return known
-
-    def _copy_in(self, path: Path, sha256: str) -> None:
-        if self.object_path(sha256).exists():
-            return
-        staged = self._tmp_name(sha256, ".copy")
-        shutil.copyfile(path, staged)
-        self.add_object(staged, sha256, keep_source=False)
-
-    # -- hub pulls -------------------------------------------------------------------------------
-
-    def pull(self, repo: str, revision: str = "main", *, all_files: bool = False,
-             if_missing: bool = False) -> Version:
-        """Download ``repo`` at ``revision`` (only what loading needs unless ``all_files``) into a
-        complete, verified version. Files already stored are not downloaded again.
-
-        ``if_missing``: first look in the store, under the name's lock, and make no request at all
-        when a complete version for ``revision`` is there; N processes asking for one uncached model
-        then cost the hub one set of requests, not N.
-        """
-        from . import hub
-        from .select import select_files
-
+    def pull(self, repo: str, revision: str = "main", *, all_files: bool = False) -> Version:
+        """Ask the hub what ``repo@revision`` is now and make that commit a complete, verified version
+        (only what loading needs unless ``all_files``). Files already stored are not downloaded again."""
         validate_repo_id(repo)
         validate_revision(revision)
         self._mkdirs()
-        with self.lock_name(repo):
-            if if_missing:
-                cached = self.find(repo, revision)
-                if cached is not None and not self.missing_files(cached):
-                    return cached
-            remote = hub.fetch_revision(repo, revision)
-            wanted = select_files([f.path for f in remote.files], all_files=all_files)
-            done = [v for v in self.versions(repo) if v.id == remote.commit]
-            if done and not self.missing_files(done[-1]) and {f.path for f in done[-1].files} >= wanted:
-                for ref in {revision} - {remote.commit}:
-                    self._write_atomic(self.repo_path(repo) / "refs" / ref, remote.commit)
-                return done[-1]
-            files = [f for f in remote.files if f.path in wanted]
-            entries = []
-            with progress.bar(sum(f.size for f in files), f"pull {repo}", self.quiet) as bar:
-                for f in files:
-                    entries.append(self._fetch(repo, remote.commit, f, bar.update))
-            refs = [revision] if revision != remote.commit else []
-            return self._commit(repo, remote.commit, entries, source=f"hub:{hub.endpoint()}",
-                                revision=revision, refs=refs)
+        with self._name_lock(repo):
+            return self._pull_locked(repo, revision, all_files=all_files, ask=True)
+
+    def _pull_locked(self, repo: str, revision: str, *, all_files: bool = False, ask: bool = False,
+                     refs: Iterable[str] | None = None) -> Version:
+        """Under the name lock. Without ``ask``, a complete stored version for ``revision`` is taken
+        as it is: N processes asking for one uncached model cost the hub one set of requests, not N."""
+        from . import hub
+        from .select import select_files
+
+        if not ask:
+            cached = self.find(repo, revision)
+            if cached is not None and not self.missing_files(cached):
+                return cached
+        remote = hub.fetch_revision(repo, revision)
+        wanted = select_files([f.path for f in remote.files], all_files=all_files)
+        refs = [revision] if refs is None and revision != remote.commit else list(refs or ())
+        done = [v for v in self.versions(repo) if v.id == remote.commit]
+        if done and not self._repair(done[-1]) and {f.path for f in done[-1].files} >= wanted:
+            for ref in refs:
+                self._write_text(self.layout.ref_path(repo, ref), remote.commit)
+            return self.find(repo, done[-1].name) or done[-1]
+        files = [f for f in remote.files if f.path in wanted]
+        entries = []
+        with progress.bar(sum(f.size for f in files), f"pull {repo}", self.quiet) as bar:
+            for f in files:
+                entries.append(self._fetch(repo, remote.commit, f, bar.update))
+        return self._commit(repo, remote.commit, entries, source=f"hub:{hub.endpoint()}",
+                            revision=revision, refs=refs)
 
     def _fetch(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None]) -> FileEntry:
         """One file into objects/: skipped when its content is stored, else downloaded (resuming a
@@ -576,7 +357,8 @@ class Store:
                 return FileEntry(remote.path, remote.sha256, remote.size, remote.etag)
             part = self._adopt_part(remote.etag)
             for attempt in (1, 2):
-                hub.download(repo, commit, remote, part, on_bytes)
+                with _disk_errors(str(self.tmp)):
+                    hub.download(repo, commit, remote, part, on_bytes)
                 sha256, sha1, size = hash_file(part, git_sha1=remote.sha256 is None)
                 if size == remote.size and (sha256 == remote.sha256 if remote.sha256 else sha1 == remote.blob_id):
                     break
@@ -587,7 +369,7 @@ class Store:
                         f"{remote.size} bytes and {remote.etag[:12]}…, twice. The server or a proxy is "
                         "serving damaged data; nothing was stored"
                     )
-            self.add_object(part, sha256, keep_source=False)
+            self._add_object(part, sha256)
             return FileEntry(remote.path, sha256, remote.size, remote.etag)
 
     def _adopt_part(self, etag: str) -> Path:
@@ -602,43 +384,374 @@ class Store:
                     continue
         return mine
 
-    # -- maintenance -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def staging(self, stem: str) -> Iterator[Path]:
+        """A private folder to write files into before ``import_dir(..., owned=True)`` (``zoo.save``):
+        in the store's tmp/, so that the import moves them in; removed afterwards."""
+        self._mkdirs()
+        folder = self._tmp_name(stem, "")
+        try:
+            with _disk_errors(str(self.tmp)):
+                folder.mkdir()
+                yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
-    def iter_versions(self) -> Iterator[Version]:
-        for repo in self.repos():
-            yield from self.versions(repo)
+    def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
+                   source: str | None = None, owned: bool = False) -> Version:
+        """Ingest a saved directory as a new version of ``local/<name>`` (or return the version that
+        already holds exactly this content).
+
+        The store keeps content, never a symlink: symlinked files (a Hugging Face snapshot) are read
+        through. The user's files are never changed: they are copied (hashed in the same pass), and a
+        source file whose stat is unchanged since an earlier import is not read again. ``link=True``
+        hard-links them instead (no copy; the files become read-only, as store objects are).
+        ``owned=True`` is for zoo's own staging folders (``zoo.save``): the files are moved in.
+        """
+        directory = Path(directory).expanduser().resolve()
+        repo = local_repo(name)
+        if not (directory / "config.json").is_file():
+            raise ConfigError(
+                f"{directory} has no config.json: zoo import takes a directory written by zoo.save or "
+                "save_pretrained"
+            )
+        files = self._import_files(directory)
+        self._mkdirs()
+        total = sum(size for _, _, size in files)
+        entries = []
+        with progress.bar(total, f"import {name}", self.quiet) as bar, _disk_errors(str(self.home)):
+            for rel, path, size in files:
+                sha256 = self._ingest(path, link=link, owned=owned, on_bytes=bar.update)
+                entries.append(FileEntry(rel, sha256, size, sha256))
+        with self._name_lock(repo):
+            return self._commit(repo, content_id(entries), entries, source=source or f"import:{directory}",
+                                revision=None, refs=["main"])
+
+    @staticmethod
+    def _import_files(directory: Path) -> list[tuple[str, Path, int]]:
+        """(path in the repo, real file, size) for every file to import: symlinks read through, hidden
+        files and folders skipped, anything that is not a regular file refused by name."""
+        out = []
+        for path in sorted(directory.rglob("*")):
+            rel = path.relative_to(directory)
+            if any(part.startswith(".") for part in rel.parts) or (path.is_dir() and not path.is_symlink()):
+                continue
+            try:
+                real = path.resolve(strict=True)
+                st = real.stat()
+            except (OSError, RuntimeError) as exc:
+                raise CorruptCheckpointError(
+                    f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}): a dangling symlink or a file "
+                    "removed meanwhile. Fix or remove it, then import again; nothing was stored"
+                ) from None
+            if real.is_dir():
+                continue
+            if not real.is_file():
+                raise CorruptCheckpointError(f"{path} is not a regular file (a FIFO, socket or device); refused")
+            out.append((rel.as_posix(), real, st.st_size))
+        return out
+
+    def _ingest(self, path: Path, *, link: bool, owned: bool, on_bytes: Callable[[int], None]) -> str:
+        """Store one file's content; returns its sha256."""
+        st = path.stat()
+        known = self._imported_digest(st)
+        if known and self.object_path(known).exists():
+            on_bytes(st.st_size)  # unchanged since an earlier import: neither read nor written again
+            return known
+        if owned or link:
+            sha256, _, _ = hash_file(path, on_bytes)
+            if owned:
+                self._add_object(path, sha256)
+            elif not self.object_path(sha256).exists():
+                staged = self._tmp_name(sha256, ".link")
+                atomic.link_or_copy(path, staged)
+                self._add_object(staged, sha256)
+        else:
+            staged = self._tmp_name("import", ".copy")
+            try:
+                sha256, _ = copy_hashing(path, staged, on_bytes)
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
+            self._add_object(staged, sha256)
+        if not owned:
+            self._remember_import(path.stat(), sha256)
+        return sha256
+
+    @staticmethod
+    def _fingerprint(st: os.stat_result) -> str:
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+    def _imported_digest(self, st: os.stat_result) -> str | None:
+        try:
+            data = json.loads((self.layout.imported / f"{st.st_dev}-{st.st_ino}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data.get("sha256") if data.get("stat") == self._fingerprint(st) else None
+
+    def _remember_import(self, st: os.stat_result, sha256: str) -> None:
+        path = self.layout.imported / f"{st.st_dev}-{st.st_ino}.json"
+        with contextlib.suppress(OSError):
+            self._write_text(path, json.dumps({"stat": self._fingerprint(st), "sha256": sha256}))
+
+    # -- content ---------------------------------------------------------------------------------
+
+    def _add_object(self, staged: Path, sha256: str) -> Path:
+        """Move the temporary ``staged`` (ours) in as the stored content ``sha256``, read-only. Content
+        already stored is not written again."""
+        dest = self.object_path(sha256)
+        if dest.exists():
+            staged.unlink()
+            return dest
+        self._mkdir(dest.parent)
+        self._seal(staged)
+        atomic.link_exclusive(staged, dest)  # if another writer got there first, its copy stays
+        staged.unlink()
+        return dest
+
+    def _link_blob(self, repo: str, entry: FileEntry) -> Path:
+        blob = self.layout.blob_path(repo, entry.etag)
+        obj = self.object_path(entry.sha256)
+        try:
+            if blob.stat().st_size == entry.size:
+                return blob
+        except OSError:
+            pass
+        self._mkdir(blob.parent)
+        staged = self._tmp_name(entry.etag, ".blob")
+        if not atomic.link_or_copy(obj, staged):
+            self._seal(staged)
+        os.replace(staged, blob)
+        return blob
+
+    # -- versions --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _link_text(entry: FileEntry) -> str:
+        return "../" * (entry.path.count("/") + 2) + f"blobs/{entry.etag}"
+
+    def _build_snapshot(self, repo: str, snap_id: str, entries: list[FileEntry]) -> Path:
+        """Make ``snapshots/<snap_id>`` hold a symlink per entry. A new snapshot is built in tmp/ and
+        renamed into place whole; an existing one gets its missing links added one atomic rename each."""
+        final = self.layout.snapshot_path(repo, snap_id)
+        self._mkdir(final.parent)
+        self._mkdir(self.repo_path(repo) / "refs")
+        for entry in entries:
+            self._link_blob(repo, entry)
+        if not final.is_dir():
+            staged = self._tmp_name(f"snapshot-{snap_id[:12]}", "")
+            for entry in entries:
+                (staged / entry.path).parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(self._link_text(entry), staged / entry.path)
+            for folder in [staged, *(p for p in staged.rglob("*") if p.is_dir() and not p.is_symlink())]:
+                os.chmod(folder, self._store_modes()[1])
+            try:
+                os.rename(staged, final)
+                return final
+            except OSError:  # another writer renamed its copy in first: check that one below
+                shutil.rmtree(staged, ignore_errors=True)
+        for entry in entries:
+            target = final / entry.path
+            if not (target.is_symlink() and os.readlink(target) == self._link_text(entry)):
+                self._mkdir(target.parent)
+                atomic.symlink(self._link_text(entry), target)
+        return final
+
+    def _check_shards(self, repo: str, entries: list[FileEntry]) -> None:
+        """A sharded checkpoint is complete only if every shard its index names is among the files."""
+        from ..weights import missing_shards
+
+        paths = {e.path for e in entries}
+        for entry in entries:
+            if not entry.path.endswith(".index.json"):
+                continue
+            prefix = entry.path.rpartition("/")[0]
+            try:
+                shards, missing = missing_shards(
+                    self.object_path(entry.sha256), lambda s: (f"{prefix}/{s}" if prefix else s) in paths)
+            except CorruptCheckpointError as exc:
+                raise IntegrityError(f"{repo}: {entry.path}: {exc}; nothing was stored") from None
+            if missing:
+                raise IntegrityError(
+                    f"{repo}: {entry.path} lists {len(shards)} shards but {', '.join(missing[:5])} "
+                    f"{'is' if len(missing) == 1 else 'are'} not among the files; the checkpoint is incomplete, "
+                    "so no version was made. Save or upload it again"
+                )
+
+    def _commit(self, repo: str, snap_id: str, entries: list[FileEntry], *, source: str,
+                revision: str | None, refs: Iterable[str]) -> Version:
+        """Make a version visible: snapshot in place, then the manifest (exclusive create), then refs."""
+        self._check_shards(repo, entries)
+        entries = [dataclasses.replace(e, mtime_ns=self.object_path(e.sha256).stat().st_mtime_ns) for e in entries]
+        with _disk_errors(str(self.home)):
+            self._build_snapshot(repo, snap_id, entries)
+            existing = [v for v in self.versions(repo) if v.id == snap_id]
+            if existing:
+                version = existing[-1]
+                added = [e for e in entries if e.path not in {f.path for f in version.files}]
+                if added:  # more files of the same commit (pull --all): the version gains them
+                    files = (*version.files, *added)
+                    version = dataclasses.replace(version, files=files, total_size=sum(e.size for e in files))
+                    self._write_text(version.manifest, version.to_json())
+            else:
+                version = self._new_version(repo, snap_id, entries, source, revision)
+            newest = max(v.number for v in self.versions(repo))
+            for ref in {*refs, version.name}:
+                if ref == "main" and is_local(repo) and version.number != newest:
+                    continue  # an import's main is its newest version, as the plain name loads it
+                self._write_text(self.layout.ref_path(repo, ref), snap_id)
+        return version
+
+    def _new_version(self, repo: str, snap_id: str, entries: list[FileEntry], source: str,
+                     revision: str | None) -> Version:
+        config = next((e for e in entries if e.path == "config.json"), None)
+        fields = config_fields(self.object_path(config.sha256) if config else None)
+        folder = self.layout.versions_folder(repo)
+        self._mkdir(folder)
+        number = max((v.number for v in self.versions(repo)), default=0) + 1
+        template = Version(
+            repo=repo, number=number, id=snap_id, source=source, revision=revision,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            files=tuple(sorted(entries, key=lambda e: e.path)), total_size=sum(e.size for e in entries),
+            transformers_version=fields.get("transformers_version"), model_type=fields.get("model_type"),
+            architectures=tuple(fields.get("architectures", ())), manifest=folder,
+        )
+        staged = self._tmp_name("manifest")
+        while True:  # exclusive create: two writers never share a number
+            staged.write_text(dataclasses.replace(template, number=number).to_json(), encoding="utf-8")
+            self._seal(staged)
+            if atomic.link_exclusive(staged, folder / f"v{number:04d}.json"):
+                break
+            staged.unlink()
+            number += 1
+        staged.unlink()
+        version = Version.read(folder / f"v{number:04d}.json")
+        # Without a working lock two writers may both number the same content: the lowest number
+        # stays, the others are withdrawn (they were complete copies, so no reader saw a partial one).
+        twins = [v for v in self.versions(repo) if v.id == snap_id and v.number < version.number]
+        if twins:
+            version.manifest.unlink(missing_ok=True)
+            version = twins[0]
+        return version
+
+    # -- integrity -------------------------------------------------------------------------------
+
+    def _repair(self, version: Version) -> list[tuple[FileEntry, str]]:
+        """Under the name lock: bring the files of ``version`` whose stat changed back in order. Each is
+        hashed again; intact, its new stat is recorded; missing from objects/, it is restored from an
+        intact linked copy; damaged, it is quarantined. Returns the damaged or lost files."""
+        changed = self.missing_files(version)
+        if not changed:
+            return []
+        damaged = []
+        checked = {}
+        for entry in changed:
+            problem = self._check_object(entry, lambda n: None, self._intact_copies(entry))
+            if problem:
+                damaged.append((entry, problem))
+            else:
+                checked[entry.path] = self.object_path(entry.sha256).stat().st_mtime_ns
+        if checked:
+            files = tuple(dataclasses.replace(e, mtime_ns=checked.get(e.path, e.mtime_ns)) for e in version.files)
+            self._build_snapshot(version.repo, version.id, [e for e in files if e.path in checked])
+            self._write_text(version.manifest, dataclasses.replace(version, files=files).to_json())
+        return damaged
+
+    def _intact_copies(self, entry: FileEntry) -> list[Path]:
+        """Other names that may hold the content of ``entry``: its blobs in every repo."""
+        return [repo_path / "blobs" / entry.etag for repo_path in self.hub.glob("models--*")]
+
+    def _check_object(self, entry: FileEntry, on_bytes: Callable[[int], None],
+                      copies: Iterable[Path] = ()) -> str | None:
+        """None if the stored object of ``entry`` is intact (restored from an intact copy if it was
+        missing); else what is wrong. A damaged object is moved to quarantine/, never deleted."""
+        obj = self.object_path(entry.sha256)
+        if obj.exists():
+            sha256, _, size = hash_file(obj, on_bytes)
+            if sha256 == entry.sha256 and size == entry.size:
+                return None
+            self._mkdir(self.quarantine)
+            os.replace(obj, self.quarantine / f"{entry.sha256}.{int(time.time())}")
+            problem = f"content changed (size {size}, sha256 {sha256[:12]}…)"
+        else:
+            on_bytes(entry.size)
+            problem = "missing from the store"
+        for copy in copies:  # the last good copy of a content is never lost: it becomes the object again
+            try:
+                if hash_file(copy)[0] != entry.sha256:
+                    continue
+                self._mkdir(obj.parent)
+                staged = self._tmp_name(entry.sha256, ".restore")
+                atomic.link_or_copy(copy, staged)
+                self._add_object(staged, entry.sha256)
+                return None
+            except OSError:
+                continue
+        return problem
 
     def verify(self, repo: str | None = None) -> list[tuple[Version, FileEntry, str]]:
-        """Re-hash every file (of ``repo``, or of the store). A damaged object is moved to quarantine/
-        and unlinked from the hub layout, so the next pull fetches it again. Returns the problems."""
+        """Re-hash every file (of ``repo``, or of the store) and check every snapshot link. A missing
+        object is restored from an intact copy; a damaged one is quarantined and its blobs (the same
+        damaged bytes) unlinked, so the next load fetches it again; a missing link is rebuilt.
+        Returns the problems that remain."""
         problems = []
         checked: dict[str, str | None] = {}
         versions = self.versions(repo) if repo else list(self.iter_versions())
         total = sum(e.size for v in versions for e in v.files)
+        self._mkdirs()
         with progress.bar(total, "verify", self.quiet) as bar:
             for version in versions:
-                for entry in version.files:
-                    if entry.sha256 not in checked:
-                        checked[entry.sha256] = self._check_object(entry, bar.update)
-                    problem = checked[entry.sha256]
-                    if problem:
-                        problems.append((version, entry, problem))
-        bad = {entry.sha256 for _, entry, _ in problems}
-        for version in self.iter_versions() if bad else ():  # every repo sharing the content, not only ``repo``
-            for entry in version.files:
-                blob = self.repo_path(version.repo) / "blobs" / entry.etag
-                if entry.sha256 in bad and (blob.exists() or blob.is_symlink()):
-                    blob.unlink()
+                with self._name_lock(version.repo):
+                    for entry in version.files:
+                        if entry.sha256 not in checked:
+                            checked[entry.sha256] = self._check_object(entry, bar.update, self._intact_copies(entry))
+                        problem = checked[entry.sha256]
+                        if problem:
+                            problems.append((version, entry, problem))
+                    intact = [e for e in version.files if not checked[e.sha256]]
+                    self._unlink_damaged_blobs(version, {e.sha256 for e in version.files if checked[e.sha256]})
+                    self._build_snapshot(version.repo, version.id, intact)  # re-links what was deleted
+                    if intact:
+                        self._repair(version)  # records the stat of what was checked
         return problems
 
-    def _check_object(self, entry: FileEntry, on_bytes: Callable[[int], None]) -> str | None:
-        obj = self.object_path(entry.sha256)
-        if not obj.exists():
-            on_bytes(entry.size)
-            return "missing"
-        sha256, _, size = hash_file(obj, on_bytes)
-        if sha256 == entry.sha256 and size == entry.size:
-            return None
-        self.quarantine.mkdir(parents=True, exist_ok=True)
-        os.replace(obj, self.quarantine / f"{entry.sha256}.{int(time.time())}")
-        return f"content changed (size {size}, sha256 {sha256[:12]}…)"
+    def _unlink_damaged_blobs(self, version: Version, bad: set[str]) -> None:
+        for entry in version.files:
+            if entry.sha256 not in bad:
+                continue
+            for blob in self._intact_copies(entry):  # every repo's blob of it: all hold the damaged bytes
+                if blob.exists() or blob.is_symlink():
+                    blob.unlink()
+
+    # -- removal and garbage collection ------------------------------------------------------------
+
+    def remove(self, repo: str, revision: str | None = None, *, dry_run: bool = False) -> Any:
+        """Remove one version (``revision``) or every version of ``repo``. Returns the plan carried out
+        (or only made, with ``dry_run``): what is deleted and the bytes that frees."""
+        from .maintenance import removal_plan
+
+        self._mkdirs()
+        with self._name_lock(repo):
+            if revision is not None:
+                version = self.find(repo, revision)
+                versions = [version] if version else []
+            else:
+                versions = self.versions(repo)
+            plan = removal_plan(self, repo, versions)
+            if not dry_run and versions:
+                plan.execute()
+        return plan
+
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> Any:
+        """Delete what no version uses (older than the grace period) and dead processes' temporaries."""
+        from .maintenance import GRACE, gc_plan
+
+        plan = gc_plan(self, grace=GRACE if grace is None else grace)
+        if not dry_run:
+            plan.execute()
+        return plan
+
+
+def save_name(name: str) -> str:
+    """The name ``zoo.save(model, name)`` stores to (``local:NAME`` or ``NAME``)."""
+    return validate_name(name.removeprefix("local:"))

@@ -1,0 +1,113 @@
+"""Where everything lives in a store. Paths only: nothing here reads or writes.
+
+Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
+
+    $ZOO_HOME/
+    ├── objects/sha256/ab/ab12…          every distinct file content, stored once, read-only
+    ├── hub/                             a Hugging Face hub cache (HF_HUB_CACHE=$ZOO_HOME/hub)
+    │   └── models--org--name/
+    │       ├── blobs/<etag>             hard link to objects/sha256/… (etag: sha256 for LFS files,
+    │       │                            git blob sha1 for the others, as the hub sends them); a copy
+    │       │                            where the kernel refuses the link (another user's file)
+    │       ├── snapshots/<id>/<path>    relative symlink to ../../blobs/<etag>
+    │       │                            <id>: the hub commit, or the content id of an import
+    │       └── refs/main, refs/v1, …    the <id> each ref points to
+    ├── versions/models--org--name/
+    │   └── v0001.json                   the manifest of version 1; a version exists (is visible)
+    │                                    exactly when this file does. Its files never change (only the
+    │                                    stat each was last checked with, and ``pull --all`` additions)
+    ├── used/models--org--name           touched on every load: "last used"
+    ├── imported/<dev>-<ino>.json        stat fingerprints of imported source files -> sha256, so an
+    │                                    unchanged file is not hashed again
+    ├── quarantine/                      objects that failed their digest
+    ├── locks/                           filelock files (best-effort: see zoo.cache.locks)
+    └── tmp/                             unique temporaries (zoo.cache.atomic): downloads
+                                         ``<host>.<pid>.<rand>.<etag>.part``, snapshots being built
+
+Permissions come from the store, never from a source file: files get the read bits of ``$ZOO_HOME``
+itself (a group store, ``chmod 2770``, makes them group-readable), folders its mode (setgid included).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..names import validate_repo_id
+
+
+def default_home() -> Path:
+    if os.environ.get("ZOO_HOME"):
+        return Path(os.environ["ZOO_HOME"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "zoo"
+
+
+def repo_folder(repo_id: str) -> str:
+    """``org/name`` -> ``models--org--name``, as huggingface_hub names it."""
+    return "models--" + validate_repo_id(repo_id).replace("/", "--")
+
+
+@dataclass(frozen=True)
+class Layout:
+    home: Path
+
+    @property
+    def objects(self) -> Path:
+        return self.home / "objects" / "sha256"
+
+    @property
+    def hub(self) -> Path:
+        return self.home / "hub"
+
+    @property
+    def versions_root(self) -> Path:
+        return self.home / "versions"
+
+    @property
+    def used_root(self) -> Path:
+        return self.home / "used"
+
+    @property
+    def imported(self) -> Path:
+        return self.home / "imported"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def locks(self) -> Path:
+        return self.home / "locks"
+
+    @property
+    def tmp(self) -> Path:
+        return self.home / "tmp"
+
+    def writable_dirs(self) -> tuple[Path, ...]:
+        return (self.objects, self.hub, self.versions_root, self.used_root, self.imported, self.locks, self.tmp)
+
+    def object_path(self, sha256: str) -> Path:
+        return self.objects / sha256[:2] / sha256
+
+    def repo_path(self, repo: str) -> Path:
+        return self.hub / repo_folder(repo)
+
+    def blob_path(self, repo: str, etag: str) -> Path:
+        return self.repo_path(repo) / "blobs" / etag
+
+    def snapshot_path(self, repo: str, snap_id: str) -> Path:
+        return self.repo_path(repo) / "snapshots" / snap_id
+
+    def ref_path(self, repo: str, ref: str) -> Path:
+        return self.repo_path(repo) / "refs" / ref
+
+    def versions_folder(self, repo: str) -> Path:
+        return self.versions_root / repo_folder(repo)
+
+    def used_path(self, repo: str) -> Path:
+        return self.used_root / repo_folder(repo)
+
+    def lock_path(self, key: str) -> Path:
+        return self.locks / f"{key}.lock"

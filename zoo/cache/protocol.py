@@ -1,0 +1,44 @@
+"""The one way into the store for writes: what a cache writer does, whoever carries it out.
+
+In direct mode the process itself is the writer (:class:`zoo.cache.store.Store` implements this); with
+a daemon serving the store, a client forwards the same calls over its socket and the daemon carries
+them out as the store's one writer. Reading (``find``, ``versions``, ``snapshot``, ``missing_files``)
+is not part of it: any process reads the store directly, with no lock and no request.
+
+Every call takes its own locks; callers (``zoo.api``, the CLI) never take store locks. Arguments and
+results are plain data (names, revisions, paths; :class:`~zoo.cache.manifests.Version` and
+:class:`~zoo.cache.maintenance.Plan` are frozen records), so each call maps onto one request and one
+reply.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+from .manifests import FileEntry, Version
+
+
+class CacheWriter(Protocol):
+    def ensure(self, repo: str, revision: str | None = None) -> Version:
+        """Make ``repo@revision`` present and intact (pull it, repair it) and return its version."""
+
+    def pull(self, repo: str, revision: str = "main", *, all_files: bool = False) -> Version:
+        """Ask the hub what ``revision`` is now and store that commit."""
+
+    def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
+                   source: str | None = None, owned: bool = False) -> Version:
+        """A saved directory as a new version of ``local/<name>`` (``zoo import``, ``zoo.save``)."""
+
+    def staging(self, stem: str) -> Any:
+        """A context manager giving a private folder to write a model into before ``import_dir(...,
+        owned=True)``; the writer can read it, and it is removed afterwards."""
+
+    def remove(self, repo: str, revision: str | None = None, *, dry_run: bool = False) -> Any:
+        """Remove a version, or every version of ``repo``; returns the plan (bytes freed)."""
+
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> Any:
+        """Delete what no version uses and dead processes' temporaries; returns the plan."""
+
+    def verify(self, repo: str | None = None) -> list[tuple[Version, FileEntry, str]]:
+        """Re-hash and repair; returns the problems that remain."""

@@ -90,6 +90,7 @@ def test_legacy_layout_as_base_model_equals_transformers(legacy_dir):
     assert all(k.startswith("cls.") for k in report.unused)
 
 
+@pytest.mark.slow
 def test_resaved_legacy_checkpoint_loads_without_renames(tmp_path, legacy_safetensors):
     model = zoo.load(legacy_safetensors)
     zoo.save(model, tmp_path / "resaved")
@@ -179,6 +180,7 @@ def test_transformers_conversions_merge_experts(tmp_path):
     assert ("conversion", ".experts.*.w1.weight, .experts.*.w3.weight -> .experts.gate_up_proj") in kinds
 
 
+@pytest.mark.slow
 def test_info_shows_the_renames(legacy_safetensors):
     result = subprocess.run([sys.executable, "-m", "zoo", "info", str(legacy_safetensors)],
                             capture_output=True, text=True, timeout=300)

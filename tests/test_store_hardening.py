@@ -272,3 +272,14 @@ def test_load_and_gc_while_rm_runs(tmp_path, tiny_bert):
         assert result.returncode == 0, result.stderr[-2000:]  # any non-zoo exception fails the process
         ok, errors = map(int, result.stdout.split())
         assert ok + errors > 0
+
+
+def test_integer_tensors_for_float_weights_are_refused(tmp_path, tiny_bert):
+    from safetensors.torch import load_file, save_file
+
+    out = zoo.save(zoo.build(tiny_bert), tmp_path / "ints")
+    state = load_file(out / "model.safetensors")
+    state["encoder.layer.0.output.dense.weight"] = state["encoder.layer.0.output.dense.weight"].to(torch.int32)
+    save_file(state, str(out / "model.safetensors"))
+    with pytest.raises(zoo.CorruptCheckpointError, match=r"output\.dense\.weight: int32 where the model has float32"):
+        zoo.load(out)

@@ -4,6 +4,7 @@
 functions that use them.
 """
 
+from ._version import __version__
 from .api import architectures, build, default_registry, load, load_config, load_tokenizer, save
 from .config import ModelConfig
 from .errors import (
@@ -15,6 +16,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidNameError,
     LockTimeoutError,
+    MissingDependencyError,
     StoreAccessError,
     StoreFullError,
     MissingWeightsError,
@@ -46,10 +48,8 @@ from .hookspecs import hookimpl
 from .registry import Registry
 from .spec import Architecture, Checkpoint
 
-__version__ = "0.1.0"
-
 __all__ = [
-    "AmbiguousNameError", "CacheError", "CacheWarning", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingWeightsError",
+    "AmbiguousNameError", "CacheError", "CacheWarning", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingDependencyError", "MissingWeightsError",
     "NameResolutionError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
     "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
     "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",

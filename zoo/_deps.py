@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import ZooError
+from .errors import MissingDependencyError
+
+__all__ = ["MissingDependencyError", "TORCH_INSTALL", "require"]
 
 TORCH_INSTALL = (
     "pip install torch  (CPU only, smaller: pip install torch --index-url https://download.pytorch.org/whl/cpu; "
     "for a CUDA build take the command from https://pytorch.org/get-started/locally/)"
 )
-
-
-class MissingDependencyError(ZooError, ModuleNotFoundError):
-    """A module zoo needs for this call is not installed; the message gives the install command."""
 
 
 def require(module: str, install_hint: str, *, needed_by: str = "this") -> None:

@@ -105,9 +105,7 @@ def _as_model_config(config: Any, registry: Registry) -> ModelConfig:
     elif callable(getattr(config, "to_dict", None)):
         raw = config.to_dict()
         raw.setdefault("model_type", getattr(config, "model_type", None))
-        cfg = parse_config(raw, registry)
-        cfg._config.append(config)  # keep the caller's object
-        return cfg
+        return dataclasses.replace(parse_config(raw, registry), _config=config)  # keep the caller's object
     else:
         raise ConfigError(f"zoo.build takes a config object, a dict or a ModelConfig, got {type(config).__name__}")
     return parse_config(raw, registry)
@@ -263,7 +261,7 @@ def _save_dir(model: "torch.nn.Module", directory: Path, max_shard_size: int | s
 
 
 def _zoo_version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

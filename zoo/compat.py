@@ -6,18 +6,11 @@ zoo compares it with the installed transformers and says what to do.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass
 from importlib import metadata
 
 from packaging.version import InvalidVersion, Version
-
-# model_types served by plugins that are not installed by default: model_type -> how to get it.
-KNOWN_PLUGINS: dict[str, str] = {
-    "tinynet": "the example plugin zoo-tinynet: pip install -e examples/zoo-tinynet",
-}
-
 
 @functools.lru_cache(maxsize=1)
 def installed_transformers() -> Version | None:
@@ -59,9 +52,10 @@ class VersionAdvice:
     message: str
 
 
-def check_transformers_version(saved: Version | str | None, installed: Version | None = None) -> VersionAdvice:
-    """Compare a checkpoint's ``transformers_version`` (parsed, or the text from ``config.json``) with
-    the installed transformers.
+def check_transformers_version(saved: object, installed: Version | None = None) -> VersionAdvice:
+    """Compare a checkpoint's ``transformers_version`` (parsed, or the value from ``config.json`` as
+    recorded, whatever its JSON type) with the installed transformers. Pass the recorded value where
+    there is one: a value that is not a version number is then named in the message.
 
     Only ``"newer"`` is worth a warning on load: the checkpoint may use options the installed
     transformers does not know. ``"older-major"`` (most of the hub was saved by transformers 4.x) and
@@ -111,19 +105,17 @@ def transformers_knows(model_type: str) -> bool | None:
     return model_type in CONFIG_MAPPING_NAMES
 
 
-def unknown_model_type_advice(model_type: str, installed: list[str], saved_version: str | None) -> str:
-    lines = [f"no installed zoo plugin handles model_type {model_type!r}."]
-    lines.append(f"Installed architectures: {', '.join(installed) or 'none'}.")
-    close = difflib.get_close_matches(model_type, installed, n=3, cutoff=0.6)
-    if close:
-        lines.append(f"Did you mean: {', '.join(close)}?")
-    if model_type in KNOWN_PLUGINS:
-        lines.append(f"It is provided by {KNOWN_PLUGINS[model_type]}.")
+def unknown_model_type_advice(model_type: str, saved: object) -> str:
+    """What transformers has to say about a ``model_type`` that no installed zoo plugin handles (the
+    registry's error says which plugins there are): whether the installed transformers knows it, and
+    whether the checkpoint (``saved``: its ``transformers_version`` as recorded) comes from a newer
+    transformers. Empty when there is nothing to add."""
+    lines = []
     knows = transformers_knows(model_type)
     if knows:
         lines.append(f"transformers {installed_transformers()} knows {model_type!r}, but no zoo plugin registers it: "
                      "write a small plugin (README, 'Writing a plugin').")
-    advice = check_transformers_version(parse_version(saved_version))
+    advice = check_transformers_version(saved)
     if advice.status == "newer" or (knows is False and advice.saved is not None):
         lines.append(advice.message if advice.status == "newer" else
                      f"The checkpoint was saved with transformers {advice.saved}; the installed "

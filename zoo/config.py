@@ -11,8 +11,8 @@ from typing import Any, Iterator
 
 from packaging.version import Version
 
-from .compat import VersionAdvice, check_transformers_version, parse_version
-from .errors import CheckpointNotFoundError, ConfigError, ZooError
+from .compat import VersionAdvice, check_transformers_version, parse_version, unknown_model_type_advice
+from .errors import CheckpointNotFoundError, ConfigError, UnknownArchitectureError, ZooError
 from .weights import entry_problem, loads_json
 
 CONFIG_NAME = "config.json"
@@ -23,7 +23,8 @@ class ModelConfig:
     """What ``zoo.load_config`` returns: the checkpoint's config.json, parsed and checked.
 
     ``config`` builds the architecture plugin's own config object (e.g. ``transformers.BertConfig``)
-    on first use; everything else is read without importing torch or transformers.
+    on first use; everything else is read without importing torch or transformers. A config made from
+    the caller's own object keeps it: ``dataclasses.replace(cfg, _config=obj)``.
     """
 
     path: Path | None  # the directory, or None for a config built in memory
@@ -34,23 +35,26 @@ class ModelConfig:
     version_advice: VersionAdvice
     plugin: str
     architecture: Any  # zoo.Architecture
-    _config: list = field(default_factory=list, repr=False, compare=False)
+    # The plugin's config object: given at construction, or built from ``raw`` by ``config`` on first
+    # use and kept (set once; the other fields never change).
+    _config: Any = field(default=None, repr=False, compare=False)
 
     @property
     def config(self) -> Any:
         """The plugin's config object, built from ``raw`` on first use."""
-        if not self._config:
+        if self._config is None:
             from .spec import resolve_class
 
             cls = resolve_class(self.architecture.config_class, self.plugin)
             try:
-                self._config.append(cls.from_dict(dict(self.raw)))
+                built = cls.from_dict(dict(self.raw))
             except Exception as exc:
                 raise ConfigError(
                     f"{self.where}: {cls.__name__} rejected this config ({type(exc).__name__}: {exc}); "
                     "fix the value it names in config.json"
                 ) from exc
-        return self._config[0]
+            object.__setattr__(self, "_config", built)  # a cache: frozen for callers, set once here
+        return self._config
 
     @property
     def where(self) -> str:
@@ -125,16 +129,21 @@ def parse_config(raw: dict[str, Any], registry: Any, path: Path | None = None) -
     if not isinstance(architectures, (list, tuple)) or not all(isinstance(a, str) for a in architectures):
         raise ConfigError(f"{where}: 'architectures' must be a list of class names, got {architectures!r}")
     check_sizes(raw, where)
-    saved = raw.get("transformers_version")
-    registered = registry.architecture(model_type, transformers_version=saved if isinstance(saved, str) else None)
-    version = parse_version(saved)
+    saved = raw.get("transformers_version")  # as recorded: the advice explains one that is not a version
+    try:
+        registered = registry.architecture(model_type)
+    except UnknownArchitectureError as exc:
+        advice = unknown_model_type_advice(model_type, saved)
+        if not advice:
+            raise
+        raise UnknownArchitectureError(f"{exc} {advice}") from None
     return ModelConfig(
         path=path,
         raw=raw,
         model_type=model_type,
         architectures=tuple(architectures),
-        transformers_version=version,
-        version_advice=check_transformers_version(version),
+        transformers_version=parse_version(saved),
+        version_advice=check_transformers_version(saved),
         plugin=registered.plugin,
         architecture=registered.item,
     )

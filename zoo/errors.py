@@ -4,6 +4,8 @@ One base class per kind, each also inheriting the builtin a generic handler woul
 
     ZooError
     ├── InvalidArgumentError (ValueError)                 e.g. dtype= names no torch dtype
+    ├── MissingDependencyError (ModuleNotFoundError)      a package this call needs is not installed
+    │                                                     (torch): the message gives the install command
     ├── CheckpointError
     │   ├── CheckpointNotFoundError (FileNotFoundError)   path or name that does not exist
     │   ├── ConfigError (ValueError)                      config.json missing, malformed or incomplete
@@ -34,7 +36,7 @@ One base class per kind, each also inheriting the builtin a generic handler woul
             └── OfflineError (ConnectionError)            not cached and offline mode is on
 
     ZooWarning (UserWarning)
-    ├── VersionWarning          checkpoint saved by a newer, or an older major, transformers
+    ├── VersionWarning          checkpoint saved by a newer transformers than the installed one
     ├── WeightsWarning          missing / unexpected keys
     ├── PluginWarning           a plugin failed and was skipped
     └── CacheWarning            an unreadable manifest, skipped by a scan of the store
@@ -51,6 +53,11 @@ class ZooError(Exception):
 
 class InvalidArgumentError(ZooError, ValueError):
     """An argument zoo cannot use (e.g. an unknown dtype)."""
+
+
+class MissingDependencyError(ZooError, ModuleNotFoundError):
+    """A module zoo needs for this call is not installed; the message gives the install command
+    (raised by :func:`zoo._deps.require`)."""
 
 
 class CheckpointError(ZooError):
@@ -169,7 +176,9 @@ class ZooWarning(UserWarning):
 
 
 class VersionWarning(ZooWarning):
-    pass
+    """A checkpoint saved by a newer transformers than the installed one (strict mode raises
+    :class:`IncompatibleVersionError` instead). Older or unreadable versions are only recorded in
+    ``ModelConfig.version_advice``."""
 
 
 class WeightsWarning(ZooWarning):

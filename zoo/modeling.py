@@ -17,38 +17,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING:
     import torch
 
-_state = threading.local()
-_patched = False
-_patch_lock = threading.Lock()
-
-
-def _install_patch() -> None:
-    """Route ``register_parameter`` to the meta device while a thread is inside :func:`meta_parameters`.
-    Installed once; other threads are not affected."""
-    global _patched
-    import torch
-
-    with _patch_lock:
-        if _patched:
-            return
-        original = torch.nn.Module.register_parameter
-
-        def register_parameter(self: torch.nn.Module, name: str, param: Any) -> None:
-            original(self, name, param)
-            if param is not None and getattr(_state, "meta", False) and not param.is_meta:
-                meta = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-                # transformers' init functions skip tensors carrying this flag (what its own loader sets)
-                meta._is_hf_initialized = True
-                self._parameters[name] = meta
-
-        torch.nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
-        # Initialising a meta tensor does nothing but costs a dispatch each: skip it.
-        for fname in _INIT_FUNCTIONS:
-            original_init = getattr(torch.nn.init, fname, None)
-            if original_init is not None:
-                setattr(torch.nn.init, fname, _skip_meta(original_init))
-        _patched = True
-
+_state = threading.local()  # .meta: this thread is inside meta_parameters()
+# One build on the meta device at a time, in the whole process; nested blocks in one thread are counted.
+_build_lock = threading.RLock()
+_depth = 0
+_installed: dict[tuple[Any, str], tuple[Any, Any]] = {}  # (owner, attribute) -> (original, our wrapper)
 
 _INIT_FUNCTIONS = (
     "uniform_", "normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
@@ -56,9 +29,58 @@ _INIT_FUNCTIONS = (
 )
 
 
+def _meta_here() -> bool:
+    return getattr(_state, "meta", False)
+
+
+def _install() -> None:
+    """Route ``register_parameter`` to the meta device, and skip ``torch.nn.init`` on meta tensors, for the
+    thread inside :func:`meta_parameters`. Called with ``_build_lock`` held, by the outermost block."""
+    import sys
+
+    import torch
+
+    if "transformers" in sys.modules:
+        # transformers keeps torch's init functions as it finds them when this module is first imported:
+        # import it now, so that it never keeps ours.
+        try:
+            import transformers.initialization  # noqa: F401
+        except ImportError:
+            pass
+    original = torch.nn.Module.register_parameter
+
+    def register_parameter(self: torch.nn.Module, name: str, param: Any) -> None:
+        original(self, name, param)
+        if param is not None and _meta_here() and not param.is_meta:
+            meta = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+            # transformers' init functions skip tensors carrying this flag (what its own loader sets)
+            meta._is_hf_initialized = True
+            self._parameters[name] = meta
+
+    register_parameter.__wrapped__ = original  # type: ignore[attr-defined]
+    _installed[(torch.nn.Module, "register_parameter")] = (original, register_parameter)
+    # Initialising a meta tensor does nothing but costs a dispatch each: skip it.
+    for fname in _INIT_FUNCTIONS:
+        init = getattr(torch.nn.init, fname, None)
+        if init is not None:
+            _installed[(torch.nn.init, fname)] = (init, _skip_meta(init))
+    for (owner, attr), (_, wrapper) in _installed.items():
+        setattr(owner, attr, wrapper)
+
+
+def _uninstall() -> None:
+    """Put the originals back. Called with ``_build_lock`` held, by the outermost block. Where someone else
+    replaced our wrapper meanwhile (their own patch, taken over ours), theirs stays: our wrapper under it
+    does nothing outside :func:`meta_parameters`."""
+    for (owner, attr), (original, wrapper) in _installed.items():
+        if getattr(owner, attr, None) is wrapper:
+            setattr(owner, attr, original)
+    _installed.clear()
+
+
 def _skip_meta(init: Any) -> Any:
     def wrapper(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(_state, "meta", False) and getattr(tensor, "is_meta", False):
+        if _meta_here() and getattr(tensor, "is_meta", False):
             return tensor
         return init(tensor, *args, **kwargs)
 
@@ -70,13 +92,36 @@ def _skip_meta(init: Any) -> Any:
 
 @contextlib.contextmanager
 def meta_parameters() -> Iterator[None]:
-    _install_patch()
-    previous = getattr(_state, "meta", False)
-    _state.meta = True
-    try:
-        yield
-    finally:
-        _state.meta = previous
+    """Inside this block, parameters this thread creates are on the ``meta`` device (buffers stay real)
+    and ``torch.nn.init`` skips them.
+
+    The patch of ``torch.nn.Module.register_parameter`` and ``torch.nn.init.*`` exists only while a block
+    is open: the outermost block installs it and removes it on leaving, so nothing is left patched once
+    zoo returns. Blocks in several threads take turns (a re-entrant lock; nested blocks in one thread are
+    counted): building on the meta device takes milliseconds, and transformers' own guard of the init
+    functions (``guard_torch_init_functions``, run by every ``PreTrainedModel``) saves and restores
+    them without a lock, so two models built at once can leave its functions in ``torch.nn.init`` for
+    good. Threads that are not building may run our wrappers meanwhile; they do nothing for them: the
+    switch is this thread's ``_state.meta``.
+
+    Why not ``with torch.device("meta")``: it would put buffers on the meta device too, and buffers are
+    computed in ``__init__`` (BERT's ``position_ids``) and often absent from checkpoints, so they must
+    stay real.
+    """
+    global _depth
+    with _build_lock:
+        if _depth == 0:
+            _install()
+        _depth += 1
+        previous = _meta_here()
+        _state.meta = True
+        try:
+            yield
+        finally:
+            _state.meta = previous
+            _depth -= 1
+            if _depth == 0:
+                _uninstall()
 
 
 LARGE_VALUE = 1 << 24  # a config number past this may ask for more memory than a machine has

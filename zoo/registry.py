@@ -18,9 +18,11 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+import difflib
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -35,6 +37,24 @@ from .errors import (
 from .spec import Architecture, Checkpoint
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+
+
+@dataclass(frozen=True)
+class KnownPlugin:
+    """A plugin that is not installed with zoo, named in the error for a ``model_type`` no installed
+    plugin handles: ``name`` is its entry-point name, ``description`` says what it is, ``install`` how
+    to get it."""
+
+    name: str
+    description: str
+    install: str
+
+
+# Plugins zoo can point to, as data: model_type -> the plugin that provides it. One row per model_type;
+# adding a plugin is a one-line edit. A registry takes another table with Registry(known_plugins=...).
+KNOWN_PLUGINS: Mapping[str, KnownPlugin] = MappingProxyType({
+    "tinynet": KnownPlugin("tinynet", "the example plugin zoo-tinynet", "pip install -e examples/zoo-tinynet"),
+})
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,8 @@ class Registry:
 
     ``plugins``: extra ``(name, module_or_object)`` pairs to register besides entry points;
     ``entry_points=False`` loads only those. ``disabled``/``only``/``strict``/``trace`` default to the
-    environment settings described in the module docstring.
+    environment settings described in the module docstring. ``known_plugins`` (default
+    :data:`KNOWN_PLUGINS`): plugins that the error for an unhandled ``model_type`` may suggest.
     """
 
     def __init__(
@@ -75,6 +96,7 @@ class Registry:
         only: Iterable[str] | None = None,
         strict: bool | None = None,
         trace: bool | None = None,
+        known_plugins: Mapping[str, KnownPlugin] | None = None,
     ) -> None:
         self._extra = list(plugins)
         self._use_entry_points = entry_points
@@ -82,6 +104,7 @@ class Registry:
         self._only = set(only) if only is not None else name_list("ZOO_PLUGINS")
         self.strict = flag("ZOO_STRICT_PLUGINS") if strict is None else strict
         self.trace = flag("ZOO_TRACE_PLUGINS") if trace is None else trace
+        self._known = KNOWN_PLUGINS if known_plugins is None else known_plugins
         self._loaded = False
         self._plugins: dict[str, PluginInfo] = {}
         self._architectures: dict[str, Registered] = {}
@@ -219,17 +242,34 @@ class Registry:
         self._load()
         return dict(sorted(self._architectures.items()))
 
-    def architecture(self, model_type: str, *, transformers_version: str | None = None) -> Registered:
+    def architecture(self, model_type: str) -> Registered:
+        """The architecture registered for ``model_type``. An unknown one is an
+        :class:`~zoo.errors.UnknownArchitectureError` that names the installed architectures, close
+        matches and the plugin that provides it (:data:`KNOWN_PLUGINS`); what transformers knows of it
+        is :mod:`zoo.compat`'s to add (:func:`zoo.config.parse_config` does)."""
         self._load()
         if model_type in self._architectures:
             return self._architectures[model_type]
         if ("model_type", model_type) in self._conflicts:
             raise self._duplicate("model_type", model_type)
-        from .compat import unknown_model_type_advice
-
-        raise UnknownArchitectureError(
-            unknown_model_type_advice(model_type, sorted(self._architectures), transformers_version)
-        )
+        installed = sorted(self._architectures)
+        lines = [f"no installed zoo plugin handles model_type {model_type!r}.",
+                 f"Installed architectures: {', '.join(installed) or 'none'}."]
+        close = difflib.get_close_matches(model_type, installed, n=3, cutoff=0.6)
+        if close:
+            lines.append(f"Did you mean: {', '.join(close)}?")
+        known = self._known.get(model_type)
+        if known is not None:
+            info = self._plugins.get(known.name)
+            if info is not None and info.status == "disabled":
+                lines.append(f"It is provided by plugin {known.name!r} ({known.description}), which is installed "
+                             "but disabled: check ZOO_DISABLE_PLUGINS and ZOO_PLUGINS.")
+            elif info is not None and info.status == "failed":
+                lines.append(f"It is provided by plugin {known.name!r} ({known.description}), which failed: "
+                             f"{info.error}. See zoo plugins.")
+            else:
+                lines.append(f"It is provided by {known.description}: {known.install}.")
+        raise UnknownArchitectureError(" ".join(lines))
 
     def checkpoints(self) -> dict[str, Registered]:
         """name -> Registered(Checkpoint, plugin), aliases included."""

@@ -36,10 +36,6 @@ def resolve_class(ref: ClassRef, owner: str | None = None) -> Any:
     return obj
 
 
-def class_name(ref: ClassRef) -> str:
-    return ref.rpartition(":")[2] if isinstance(ref, str) else getattr(ref, "__qualname__", repr(ref))
-
-
 @dataclass(frozen=True)
 class Architecture:
     """One model family, e.g. BERT.

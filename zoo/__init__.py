@@ -17,6 +17,7 @@ from .errors import (
     InvalidNameError,
     LockTimeoutError,
     MissingDependencyError,
+    QuotaError,
     StoreAccessError,
     StoreFullError,
     MissingWeightsError,
@@ -49,7 +50,7 @@ from .registry import Registry
 from .spec import Architecture, Checkpoint
 
 __all__ = [
-    "AmbiguousNameError", "CacheError", "CacheWarning", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingDependencyError", "MissingWeightsError",
+    "AmbiguousNameError", "CacheError", "CacheWarning", "QuotaError", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingDependencyError", "MissingWeightsError",
     "NameResolutionError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
     "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
     "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",

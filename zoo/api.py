@@ -49,10 +49,11 @@ def _strict(strict: bool | None) -> bool:
 
 
 def default_store() -> "Store":
-    """The store at ``$ZOO_HOME`` (read now, not at import)."""
-    from .cache.store import Store
+    """The store at ``$ZOO_HOME`` (read now, not at import): written through its daemon when one serves
+    it, else directly."""
+    from .daemon.client import open_store
 
-    return Store()
+    return open_store()
 
 
 def locate(ref: str | os.PathLike[str], *, registry: Registry | None = None, store: "Store | None" = None) -> Path:
@@ -75,6 +76,7 @@ def locate(ref: str | os.PathLike[str], *, registry: Registry | None = None, sto
             raise
         raise RemoteNotFoundError(f"{exc} (there is no directory ./{target.repo} either; "
                                   f"write ./{target.repo} or dir:{target.repo} for a path)") from None
+    store.note_use(version)
     return store.snapshot(version)
 
 

@@ -108,9 +108,56 @@ def _print_load(path: Path, head: str) -> int:
 
 
 def _store(args: argparse.Namespace):
+    from .daemon.client import open_store
+
+    return open_store(quiet=True if getattr(args, "quiet", False) else None)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """``zoo daemon``: serve the store in the foreground (for systemd); ``zoo daemon status``: ask it."""
+    import logging
+
+    from .cache.layout import default_home
+    from .daemon.server import Daemon, socket_path
+
+    home = Path(args.store).expanduser() if args.store else default_home()
+    sock = Path(args.socket).expanduser() if args.socket else socket_path(home)
+    if args.action == "status":
+        from .daemon.client import DaemonStore
+
+        status = DaemonStore(home, sock=sock).status()
+        if args.json:
+            print(json.dumps(status, indent=2))
+            return 0
+        print(f"zoo daemon pid {status['pid']}, up {status['uptime']:.0f} s, serving {status['store']} on "
+              f"{status['socket']}, {status['clients']} clients connected")
+        for job in status["jobs"]:
+            print(f"  {job['op']} {job['what']}: {job['desc']} {_human(job['done'])} of {_human(job['total'])}, "
+                  f"{job['waiting']} waiting")
+        for key, value in status.items():
+            if key not in {"pid", "uptime", "store", "socket", "clients", "jobs"}:
+                print(f"  {key}: {json.dumps(value)}")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s zoo daemon: %(message)s", stream=sys.stderr)
     from .cache.store import Store
 
-    return Store(quiet=True if getattr(args, "quiet", False) else None)
+    from .daemon.evict import parse_max_size
+
+    max_size = parse_max_size(args.max_size) if args.max_size else None
+    daemon = Daemon(Store(home, quiet=True), sock, group=args.group, max_size=max_size)
+    return daemon.serve()
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    store = _store(args)
+    target = _target(args, store)
+    if args.command == "pin":
+        version = store.pin(target.repo, target.revision)
+        print(f"pinned {target.label} {version.name}: quota eviction never removes it (zoo unpin to release)")
+    else:
+        removed = store.unpin(target.repo, target.revision)
+        print(f"unpinned {target.label}: {', '.join(removed) or 'nothing was pinned'}")
+    return 0
 
 
 def _target(args: argparse.Namespace, store):
@@ -316,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("gc", cmd_gc, "delete unreferenced blobs and stale temporaries", dry_run=True)
     add("verify", cmd_verify, "re-hash the cache (or NAME); quarantine damaged files", name_arg="?")
     add("du", cmd_du, "logical vs physical bytes: what dedupe saved")
+    p = add("daemon", cmd_daemon, "run the cache daemon in the foreground (one writer for a shared store); "
+            "zoo daemon status asks a running one")
+    p.add_argument("action", nargs="?", choices=["serve", "status"], default="serve")
+    p.add_argument("--store", help="the store to serve (default: ZOO_HOME, or ~/.cache/zoo)")
+    p.add_argument("--socket", help="the socket (default: STORE/daemon.sock, or ZOO_DAEMON)")
+    p.add_argument("--group", help="the unix group whose members may use the daemon (socket mode 0660)")
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.add_argument("--max-size", help="quota for the store (e.g. 500GB): least recently used versions are "
+                   "evicted to make room, never pinned, in-use or newest ones")
+    add("pin", cmd_pin, "keep NAME (its newest version) or NAME@vN from quota eviction", name_arg="1")
+    add("unpin", cmd_pin, "release a pin: NAME@vN, or every pin of NAME", name_arg="1")
     return parser
 
 

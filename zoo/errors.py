@@ -31,6 +31,7 @@ One base class per kind, each also inheriting the builtin a generic handler woul
         ├── LockTimeoutError (TimeoutError)               a lock held past ZOO_LOCK_TIMEOUT
         ├── StoreAccessError (PermissionError)            the store is not writable (or readable) by you
         ├── StoreFullError (OSError)                      no space left where zoo writes
+        ├── QuotaError (OSError)                          the daemon's quota cannot make room
         └── RemoteError                                   the hub answered an error or was unreachable
             ├── RemoteNotFoundError (FileNotFoundError)   no such repository, revision or file
             └── OfflineError (ConnectionError)            not cached and offline mode is on
@@ -153,6 +154,22 @@ class LockTimeoutError(CacheError, TimeoutError):
 
 class StoreAccessError(CacheError, PermissionError):
     """The store (or the folder zoo writes into) does not let this user do what was asked."""
+
+
+class QuotaError(CacheError, OSError):
+    """The store cannot make room for a request: the quota (``zoo daemon --max-size``) would be exceeded
+    and what could go is pinned, leased or the newest version of its name, or the disk is full.
+    Raised before any download. ``needed``: the bytes that could not be found."""
+
+    def __init__(self, message: str, *, needed: int = 0, pinned: list[str] | None = None,
+                 leased: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.pinned = pinned or []
+        self.leased = leased or []
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class StoreFullError(CacheError, OSError):

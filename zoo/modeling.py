@@ -296,7 +296,8 @@ def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:
     aliases: dict[int, list[str]] = {}  # a parameter shared by several modules: one entry, many names
     for name, param in model.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(param), []).append(name)
-    mismatched = []
+    mismatched: list[str] = []
+    wrong_kind: list[str] = []
     for key, tensor in state.items():
         module_name, _, attr = key.rpartition(".")
         module = modules[module_name]
@@ -304,6 +305,10 @@ def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:
         old = table[attr]
         if old is not None and old.shape != tensor.shape:
             mismatched.append(f"{key}: checkpoint {list(tensor.shape)}, model {list(old.shape)}")
+            continue
+        if old is not None and old.is_floating_point() and not tensor.is_floating_point():
+            wrong_kind.append(f"{key}: {str(tensor.dtype).removeprefix('torch.')} where the model has "
+                              f"{str(old.dtype).removeprefix('torch.')}")
             continue
         if table is module._parameters:
             param = torch.nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
@@ -313,6 +318,14 @@ def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:
                     modules[owner]._parameters[alias_attr] = param
         else:
             table[attr] = tensor
+    if wrong_kind:
+        from .errors import CorruptCheckpointError
+
+        raise CorruptCheckpointError(
+            f"{len(wrong_kind)} weights are stored as integers or booleans where the model needs floating point "
+            f"({'; '.join(wrong_kind[:3])}{' ...' if len(wrong_kind) > 3 else ''}): the checkpoint is damaged or "
+            "was written by a tool that quantised it; zoo will not load them as numbers. Save the model again"
+        )
     if mismatched:
         raise WeightsMismatchError(
             f"{len(mismatched)} weights have a different shape in the checkpoint than the config describes "

@@ -25,7 +25,10 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
                                          ``<host>.<pid>.<rand>.<etag>.part``, snapshots being built
 
 Permissions come from the store, never from a source file: files get the read bits of ``$ZOO_HOME``
-itself (a group store, ``chmod 2770``, makes them group-readable), folders its mode (setgid included).
+itself (a group store, ``chmod 2770``, makes them group-readable), folders its mode (setgid included),
+every missing parent too. Lock files and ``used/`` stamps are writable by whoever may write the store
+(its mode less the x bits: 0660 in a group store). A store this user may not read, or not write where a
+write is needed, is a ``StoreAccessError`` naming the store, its owner and group, and the fix.
 """
 
 from __future__ import annotations

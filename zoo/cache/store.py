@@ -22,10 +22,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import grp
 import hashlib
 import json
 import os
+import pwd
 import shutil
+import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -105,6 +108,20 @@ def _disk_errors(where: str) -> Iterator[None]:
         raise
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 class Store:
     """One zoo store. Holds no global state: a daemon may drive several."""
 
@@ -113,6 +130,11 @@ class Store:
         self.home = self.layout.home
         self.quiet = quiet
         self._modes: tuple[int, int] | None = None
+        # Where progress of long work goes: a terminal bar by default; the daemon streams it to clients.
+        self.progress_bar: Callable[[int, str], Any] | None = None
+        # What makes room before a write (the daemon's quota and LRU eviction); None: check free space only.
+        self.make_room: Callable[[int, str, str], None] | None = None
+        self._readable = False
 
     # -- paths (see zoo.cache.layout) ------------------------------------------------------------
 
@@ -141,19 +163,70 @@ class Store:
         return self._modes
 
     def _mkdirs(self) -> None:
+        """Before any write: the store's folders exist, and this user may write them (else a
+        :class:`StoreAccessError` that says whose store it is and what to do)."""
         with _disk_errors(str(self.home)):
             self.home.mkdir(parents=True, exist_ok=True)
+            self._check_readable()
             for d in self.layout.writable_dirs():
+                self._check_writable(d)
                 self._mkdir(d)
 
     def _mkdir(self, path: Path) -> None:
-        """A folder with the store's mode (umask does not narrow a group store)."""
-        if path.is_dir():
+        """A folder, and each missing parent, with the store's mode (umask does not narrow a group store)."""
+        missing = []
+        while not path.is_dir() and path != self.home:
+            missing.append(path)
+            path = path.parent
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir()
+            with contextlib.suppress(OSError):
+                os.chmod(folder, self._store_modes()[1])
+
+    def _check_readable(self) -> None:
+        """A store that exists but that this user may not read is an error that says so, not an empty store."""
+        if self._readable:
             return
-        dir_mode = self._store_modes()[1]
-        path.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.chmod(path, dir_mode)
+        try:
+            self.home.stat()
+        except FileNotFoundError:
+            return  # no store yet: nothing cached
+        except OSError:
+            raise self._denied("read", self.home) from None
+        if not os.access(self.home, os.R_OK | os.X_OK):
+            raise self._denied("read", self.home)
+        self._readable = True
+
+    def _check_writable(self, folder: Path) -> None:
+        """``folder`` (or the nearest of its parents that exists, where it is to be made) is writable by us."""
+        while not folder.exists() and folder != self.home:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise self._denied("write to", folder)
+
+    def _denied(self, doing: str, path: Path) -> StoreAccessError:
+        """The error for a store this user may not read or write: whose it is, and what to do."""
+        try:
+            st = self.home.stat()
+        except OSError:
+            return StoreAccessError(f"cannot {doing} the store {self.home} (permission denied on {path}): "
+                                    "use a store of your own with ZOO_HOME=DIR")
+        group, owner = _group_name(st.st_gid), _user_name(st.st_uid)
+        member = st.st_uid == os.getuid() or st.st_gid == os.getgid() or st.st_gid in os.getgroups()
+        if not member and st.st_mode & (0o060 if doing == "write to" else 0o050):
+            fix = (f"it is shared with the group {group}, which you are not in: ask {owner} to add you to it "
+                   "(then log in again)")
+        elif doing == "read":
+            fix = f"ask {owner} to make it readable for the group {group} (chmod -R g+rX)"
+        else:
+            fix = (f"it is read-only for you: ask {owner} to pull or save the model there (or to make it "
+                   f"writable for the group {group}: chmod -R g+w)")
+        where = "" if path == self.home else f"; permission denied on {path}"
+        return StoreAccessError(
+            f"cannot {doing} the store {self.home} ({stat.filemode(st.st_mode)} {owner}:{group}{where}): {fix}, "
+            "or use a store of your own with ZOO_HOME=DIR"
+        )
 
     def _seal(self, path: Path) -> None:
         """A stored file: read-only, readable by whoever may read the store."""
@@ -163,13 +236,32 @@ class Store:
         self._mkdir(path.parent)
         atomic.write_text(path, text, tmp_dir=self.tmp, mode=self._store_modes()[0])
 
+    def _room_for(self, incoming: int, what: str, repo: str) -> None:
+        """Before writing ``incoming`` bytes: the daemon makes room under its quota (``make_room``); in
+        any case a disk without the space fails now, before anything is downloaded or copied."""
+        if self.make_room is not None:
+            self.make_room(incoming, what, repo)
+            return
+        from ..daemon.evict import check_free_space
+
+        check_free_space(self, incoming, what=what)
+
+    def _bar(self, total: int, desc: str) -> Any:
+        return self.progress_bar(total, desc) if self.progress_bar else progress.bar(total, desc, self.quiet)
+
     def _tmp_name(self, stem: str, suffix: str = ".tmp") -> Path:
         return atomic.temp_name(self.tmp, stem, suffix)
 
     # -- locks (best-effort; see zoo.cache.locks) ------------------------------------------------
 
-    def _lock(self, key: str, what: str) -> Any:
-        return locked(self.layout.lock_path(key), what=what, mode=self._store_modes()[1] & 0o666)
+    @contextlib.contextmanager
+    def _lock(self, key: str, what: str) -> Iterator[None]:
+        """Lock files are writable by whoever may write the store (its folder mode, less the x bits)."""
+        with contextlib.ExitStack() as stack:
+            with _disk_errors(str(self.home)):
+                stack.enter_context(locked(self.layout.lock_path(key), what=what,
+                                           mode=self._store_modes()[1] & 0o666))
+            yield
 
     def _name_lock(self, repo: str) -> Any:
         """The lock that pulls, imports, repairs and removals of ``repo`` hold."""
@@ -178,9 +270,11 @@ class Store:
     # -- reading: no locks, no network -------------------------------------------------------------
 
     def versions(self, repo: str) -> list[Version]:
+        self._check_readable()
         return read_folder(self.layout.versions_folder(repo))
 
     def repos(self) -> list[str]:
+        self._check_readable()
         root = self.layout.versions_root
         out = []
         for folder in sorted(root.glob("models--*")) if root.is_dir() else []:
@@ -237,11 +331,15 @@ class Store:
         return changed
 
     def touch_used(self, repo: str) -> None:
-        """Record a use (for ``zoo ls``); best-effort: a read-only shared store still loads."""
+        """Record a use (for ``zoo ls``); best-effort: a read-only shared store still loads. The stamp is
+        writable by whoever may write the store, as lock files are."""
         path = self.layout.used_path(repo)
         with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                path.touch()
+                os.chmod(path, self._store_modes()[1] & 0o666)
 
     def last_used(self, repo: str) -> float | None:
         try:
@@ -336,8 +434,10 @@ class Store:
                 self._write_text(self.layout.ref_path(repo, ref), remote.commit)
             return self.find(repo, done[-1].name) or done[-1]
         files = [f for f in remote.files if f.path in wanted]
+        self._room_for(sum(f.size for f in files if not (f.sha256 and self.object_path(f.sha256).exists())),
+                       f"the pull of {repo}@{revision}", repo)
         entries = []
-        with progress.bar(sum(f.size for f in files), f"pull {repo}", self.quiet) as bar:
+        with self._bar(sum(f.size for f in files), f"pull {repo}") as bar:
             for f in files:
                 entries.append(self._fetch(repo, remote.commit, f, bar.update))
         return self._commit(repo, remote.commit, entries, source=f"hub:{hub.endpoint()}",
@@ -373,10 +473,12 @@ class Store:
             return FileEntry(remote.path, sha256, remote.size, remote.etag)
 
     def _adopt_part(self, etag: str) -> Path:
-        """A partial download of ``etag`` left by a dead process becomes ours (resume); else a new name."""
+        """Under the blob lock: a partial download of ``etag`` left by a dead process, or by an earlier
+        try of this one, becomes ours (resume) if we may write it; else a new name."""
         mine = self._tmp_name(etag, ".part")
+        ours = f"{HOST}.{os.getpid()}."
         for part in sorted(self.tmp.glob(f"*.{etag}.part")):
-            if not owner_alive(part):
+            if (part.name.startswith(ours) or not owner_alive(part)) and os.access(part, os.W_OK):
                 try:
                     os.rename(part, mine)
                     return mine
@@ -418,8 +520,9 @@ class Store:
         files = self._import_files(directory)
         self._mkdirs()
         total = sum(size for _, _, size in files)
+        self._room_for(total, f"the import of {name}", repo)
         entries = []
-        with progress.bar(total, f"import {name}", self.quiet) as bar, _disk_errors(str(self.home)):
+        with self._bar(total, f"import {name}") as bar, _disk_errors(str(self.home)):
             for rel, path, size in files:
                 sha256 = self._ingest(path, link=link, owned=owned, on_bytes=bar.update)
                 entries.append(FileEntry(rel, sha256, size, sha256))
@@ -699,7 +802,7 @@ class Store:
         versions = self.versions(repo) if repo else list(self.iter_versions())
         total = sum(e.size for v in versions for e in v.files)
         self._mkdirs()
-        with progress.bar(total, "verify", self.quiet) as bar:
+        with self._bar(total, "verify") as bar:
             for version in versions:
                 with self._name_lock(version.repo):
                     for entry in version.files:
@@ -722,6 +825,27 @@ class Store:
             for blob in self._intact_copies(entry):  # every repo's blob of it: all hold the damaged bytes
                 if blob.exists() or blob.is_symlink():
                     blob.unlink()
+
+    # -- pins, uses and leases (the daemon's eviction honours them; see zoo.daemon.evict) ----------------
+
+    def pin(self, repo: str, revision: str | None = None) -> Version:
+        """Keep ``repo@revision`` (the newest version without one) from quota eviction."""
+        from ..daemon.evict import pin
+
+        return pin(self, repo, revision)
+
+    def unpin(self, repo: str, revision: str | None = None) -> list[str]:
+        from ..daemon.evict import unpin
+
+        return unpin(self, repo, revision)
+
+    def note_use(self, version: Version) -> None:
+        """A process loads ``version``: record the use (for LRU eviction) and hold its lease for as long as
+        the process lives, so that no eviction removes it under the process. Best-effort, never raises."""
+        from ..daemon.evict import hold_lease, record_use
+
+        record_use(self, version.repo, version.name)
+        hold_lease(self, version)
 
     # -- removal and garbage collection ------------------------------------------------------------
 

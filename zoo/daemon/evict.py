@@ -54,7 +54,7 @@ from ..cache import atomic
 from ..cache.layout import repo_folder
 from ..cache.manifests import Version
 from ..cache.store import Store
-from ..errors import CacheError, CheckpointNotFoundError
+from ..errors import CacheError, CheckpointNotFoundError, QuotaError, StoreFullError  # noqa: F401
 from ..names import LOCAL_NAMESPACE, display_name, validate_repo_id, version_number
 
 log = logging.getLogger("zoo.daemon")
@@ -62,22 +62,6 @@ log = logging.getLogger("zoo.daemon")
 PINS, LEASES, LRU = "pins", "leases", "lru"
 FREE_MARGIN = 64 * 2**20  # bytes a pull leaves free on the disk, beyond what it brings
 LEASE_WAIT = 2.0  # seconds a loader waits for an evictor's exclusive hold before going without a lease
-
-
-class QuotaError(CacheError, OSError):
-    """The store cannot make room for a request: the quota (``zoo daemon --max-size``) would be exceeded
-    and what could go is pinned, leased or the newest version of its name, or the disk is full.
-    Raised before any download. ``needed``: the bytes that could not be found."""
-
-    def __init__(self, message: str, *, needed: int = 0, pinned: list[str] | None = None,
-                 leased: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.needed = needed
-        self.pinned = pinned or []
-        self.leased = leased or []
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 # -- small helpers ---------------------------------------------------------------------------------
@@ -601,12 +585,13 @@ def _quota_error(plan: EvictionPlan, what: str) -> QuotaError:
     return QuotaError(head + kept_text + fix, needed=short, pinned=pinned, leased=leased_)
 
 
-def _evict_one(store: Store, version: Version) -> int | None:
+def _evict_one(store: Store, version: Version, busy: frozenset[str] = frozenset()) -> int | None:
     """Remove ``version`` under its name's lock, holding its lease file exclusively; re-checks that it
     is still there, not the newest, not pinned, not leased. Returns the bytes freed, None if skipped."""
     from ..cache.maintenance import removal_plan
 
-    with store._name_lock(version.repo):
+    # ``busy``: names whose lock the caller already holds (the pull or import asking for room)
+    with contextlib.nullcontext() if version.repo in busy else store._name_lock(version.repo):
         current = store.versions(version.repo)
         if not current or current[-1].number == version.number:
             return None
@@ -624,7 +609,8 @@ def _evict_one(store: Store, version: Version) -> int | None:
     return freed
 
 
-def make_room(store: Store, *, max_size: int | str | None, incoming: int = 0, what: str = "") -> EvictionPlan:
+def make_room(store: Store, *, max_size: int | str | None, incoming: int = 0, what: str = "",
+              busy: frozenset[str] = frozenset()) -> EvictionPlan:
     """Before a pull or import of ``incoming`` bytes (``what`` names it in messages and logs): evict
     versions until it fits under ``max_size`` (None: no quota), then check the disk's free space.
     Raises :class:`QuotaError` before removing anything when the quota cannot be met, and when the
@@ -643,7 +629,7 @@ def make_room(store: Store, *, max_size: int | str | None, incoming: int = 0, wh
             store._mkdirs()
             skipped = False
             for v in plan.evict:
-                freed = _evict_one(store, v)
+                freed = _evict_one(store, v, busy)
                 if freed is None:
                     skipped = True
                     continue
@@ -659,7 +645,7 @@ def make_room(store: Store, *, max_size: int | str | None, incoming: int = 0, wh
 
 
 def check_free_space(store: Store, incoming: int, *, what: str = "", margin: int = FREE_MARGIN) -> None:
-    """Raise :class:`QuotaError` (disk full) when the disk of the store has less free space than
+    """Raise :class:`~zoo.errors.StoreFullError` when the disk of the store has less free space than
     ``incoming`` bytes plus ``margin``."""
     where = store.home
     while not where.exists() and where != where.parent:
@@ -668,12 +654,11 @@ def check_free_space(store: Store, incoming: int, *, what: str = "", margin: int
     if disk.free >= incoming + margin:
         return
     request = f"{what} ({human(incoming)})" if what else human(incoming)
-    raise QuotaError(
+    raise StoreFullError(
         f"not enough free disk space for {request}: the disk of {store.home} has {human(disk.free)} free of "
         f"{human(disk.total)}, and {human(incoming + margin)} is needed (with a {human(margin)} margin); "
         f"nothing was downloaded. Free space on that disk (zoo gc, zoo rm NAME@vN), lower the quota "
         f"(zoo daemon --max-size SIZE) so that eviction makes room, or move the store to a larger disk",
-        needed=incoming + margin - disk.free,
     )
 
 

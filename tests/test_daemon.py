@@ -1,0 +1,183 @@
+"""The cache daemon as users meet it: a real `zoo daemon` process, real client processes, a real hub server."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from zoo.cache import Store
+from zoo.daemon.client import DaemonStore, DaemonUnavailableError
+
+from conftest import TINY_BERT, run_python
+
+NEEDED = {"config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+          "tokenizer_config.json", "vocab.txt"}
+
+
+class DaemonProcess:
+    def __init__(self, home: Path, env: dict | None = None, args: tuple = ()) -> None:
+        self.home, self.env, self.args = home, env or {}, args
+        self.proc: subprocess.Popen | None = None
+        self.log = home.parent / f"{home.name}-daemon.log"
+
+    def start(self) -> "DaemonProcess":
+        sock = self.home / "daemon.sock"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zoo", "daemon", "--store", str(self.home), *self.args],
+            env={**os.environ, "ZOO_HOME": str(self.home), **self.env},
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sock.exists():
+                try:
+                    with socket.socket(socket.AF_UNIX) as probe:
+                        probe.connect(str(sock))
+                    return self
+                except OSError:
+                    pass
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+        raise AssertionError(f"the daemon did not start: {self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(timeout=60)
+        return self.proc.returncode if self.proc else 0
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = DaemonProcess(Path(os.environ["ZOO_HOME"])).start()
+    yield d
+    assert d.stop() == 0, d.log.read_text()  # SIGTERM: a clean exit
+
+
+def test_clients_write_through_the_daemon(daemon, tiny_bert):
+    store = zoo.api.default_store()
+    assert isinstance(store, DaemonStore)
+    model = zoo.build(tiny_bert).eval()
+    version = zoo.save(model, "through")
+    assert version.name == "v1" and "uid" in version.source  # the daemon wrote it, and says for whom
+    ids = torch.randint(1, 99, (1, 7))
+    with torch.no_grad():
+        assert torch.equal(zoo.load("through")(ids).last_hidden_state, model(ids).last_hidden_state)
+    log = daemon.log.read_text()
+    assert "import name=through" in log and "(uid 0" in log  # who asked what
+
+
+def test_warm_loads_need_no_daemon(daemon, tiny_bert):
+    zoo.save(zoo.build(tiny_bert), "warm")
+    daemon.kill()  # kill -9: the socket stays behind
+    assert type(zoo.load("warm")).__name__ == "BertModel"  # read directly from the store
+    with pytest.raises(DaemonUnavailableError, match="does not answer.*Start it"):
+        zoo.save(zoo.build(tiny_bert), "warm")
+    daemon.start()  # a restarted daemon takes over its socket
+    assert zoo.save(zoo.build(tiny_bert), "warm").name == "v2"
+
+
+def test_import_sends_open_files_not_paths(daemon, tmp_path, tiny_bert):
+    source = zoo.save(zoo.build(tiny_bert), tmp_path / "mine")
+    (source / "extra").mkdir()
+    (source / "extra" / "notes.txt").write_text("hello")
+    version = zoo.api.default_store().import_dir(source, "imported")
+    assert {f.path for f in version.files} == {"config.json", "model.safetensors", "extra/notes.txt"}
+    result = subprocess.run([sys.executable, "-m", "zoo", "verify", "imported"], capture_output=True, text=True)
+    assert result.returncode == 0 and "all files intact" in result.stdout, result.stdout + result.stderr
+
+
+def test_bad_requests_get_errors_and_the_daemon_keeps_serving(daemon):
+    sock_path = str(daemon.home / "daemon.sock")
+    for garbage in (b"not json\n", b"[1, 2]\n", b'{"op": "nope"}\n', b'{"op": "ensure", "args": {"repo": "../x"}}\n',
+                    b'{"op": "import", "args": {"name": "x", "files": [{"path": "../../etc/passwd"}]}}\n'):
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(30)
+            conn.connect(sock_path)
+            conn.sendall(garbage)
+            conn.shutdown(socket.SHUT_WR)
+            reply = conn.recv(65536)
+        assert b"ok" not in reply[:10]  # an error reply, or the connection closed: never a crash
+    assert DaemonStore(daemon.home).status()["pid"] == daemon.proc.pid
+
+
+def test_status_reports_the_daemon(daemon):
+    result = subprocess.run([sys.executable, "-m", "zoo", "daemon", "status", "--store", str(daemon.home)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"zoo daemon pid {daemon.proc.pid}" in result.stdout and "serving" in result.stdout
+
+
+@pytest.mark.slow
+def test_sixteen_cold_clients_one_download(tmp_path, hub, hub_env):
+    home = Path(os.environ["ZOO_HOME"])
+    d = DaemonProcess(home, env=hub_env).start()
+    try:
+        code = "import warnings; warnings.simplefilter('ignore'); import zoo; m = zoo.load('bert-base-cased'); print(sum(p.sum().item() for p in m.parameters()))"
+        procs = [subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "ZOO_HOME": str(home)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(16)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs if o[1]]
+        assert len({o[0].strip() for o in outs}) == 1  # identical weights everywhere
+        gets = {}
+        for method, path in hub.requests():
+            if method == "GET" and "/resolve/" in path:
+                name = path.split("?")[0].rsplit("/", 1)[1]
+                gets[name] = gets.get(name, 0) + 1
+        assert gets == {name: 1 for name in NEEDED}, gets  # one download per file, however many asked
+        assert "ensure repo=google-bert/bert-base-cased" in d.log.read_text()
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_pull_then_the_restarted_daemon_finishes(tmp_path, hub, hub_env):
+    home = Path(os.environ["ZOO_HOME"])
+    d = DaemonProcess(home, env=hub_env).start()
+    client = subprocess.Popen([sys.executable, "-c", "import zoo; zoo.load('bert-base-cased')"],
+                              env={**os.environ, "ZOO_HOME": str(home)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((home / "tmp").glob("*.part")):
+        time.sleep(0.02)
+    d.kill()
+    _, err = client.communicate(timeout=120)
+    assert client.returncode != 0 and "DaemonUnavailableError" in err and "went away" in err or \
+        "does not answer" in err, err[-1500:]
+    d.start()
+    try:
+        assert type(zoo.load("bert-base-cased")).__name__ == "BertModel"
+        assert Store(home).verify() == []
+    finally:
+        assert d.stop() == 0
+
+
+def test_quota_evicts_the_least_recently_used_unpinned_version(tmp_path, tiny_bert):
+    home = Path(os.environ["ZOO_HOME"])
+    d = DaemonProcess(home, args=("--max-size", "300KB")).start()
+    try:
+        for _ in range(3):
+            zoo.save(zoo.build(tiny_bert), "q")
+        result = subprocess.run([sys.executable, "-m", "zoo", "pin", "q@v1"], capture_output=True, text=True)
+        assert result.returncode == 0 and "pinned" in result.stdout, result.stderr
+        zoo.save(zoo.build(tiny_bert), "q")  # 4 x ~84 KB > 300 KB: one version must go
+        names = [v.name for v in Store(home).versions("local/q")]
+        assert names == ["v1", "v3", "v4"]  # v1 pinned, v4 newest; v2 least recently used
+        assert "evicted local/q@v2" in d.log.read_text() or "evicted q@v2" in d.log.read_text()
+        with pytest.raises(zoo.QuotaError, match=r"cannot make room.*pinned: q@v1"):
+            zoo.save(zoo.build(dict(tiny_bert, vocab_size=2000)), "huge")  # more than eviction can free
+        status = DaemonStore(home).status()
+        assert status["quota"]["max_size"] == 300_000 and "local/q@v1" in status["quota"]["pinned"]
+    finally:
+        assert d.stop() == 0

@@ -1,0 +1,186 @@
+"""The client side of the daemon: a store that reads the disk itself and asks the daemon to write.
+
+:class:`DaemonStore` is a :class:`~zoo.cache.store.Store` whose writer calls (the
+:class:`~zoo.cache.protocol.CacheWriter` interface) travel over the daemon's socket. Reads stay local:
+a warm ``ensure`` is still a few ``stat`` calls, no request, and works while the daemon is down.
+Imports send the open files, never paths. Imports only the standard library (no torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .. import errors
+from ..cache.manifests import Version
+from ..cache.store import Store
+from ..names import is_local, validate_name, version_number
+from . import wire
+from .server import socket_path
+
+
+class DaemonUnavailableError(errors.CacheError, ConnectionError):
+    """The store is served by a daemon that does not answer."""
+
+
+class DaemonStore(Store):
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, sock: Path | None = None,
+                 quiet: bool | None = None) -> None:
+        super().__init__(home, quiet=quiet)
+        self.sock = sock or socket_path(self.home)
+
+    # -- the wire ------------------------------------------------------------------------------------
+
+    def call(self, op: str, fds: list[int] = (), **args: Any) -> Any:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                conn.connect(str(self.sock))
+            except OSError as exc:
+                raise DaemonUnavailableError(
+                    f"the zoo daemon of {self.home} does not answer at {self.sock} ({exc.strerror}). Start it "
+                    "(systemctl start zoo, or zoo daemon), or ask its administrator"
+                ) from None
+            wire.send(conn, {"op": op, "args": args}, list(fds))
+            reader = wire.Reader(conn)
+            bar = None
+            try:
+                while True:
+                    try:
+                        message = reader.line()
+                    except wire.ProtocolError as exc:
+                        raise DaemonUnavailableError(
+                            f"the zoo daemon of {self.home} went away during {op} ({exc}); what it was doing "
+                            "resumes when it restarts: try again then"
+                        ) from None
+                    if "progress" in message:
+                        bar = self._progress(bar, message["progress"])
+                        continue
+                    if "error" in message:
+                        raise _error(message["error"])
+                    return message.get("ok")
+            finally:
+                if bar is not None:
+                    bar.close()
+                reader.close_fds()
+        finally:
+            conn.close()
+
+    def _progress(self, bar: Any, p: dict[str, Any]) -> Any:
+        from ..cache import progress
+
+        if bar is None:
+            bar = progress.bar(int(p.get("total") or 0), f"{p.get('desc', '')} (zoo daemon)", self.quiet)
+            bar.seen = 0
+        done = int(p.get("done") or 0)
+        bar.update(max(0, done - bar.seen))
+        bar.seen = done
+        return bar
+
+    # -- the writer interface, forwarded ---------------------------------------------------------------
+
+    def ensure(self, repo: str, revision: str | None = None) -> Version:
+        wanted = revision or (None if is_local(repo) else "main")
+        version = self.find(repo, wanted)
+        if version is not None and not self.missing_files(version):
+            return version  # warm: no request, as in direct mode
+        if version is None:
+            self._check_absent(repo, wanted)
+        return Version.read(Path(self.call("ensure", repo=repo, revision=revision)))
+
+    def pull(self, repo: str, revision: str = "main", *, all_files: bool = False) -> Version:
+        return Version.read(Path(self.call("pull", repo=repo, revision=revision, all_files=all_files)))
+
+    @contextlib.contextmanager
+    def staging(self, stem: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix=f"zoo-{stem}-") as folder:
+            yield Path(folder)
+
+    def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
+                   source: str | None = None, owned: bool = False) -> Version:
+        directory = Path(directory).expanduser().resolve()
+        validate_name(name)
+        if not (directory / "config.json").is_file():
+            raise errors.ConfigError(f"{directory} has no config.json: zoo import takes a directory written by "
+                                     "zoo.save or save_pretrained")
+        files = self._import_files(directory)
+        opened = []
+        try:
+            for _, real, _ in files:
+                opened.append(os.open(real, os.O_RDONLY | os.O_CLOEXEC))
+            manifest = self.call("import", fds=opened, name=name, source=source or f"import:{directory}",
+                                 files=[{"path": rel, "size": size} for rel, _, size in files])
+        finally:
+            for fd in opened:
+                os.close(fd)
+        return Version.read(Path(manifest))
+
+    def remove(self, repo: str, revision: str | None = None, *, dry_run: bool = False) -> Any:
+        return _PlanReply(self.call("remove", repo=repo, revision=revision, dry_run=dry_run))
+
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> Any:
+        return _PlanReply(self.call("gc", dry_run=dry_run))
+
+    def verify(self, repo: str | None = None) -> list[tuple[Version, Any, str]]:
+        out = []
+        for manifest, path, problem in self.call("verify", repo=repo):
+            version = Version.read(Path(manifest))
+            out.append((version, next(e for e in version.files if e.path == path), problem))
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")
+
+    def pin(self, repo: str, revision: str | None = None) -> Version:
+        return Version.read(Path(self.call("pin", repo=repo, revision=revision)))
+
+    def unpin(self, repo: str, revision: str | None = None) -> list[str]:
+        return self.call("unpin", repo=repo, revision=revision)
+
+    def note_use(self, version: Version) -> None:
+        """Tell the daemon of the use without waiting for it (the client cannot write the store), and hold
+        the lease file the daemon made for the version."""
+        from .evict import hold_lease
+
+        with contextlib.suppress(OSError):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.setblocking(False)
+                conn.connect(str(self.sock))
+                wire.send(conn, {"op": "used", "args": {"repo": version.repo, "version": version.name}})
+        hold_lease(self, version)
+
+
+class _PlanReply:
+    """A removal or gc plan as the daemon reports it (counts, not paths)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.description = data["description"]
+        self.freed = data["freed"]
+        self.files = [None] * int(data["files"])
+        self.dirs = [None] * int(data["dirs"])
+
+
+def _error(data: Any) -> Exception:
+    kind = data.get("type") if isinstance(data, dict) else None
+    message = data.get("message") if isinstance(data, dict) else str(data)
+    cls = getattr(errors, kind, None) if isinstance(kind, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, errors.ZooError)):
+        cls = errors.ZooError
+    return cls(f"{message} (from the zoo daemon)")
+
+
+def open_store(home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None) -> Store:
+    """The store as this process should write it: through the daemon when one serves it (its socket is
+    there, or ``ZOO_DAEMON`` names one), else directly."""
+    from ..cache.layout import default_home
+
+    home_path = Path(home).expanduser() if home is not None else default_home()
+    sock = socket_path(home_path)
+    if os.environ.get("ZOO_DAEMON") or sock.exists():
+        return DaemonStore(home_path, sock=sock, quiet=quiet)
+    return Store(home_path, quiet=quiet)

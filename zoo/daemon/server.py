@@ -1,0 +1,387 @@
+"""``zoo daemon``: the one writer of a shared store, serving many users over a unix socket.
+
+- Clients find it through ``$ZOO_HOME/daemon.sock`` (or ``ZOO_DAEMON=PATH``) and ask it to write:
+  make a name present, import, save, remove, gc, verify. They read the store directly, so warm loads
+  cost no request and keep working while the daemon restarts.
+- Who asks is known from the socket (``SO_PEERCRED``: pid, uid) and logged. The socket is group-owned,
+  mode 0660; a user outside ``--group`` is refused. Imports arrive as open files passed over the socket,
+  so the daemon reads only what the client itself could open (no confused deputy, even as root).
+- One download however many ask: requests for the same name and revision share one job; a client that
+  disconnects does not cancel it; each waiting client sees its progress.
+- SIGTERM/SIGINT: stop accepting, exit 0; a download in flight stays in ``tmp/`` and the next daemon
+  resumes it (its owner's pid is gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import signal
+import socket
+import socketserver
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..cache.store import Store
+from ..errors import InvalidArgumentError, ZooError
+from ..names import validate_name
+from . import wire
+
+log = logging.getLogger("zoo.daemon")
+SOCKET_NAME = "daemon.sock"
+
+
+def socket_path(store_home: Path) -> Path:
+    return Path(os.environ["ZOO_DAEMON"]) if os.environ.get("ZOO_DAEMON") else store_home / SOCKET_NAME
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+    @property
+    def user(self) -> str:
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return str(self.uid)
+
+    def groups(self) -> set[int]:
+        """The peer process's groups, supplementary ones included (from /proc, as the kernel has them)."""
+        found = {self.gid}
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("Groups:"):
+                    found |= {int(g) for g in line.split()[1:]}
+        return found
+
+
+def peer_of(sock: socket.socket) -> Peer:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return Peer(*struct.unpack("3i", raw))
+
+
+@dataclass
+class Job:
+    """One piece of work, shared by every client that asked for it."""
+
+    key: tuple
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+    desc: str = ""
+    total: int = 0
+    progress: int = 0
+    waiting: int = 0
+    started: float = field(default_factory=time.time)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"desc": self.desc, "done": self.progress, "total": self.total}
+
+
+class _JobBar:
+    """The progress bar the store draws while a job runs: it updates the job, which waiting clients read."""
+
+    def __init__(self, job: Job, total: int, desc: str) -> None:
+        self.job = job
+        job.total, job.desc, job.progress = total, desc, 0
+
+    def update(self, n: int = 1) -> None:
+        self.job.progress += n
+
+    def __enter__(self) -> "_JobBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+class Daemon:
+    def __init__(self, store: Store, sock_path: Path, *, group: str | None = None,
+                 max_size: int | None = None) -> None:
+        self.store = store
+        self.max_size = max_size
+        if max_size is not None:
+            from . import evict
+
+            def make_room(incoming: int, what: str, repo: str) -> None:
+                evict.make_room(store, max_size=max_size, incoming=incoming, what=what, busy=frozenset({repo}))
+
+            store.make_room = make_room
+        self.sock_path = sock_path
+        self.group_gid = _group_id(group) if group else None
+        self.started = time.time()
+        self.jobs: dict[tuple, Job] = {}
+        self.jobs_lock = threading.Lock()
+        self.clients = 0
+        self.current = threading.local()
+        store.progress_bar = self._bar
+        self.server: socketserver.ThreadingUnixStreamServer | None = None
+        self.extras: list[Callable[[], dict[str, Any]]] = []  # status sections (watched folders, quota)
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def _bar(self, total: int, desc: str) -> Any:
+        job = getattr(self.current, "job", None)
+        if job is None:
+            from ..cache import progress
+
+            return progress.bar(total, desc, True)
+        return _JobBar(job, total, desc)
+
+    def run_shared(self, key: tuple, work: Callable[[], Any]) -> Job:
+        """The job for ``key``: the one in flight if there is one, else a new one started in its own thread
+        (so that it finishes even if every client that asked goes away)."""
+        with self.jobs_lock:
+            job = self.jobs.get(key)
+            if job is not None:
+                job.waiting += 1
+                return job
+            job = self.jobs[key] = Job(key, waiting=1)
+
+        def run() -> None:
+            self.current.job = job
+            try:
+                job.result = work()
+            except BaseException as exc:  # handed to every waiting client
+                job.error = exc
+            finally:
+                with self.jobs_lock:
+                    self.jobs.pop(key, None)
+                job.done.set()
+
+        threading.Thread(target=run, name=f"zoo-job-{key[0]}", daemon=True).start()
+        return job
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def authorise(self, peer: Peer) -> str | None:
+        """Why ``peer`` may not use the daemon, or None."""
+        if peer.uid in (0, os.getuid()):
+            return None
+        if self.group_gid is not None and self.group_gid in peer.groups():
+            return None
+        group = grp.getgrgid(self.group_gid).gr_name if self.group_gid is not None else None
+        return (f"user {peer.user} may not use the zoo daemon of {self.store.home}: "
+                + (f"ask an administrator to add you to the group {group!r}" if group else
+                   "it serves only its own user (start it with --group GROUP to share it)"))
+
+    def handle(self, request: dict[str, Any], reader: wire.Reader, peer: Peer,
+               send: Callable[[dict[str, Any]], None]) -> Any:
+        op, args = request.get("op"), request.get("args") or {}
+        if not isinstance(args, dict):
+            raise InvalidArgumentError("args must be an object")
+        (log.debug if op == "used" else log.info)(
+            "%s (uid %d, pid %d): %s %s", peer.user, peer.uid, peer.pid, op,
+            " ".join(f"{k}={v}" for k, v in args.items() if k != "files"))
+        store = self.store
+        if op == "used":  # a client loaded a version: its last use, for LRU eviction
+            from .evict import record_use
+
+            record_use(store, _text(args, "repo"), _text(args, "version"))
+            return None
+        if op == "ensure":
+            repo, revision = _text(args, "repo"), _text(args, "revision", optional=True)
+            return self._made(self._wait(("ensure", repo, revision), lambda: store.ensure(repo, revision), send))
+        if op in ("pin", "unpin"):
+            repo, revision = _text(args, "repo"), _text(args, "revision", optional=True)
+            return str(store.pin(repo, revision).manifest) if op == "pin" else store.unpin(repo, revision)
+        if op == "pull":
+            repo, revision = _text(args, "repo"), _text(args, "revision") or "main"
+            all_files = bool(args.get("all_files"))
+            return self._made(self._wait(("pull", repo, revision, all_files),
+                                         lambda: store.pull(repo, revision, all_files=all_files), send))
+        if op == "import":
+            return self._import(args, reader, peer, send)
+        if op == "remove":
+            plan = store.remove(_text(args, "repo"), _text(args, "revision", optional=True),
+                                dry_run=bool(args.get("dry_run")))
+            return _plan(plan)
+        if op == "gc":
+            return _plan(store.gc(dry_run=bool(args.get("dry_run"))))
+        if op == "verify":
+            repo = _text(args, "repo", optional=True)
+            problems = self._wait(("verify", repo), lambda: store.verify(repo), send)
+            return [[str(v.manifest), e.path, problem] for v, e, problem in problems]
+        if op == "status":
+            return self.status()
+        raise InvalidArgumentError(f"unknown request {op!r}")
+
+    def _wait(self, key: tuple, work: Callable[[], Any], send: Callable[[dict[str, Any]], None]) -> Any:
+        job = self.run_shared(key, work)
+        while not job.done.wait(0.5):
+            send({"progress": job.snapshot()})
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _import(self, args: dict[str, Any], reader: wire.Reader, peer: Peer,
+                send: Callable[[dict[str, Any]], None]) -> str:
+        name = validate_name(_text(args, "name"))
+        files = args.get("files")
+        if not isinstance(files, list) or not files or len(files) > 100_000:
+            raise InvalidArgumentError("an import names its files: a non-empty list")
+        fds = reader.take_fds(len(files))
+        try:
+            with self.store.staging(f"import-{peer.uid}") as staging:
+                for entry, fd in zip(files, fds):
+                    rel = _relative_path(entry)
+                    target = staging / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with os.fdopen(os.dup(fd), "rb") as src:
+                        _copy_from(src, target)
+                source = args.get("source") if isinstance(args.get("source"), str) else None
+                version = self.store.import_dir(staging, name, owned=True,
+                                                source=f"{source or 'import'} (uid {peer.uid} {peer.user})")
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        return self._made(version)
+
+    def _made(self, version: Any) -> str:
+        """A version a client will load: its lease file exists, so that a reader who cannot write the
+        store can still hold a lease on it."""
+        from .evict import ensure_lease_file
+
+        with contextlib.suppress(OSError):
+            ensure_lease_file(self.store, version)
+        return str(version.manifest)
+
+    def status(self) -> dict[str, Any]:
+        with self.jobs_lock:
+            jobs = [{"op": j.key[0], "what": " ".join(str(k) for k in j.key[1:] if k is not None),
+                     "waiting": j.waiting, **j.snapshot()} for j in self.jobs.values()]
+        out: dict[str, Any] = {
+            "pid": os.getpid(), "store": str(self.store.home), "socket": str(self.sock_path),
+            "uptime": time.time() - self.started, "clients": self.clients, "jobs": jobs,
+        }
+        if self.max_size is not None:
+            from ..cache.maintenance import usage
+            from .evict import pins
+
+            out["quota"] = {"max_size": self.max_size, "used": usage(self.store).physical,
+                            "pinned": sorted(f"{r}@{v}" for r, v in pins(self.store))}
+        for extra in self.extras:
+            out.update(extra())
+        return out
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def serve(self, *, ready: Callable[[], None] | None = None) -> int:
+        self.store._mkdirs()
+        self.sock_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.sock_path.unlink()  # a socket left by a killed daemon
+        daemon = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                daemon.serve_connection(self.request)
+
+        server = socketserver.ThreadingUnixStreamServer(str(self.sock_path), Handler, bind_and_activate=False)
+        server.daemon_threads = True
+        old_umask = os.umask(0o177)
+        try:
+            server.server_bind()
+        finally:
+            os.umask(old_umask)
+        if self.group_gid is not None:
+            os.chown(self.sock_path, -1, self.group_gid)
+            os.chmod(self.sock_path, 0o660)
+        server.server_activate()
+        self.server = server
+
+        def stop(signum: int, frame: Any) -> None:
+            log.info("signal %d: no new requests; work in flight stays resumable", signum)
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
+        if ready:
+            ready()
+        try:
+            server.serve_forever(poll_interval=0.5)
+        finally:
+            server.server_close()
+            with contextlib.suppress(FileNotFoundError):
+                self.sock_path.unlink()
+        log.info("stopped")
+        return 0
+
+    def serve_connection(self, sock: socket.socket) -> None:
+        peer = peer_of(sock)
+        reader = wire.Reader(sock)
+        self.clients += 1
+
+        def send(message: dict[str, Any]) -> None:
+            wire.send(sock, message)
+
+        try:
+            refusal = self.authorise(peer)
+            request = reader.line()
+            if refusal:
+                log.warning("refused %s (uid %d, pid %d): %s", peer.user, peer.uid, peer.pid, refusal)
+                send({"error": {"type": "StoreAccessError", "message": refusal}})
+                return
+            try:
+                send({"ok": self.handle(request, reader, peer, send)})
+            except ZooError as exc:
+                send({"error": {"type": type(exc).__name__, "message": str(exc)}})
+            except OSError as exc:
+                send({"error": {"type": "CacheError", "message": f"{exc.strerror or exc}: {exc.filename or ''}"}})
+            except Exception as exc:  # a bug of ours: the client gets a clear error, the daemon keeps serving
+                log.exception("request %r failed", request.get("op"))
+                send({"error": {"type": "ZooError", "message": f"the daemon failed: {type(exc).__name__}: {exc}"}})
+        except (wire.ProtocolError, OSError) as exc:
+            log.info("%s (pid %d): connection ended: %s", peer.user, peer.pid, exc)
+        finally:
+            reader.close_fds()
+            self.clients -= 1
+
+
+def _group_id(group: str) -> int:
+    try:
+        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise InvalidArgumentError(f"no such group {group!r}; create it (groupadd {group}) or pass another") from None
+
+
+def _text(args: dict[str, Any], key: str, *, optional: bool = False) -> str | None:
+    value = args.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidArgumentError(f"{key!r} must be a non-empty string")
+    return value
+
+
+def _relative_path(entry: Any) -> Path:
+    path = entry.get("path") if isinstance(entry, dict) else None
+    parts = path.split("/") if isinstance(path, str) else []
+    if not parts or any(p in ("", ".", "..") or "\0" in p or p.startswith(".") for p in parts):
+        raise InvalidArgumentError(f"an import names the file {path!r}, which is not a plain relative path")
+    return Path(*parts)
+
+
+def _copy_from(src: Any, target: Path) -> None:
+    with open(target, "xb") as out:
+        while chunk := src.read(1 << 22):
+            out.write(chunk)
+
+
+def _plan(plan: Any) -> dict[str, Any]:
+    return {"description": plan.description, "freed": plan.freed, "files": len(plan.files), "dirs": len(plan.dirs)}
+
+
+__all__ = ["Daemon", "Peer", "SOCKET_NAME", "socket_path"]

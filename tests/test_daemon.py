@@ -181,3 +181,37 @@ def test_quota_evicts_the_least_recently_used_unpinned_version(tmp_path, tiny_be
         assert status["quota"]["max_size"] == 300_000 and "local/q@v1" in status["quota"]["pinned"]
     finally:
         assert d.stop() == 0
+
+
+def test_drop_folder_becomes_a_version(tmp_path, tiny_bert):
+    import transformers
+
+    home, drop = Path(os.environ["ZOO_HOME"]), tmp_path / "drop"
+    drop.mkdir()
+    config = transformers.BertConfig(**{k: v for k, v in tiny_bert.items() if k != "model_type"})
+    torch.manual_seed(0)
+    before = transformers.BertModel(config).eval()
+    before.save_pretrained(drop / "early")  # there before the daemon starts: the start-up scan takes it
+    d = DaemonProcess(home, args=("--watch", str(drop), "--quiet-period", "0.5")).start()
+    try:
+        model = transformers.BertModel(config).eval()
+        model.save_pretrained(drop / "fine-tune")
+        (drop / "fine-tune" / ".zoo-ready").touch()
+        store = Store(home)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (store.versions("local/fine-tune") and store.versions("local/early")):
+            time.sleep(0.1)
+        assert [v.name for v in store.versions("local/fine-tune")] == ["v1"], d.log.read_text()[-2000:]
+        assert store.versions("local/early") and store.versions("local/early")[0].source.startswith("drop:")
+        ids = torch.randint(1, 99, (1, 6))
+        with torch.no_grad():
+            assert torch.equal(zoo.load("fine-tune")(ids).last_hidden_state, model(ids).last_hidden_state)
+        status = DaemonStore(home).status()
+        assert status["watched"][0]["path"] == str(drop.resolve())
+        (drop / "evil").mkdir()
+        (drop / "evil" / "config.json").symlink_to("/etc/passwd")  # outside the drop folder
+        time.sleep(2)
+        assert not store.versions("local/evil")
+        assert "evil" in d.log.read_text()
+    finally:
+        assert d.stop() == 0

@@ -144,7 +144,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from .daemon.evict import parse_max_size
 
     max_size = parse_max_size(args.max_size) if args.max_size else None
-    daemon = Daemon(Store(home, quiet=True), sock, group=args.group, max_size=max_size)
+    daemon = Daemon(Store(home, quiet=True), sock, group=args.group, max_size=max_size,
+                    watch=[Path(w).expanduser() for w in args.watch], quiet_period=args.quiet_period,
+                    poll=args.poll)
     return daemon.serve()
 
 
@@ -372,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="status as JSON")
     p.add_argument("--max-size", help="quota for the store (e.g. 500GB): least recently used versions are "
                    "evicted to make room, never pinned, in-use or newest ones")
+    p.add_argument("--watch", action="append", default=[], metavar="DIR",
+                   help="a drop folder: each DIR/NAME/ holding a complete saved model becomes a version of NAME")
+    p.add_argument("--quiet-period", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a drop folder must be unchanged before it is taken (default 10; a .zoo-ready "
+                   "file ends the wait)")
+    p.add_argument("--poll", type=float, metavar="SECONDS",
+                   help="poll drop folders every SECONDS instead of inotify (NFS, CIFS and Lustre are detected)")
     add("pin", cmd_pin, "keep NAME (its newest version) or NAME@vN from quota eviction", name_arg="1")
     add("unpin", cmd_pin, "release a pin: NAME@vN, or every pin of NAME", name_arg="1")
     return parser

@@ -500,7 +500,7 @@ class Store:
             shutil.rmtree(folder, ignore_errors=True)
 
     def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
-                   source: str | None = None, owned: bool = False) -> Version:
+                   source: str | None = None, owned: bool = False, contained: bool = False) -> Version:
         """Ingest a saved directory as a new version of ``local/<name>`` (or return the version that
         already holds exactly this content).
 
@@ -509,6 +509,8 @@ class Store:
         source file whose stat is unchanged since an earlier import is not read again. ``link=True``
         hard-links them instead (no copy; the files become read-only, as store objects are).
         ``owned=True`` is for zoo's own staging folders (``zoo.save``): the files are moved in.
+        ``contained=True`` (drop folders, which anyone may write): a symlink that leads outside
+        ``directory`` is refused, so an import never reads a file the folder's writer could not place.
         """
         directory = Path(directory).expanduser().resolve()
         repo = local_repo(name)
@@ -517,7 +519,7 @@ class Store:
                 f"{directory} has no config.json: zoo import takes a directory written by zoo.save or "
                 "save_pretrained"
             )
-        files = self._import_files(directory)
+        files = self._import_files(directory, contained=contained)
         self._mkdirs()
         total = sum(size for _, _, size in files)
         self._room_for(total, f"the import of {name}", repo)
@@ -531,7 +533,7 @@ class Store:
                                 revision=None, refs=["main"])
 
     @staticmethod
-    def _import_files(directory: Path) -> list[tuple[str, Path, int]]:
+    def _import_files(directory: Path, *, contained: bool = False) -> list[tuple[str, Path, int]]:
         """(path in the repo, real file, size) for every file to import: symlinks read through, hidden
         files and folders skipped, anything that is not a regular file refused by name."""
         out = []
@@ -547,6 +549,8 @@ class Store:
                     f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}): a dangling symlink or a file "
                     "removed meanwhile. Fix or remove it, then import again; nothing was stored"
                 ) from None
+            if contained and not real.is_relative_to(directory):
+                raise CorruptCheckpointError(f"{path} is a symlink to {real}, outside {directory}; refused")
             if real.is_dir():
                 continue
             if not real.is_file():

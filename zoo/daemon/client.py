@@ -181,6 +181,8 @@ def open_store(home: str | os.PathLike[str] | None = None, *, quiet: bool | None
 
     home_path = Path(home).expanduser() if home is not None else default_home()
     sock = socket_path(home_path)
-    if os.environ.get("ZOO_DAEMON") or sock.exists():
-        return DaemonStore(home_path, sock=sock, quiet=quiet)
-    return Store(home_path, quiet=quiet)
+    try:
+        served = bool(os.environ.get("ZOO_DAEMON")) or sock.exists()
+    except OSError:  # a store this user may not even look into: direct mode says so clearly
+        served = False
+    return DaemonStore(home_path, sock=sock, quiet=quiet) if served else Store(home_path, quiet=quiet)

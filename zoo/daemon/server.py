@@ -107,8 +107,15 @@ class _JobBar:
 
 class Daemon:
     def __init__(self, store: Store, sock_path: Path, *, group: str | None = None,
-                 max_size: int | None = None) -> None:
+                 max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
+                 poll: float | None = None) -> None:
         self.store = store
+        self.drops = None
+        if watch:
+            from .watch import DropFolders
+
+            self.drops = DropFolders(list(watch), self._ingest_drop, quiet=quiet_period, poll=poll,
+                                     on_problem=self._drop_problem)
         self.max_size = max_size
         if max_size is not None:
             from . import evict
@@ -257,6 +264,20 @@ class Daemon:
             ensure_lease_file(self.store, version)
         return str(version.manifest)
 
+    def _ingest_drop(self, name: str, folder: Path) -> None:
+        """A drop folder became complete: a new version of ``name`` (none when the content is known)."""
+        job = self.run_shared(("drop", name, str(folder)), lambda: self.store.import_dir(
+            folder, name, source=f"drop:{folder}", contained=True))
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        log.info("drop folder %s: %s %s (content id %s)", folder, name, job.result.name, job.result.id[:12])
+        self._made(job.result)
+
+    @staticmethod
+    def _drop_problem(name: str, folder: Path, reason: str) -> None:
+        log.warning("drop folder %s: %s", folder, reason)
+
     def status(self) -> dict[str, Any]:
         with self.jobs_lock:
             jobs = [{"op": j.key[0], "what": " ".join(str(k) for k in j.key[1:] if k is not None),
@@ -265,6 +286,9 @@ class Daemon:
             "pid": os.getpid(), "store": str(self.store.home), "socket": str(self.sock_path),
             "uptime": time.time() - self.started, "clients": self.clients, "jobs": jobs,
         }
+        if self.drops is not None:
+            out["watched"] = self.drops.watched()
+            out["drop_folders"] = [f for f in self.drops.status() if f.get("state") != "ingested"]
         if self.max_size is not None:
             from ..cache.maintenance import usage
             from .evict import pins
@@ -308,11 +332,15 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
+        if self.drops is not None:
+            self.drops.start()  # scans every watched folder first: what arrived while down is not missed
         if ready:
             ready()
         try:
             server.serve_forever(poll_interval=0.5)
         finally:
+            if self.drops is not None:
+                self.drops.stop()
             server.server_close()
             with contextlib.suppress(FileNotFoundError):
                 self.sock_path.unlink()

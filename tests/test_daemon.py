@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -213,5 +214,97 @@ def test_drop_folder_becomes_a_version(tmp_path, tiny_bert):
         time.sleep(2)
         assert not store.versions("local/evil")
         assert "evil" in d.log.read_text()
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--group", "no-such-group-zoo"), "no such group"),
+    (("--max-size", "lots"), "not like 5GB"),
+    (("--watch", "/nonexistent/drop"), "drop"),
+    (("--config", "/nonexistent.toml"), "cannot read the daemon config"),
+])
+def test_bad_settings_exit_non_zero_with_a_message(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "zoo", "daemon", "--store", str(tmp_path / "s"), *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr
+
+
+def test_config_file_and_flags_win(tmp_path):
+    config = tmp_path / "zoo.toml"
+    config.write_text('[daemon]\nstore = "/elsewhere"\nmax-size = "lots"\n')
+    result = subprocess.run([sys.executable, "-m", "zoo", "daemon", "--config", str(config), "--max-size", "1GB",
+                             "--store", str(tmp_path / "s"), "status"], capture_output=True, text=True, timeout=60)
+    # the flags won (no error about "lots", the store given on the command line); no daemon runs there
+    assert "lots" not in result.stderr and str(tmp_path / "s") in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_during_pulls_imports_and_drops(tmp_path, hub, hub_env, tiny_bert):
+    """20 kill -9s of the daemon while it pulls, imports or ingests a drop folder: after each restart verify is
+    clean, every visible version is complete, and the interrupted work completes."""
+    import random
+
+    home, drop = Path(os.environ["ZOO_HOME"]), tmp_path / "drop"
+    drop.mkdir()
+    source = zoo.save(zoo.build(dict(tiny_bert, vocab_size=3000)), tmp_path / "src")  # ~1.5 MB
+    d = DaemonProcess(home, env=hub_env, args=("--watch", str(drop), "--quiet-period", "0.3")).start()
+    rng = random.Random(7)
+    client_env = {**os.environ, "ZOO_HOME": str(home)}
+    try:
+        for i in range(20):
+            kind = ("pull", "import", "drop")[i % 3]
+            if kind == "pull":
+                proc = subprocess.Popen([sys.executable, "-m", "zoo", "-q", "pull", "bert-base-cased"], env=client_env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elif kind == "import":
+                proc = subprocess.Popen([sys.executable, "-m", "zoo", "-q", "import", str(source), "--name", f"imp{i}"],
+                                        env=client_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            else:
+                shutil.copytree(source, drop / f"drop{i}")
+                proc = None
+            time.sleep(rng.uniform(0.0, 2.5))
+            d.kill()
+            if proc is not None:
+                proc.wait(timeout=120)
+            d.start()
+            store = Store(home)
+            assert store.verify() == [], i
+            for version in store.iter_versions():
+                assert store.missing_files(version) == [], (i, version)
+            # the interrupted work completes
+            if kind == "pull":
+                assert DaemonStore(home).ensure("google-bert/bert-base-cased").files
+                DaemonStore(home).remove("google-bert/bert-base-cased")  # cold again for the next round
+            elif kind == "import":
+                assert DaemonStore(home).import_dir(source, f"imp{i}").name == "v1"
+            else:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not store.versions(f"local/drop{i}"):
+                    time.sleep(0.1)
+                assert [v.name for v in store.versions(f"local/drop{i}")] == ["v1"], d.log.read_text()[-1500:]
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_client_that_goes_away_does_not_cancel_the_pull(tmp_path, hub, hub_env):
+    home = Path(os.environ["ZOO_HOME"])
+    d = DaemonProcess(home, env=hub_env).start()
+    try:
+        first = subprocess.Popen([sys.executable, "-c", "import zoo; zoo.load('bert-base-cased')"],
+                                 env={**os.environ, "ZOO_HOME": str(home)}, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((home / "tmp").glob("*.part")):
+            time.sleep(0.02)
+        first.kill()  # the client dies mid-pull
+        assert type(zoo.load("bert-base-cased")).__name__ == "BertModel"
+        gets = {}
+        for method, path in hub.requests():
+            if method == "GET" and "/resolve/" in path:
+                name = path.split("?")[0].rsplit("/", 1)[1]
+                gets[name] = gets.get(name, 0) + 1
+        assert gets == {name: 1 for name in NEEDED}, gets  # the pull went on; nothing fetched twice
     finally:
         assert d.stop() == 0

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ZooError
+from .errors import InvalidArgumentError, ZooError
 
 
 def _human(n: float) -> str:
@@ -120,6 +120,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from .cache.layout import default_home
     from .daemon.server import Daemon, socket_path
 
+    if args.config:
+        _daemon_config(args)
     home = Path(args.store).expanduser() if args.store else default_home()
     sock = Path(args.socket).expanduser() if args.socket else socket_path(home)
     if args.action == "status":
@@ -148,6 +150,35 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                     watch=[Path(w).expanduser() for w in args.watch], quiet_period=args.quiet_period,
                     poll=args.poll)
     return daemon.serve()
+
+
+DAEMON_SETTINGS = {"store": str, "socket": str, "group": str, "max_size": str, "watch": list,
+                   "quiet_period": float, "poll": float}
+
+
+def _daemon_config(args: argparse.Namespace) -> None:
+    """Settings from a TOML file (``store = "/srv/zoo"``, ``watch = ["/srv/drop"]``, ``max_size = "500GB"``...);
+    a flag given on the command line wins."""
+    import tomllib
+
+    path = Path(args.config).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(f"cannot read the daemon config {path}: {exc}") from None
+    data = data.get("daemon", data)
+    for key, value in data.items():
+        key = key.replace("-", "_")
+        kind = DAEMON_SETTINGS.get(key)
+        if kind is None:
+            raise InvalidArgumentError(f"{path}: unknown setting {key!r}; known: {', '.join(DAEMON_SETTINGS)}")
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+            raise InvalidArgumentError(f"{path}: {key} must be {'a list of paths' if kind is list else kind.__name__}")
+        default = [] if kind is list else (10.0 if key == "quiet_period" else None)
+        if getattr(args, key) == default:  # not given on the command line
+            setattr(args, key, value)
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
@@ -379,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-period", type=float, default=10.0, metavar="SECONDS",
                    help="how long a drop folder must be unchanged before it is taken (default 10; a .zoo-ready "
                    "file ends the wait)")
+    p.add_argument("--config", metavar="FILE", help="settings from a TOML file (the flags' names); flags win")
     p.add_argument("--poll", type=float, metavar="SECONDS",
                    help="poll drop folders every SECONDS instead of inotify (NFS, CIFS and Lustre are detected)")
     add("pin", cmd_pin, "keep NAME (its newest version) or NAME@vN from quota eviction", name_arg="1")

@@ -552,7 +552,9 @@ def parse_size(size: int | str) -> int:
         return size
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", str(size), re.IGNORECASE)
     if not match:
-        raise ValueError(f"size {size!r} is not like 5GB, 500MB or 1048576")
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"size {size!r} is not like 5GB, 500MB or 1048576")
     unit = (match.group(2) or "B").upper()
     scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
              "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]

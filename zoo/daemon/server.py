@@ -36,6 +36,7 @@ from . import wire
 
 log = logging.getLogger("zoo.daemon")
 SOCKET_NAME = "daemon.sock"
+REQUEST_TIMEOUT = 60.0  # seconds a client may take to send its request, or to read a reply
 
 
 def socket_path(store_home: Path) -> Path:
@@ -350,6 +351,7 @@ class Daemon:
     def serve_connection(self, sock: socket.socket) -> None:
         peer = peer_of(sock)
         reader = wire.Reader(sock)
+        sock.settimeout(REQUEST_TIMEOUT)  # a client that connects and sends nothing is let go
         self.clients += 1
 
         def send(message: dict[str, Any]) -> None:

@@ -308,3 +308,40 @@ def test_a_client_that_goes_away_does_not_cancel_the_pull(tmp_path, hub, hub_env
         assert gets == {name: 1 for name in NEEDED}, gets  # the pull went on; nothing fetched twice
     finally:
         assert d.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [(), ("--poll", "0.5")], ids=["inotify", "polling"])
+def test_slow_writer_never_yields_an_early_version(tmp_path, tiny_bert, mode):
+    """config.json first, then the weights in chunks over 15 s (a copy or a checkpoint written piece by piece):
+    exactly one version, complete, made after the last byte."""
+    home, drop = Path(os.environ["ZOO_HOME"]), tmp_path / "drop"
+    drop.mkdir()
+    source = zoo.save(zoo.build(tiny_bert), tmp_path / "src")
+    d = DaemonProcess(home, args=("--watch", str(drop), "--quiet-period", "2", *mode)).start()
+    try:
+        target = drop / "slow"
+        target.mkdir()
+        shutil.copy(source / "config.json", target / "config.json")
+        data = (source / "model.safetensors").read_bytes()
+        store = Store(home)
+        chunks = 16
+        with open(target / "model.safetensors", "wb") as f:
+            for i in range(chunks):
+                f.write(data[i * len(data) // chunks:(i + 1) * len(data) // chunks])
+                f.flush()
+                time.sleep(1.0)
+                assert store.versions("local/slow") == [], f"a version appeared after chunk {i}"
+        last_byte = time.time()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not store.versions("local/slow"):
+            time.sleep(0.1)
+        versions = store.versions("local/slow")
+        assert [v.name for v in versions] == ["v1"], d.log.read_text()[-1500:]
+        assert store.missing_files(versions[0]) == []
+        assert zoo.load("slow") is not None
+        time.sleep(3)
+        assert len(store.versions("local/slow")) == 1  # and no second one for the same content
+        assert last_byte <= time.time()
+    finally:
+        assert d.stop() == 0

@@ -326,3 +326,63 @@ def test_adopt_part_takes_this_process_own_partial_download(tmp_path):
     adopted.unlink()
     fresh = store._adopt_part(etag)  # none left: a new name
     assert fresh != adopted and not fresh.exists()
+
+
+# -- the daemon: group members write through it, nobody else writes at all -------------------------------
+
+@pytest.mark.slow
+def test_daemon_serves_group_members_and_refuses_others(users, tmp_path):
+    """A root daemon serves a store that group members may only read (2750): a member saves, loads and
+    imports through it; an outsider is refused; no client can write the store itself."""
+    import signal
+    import socket
+    import time
+
+    store = Path(tempfile.mkdtemp(prefix="served-", dir=users["base"]))
+    os.chown(store, 0, grp.getgrnam(users["group"]).gr_gid)
+    os.chmod(store, 0o2750)
+    log = users["base"] / f"{store.name}.log"
+    daemon = subprocess.Popen([sys.executable, "-m", "zoo", "daemon", "--store", str(store), "--group", users["group"]],
+                              env={**os.environ, "ZOO_HOME": str(store)}, stdout=subprocess.DEVNULL,
+                              stderr=open(log, "wb"))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(store / "daemon.sock"))
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert stat.S_IMODE((store / "daemon.sock").stat().st_mode) == 0o660
+        expected = json.loads(ok(as_user(users, "a", store, MODEL_OUT + """
+torch.manual_seed(0)
+model = zoo.build(%r)
+v = zoo.save(model, "served")
+assert "uid" in v.source, v.source
+print(json.dumps(outputs(model)))
+""" % (TINY_BERT,))).strip().splitlines()[-1])
+        out = ok(as_user(users, "b", store, MODEL_OUT + """
+print(json.dumps(outputs(zoo.load("served"))))
+"""))
+        assert json.loads(out.strip().splitlines()[-1]) == expected
+        source = users["b"].home / "mine"
+        ok(as_user(users, "b", store, MODEL_OUT + f"""
+zoo.save(zoo.build({TINY_BERT!r}), {str(source)!r})
+import os; os.chmod({str(source / 'model.safetensors')!r}, 0o600)  # only b may read it
+print(zoo.api.default_store().import_dir({str(source)!r}, "b-import").name)
+"""))
+        # no client writes the store: the daemon (root) owns every file, members may only read
+        denied = as_user(users, "b", store, f"open({str(store / 'objects' / 'x')!r}, 'w')")
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr
+        refused = zoo_cli(users, "c", store, "ls")
+        assert refused.returncode == 2 and "StoreAccessError" not in refused.stderr
+        assert "zoo: error:" in refused.stderr and str(store) in refused.stderr
+        outsider = as_user(users, "c", store, "import zoo\nzoo.load('served')")
+        assert outsider.returncode != 0 and "zoo.errors.StoreAccessError" in outsider.stderr
+        text = log.read_text()
+        assert f"{users['a'].name} (uid" in text and f"{users['b'].name} (uid" in text
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, log.read_text()
+        shutil.rmtree(store, ignore_errors=True)

@@ -202,3 +202,15 @@ def test_weight_that_fits_no_parameter_of_a_known_module_still_warns(tmp_path, t
     assert report.unexpected == ("encoder.layer.0.attention.self.query.scale",)
     with pytest.raises(zoo.WeightsMismatchError, match="query.scale"):
         zoo.load(tmp_path / "odd", strict=True)
+
+
+def test_renames_are_remembered_so_the_next_load_skips_transformers_table(legacy_safetensors, monkeypatch):
+    """Building transformers' conversion table compiles ~1,100 patterns (~50 ms): a second load of the same
+    layout takes the renames from zoo's cache instead, with the same result."""
+    first, report = _load_quietly(legacy_safetensors, task="base")
+    import transformers.conversion_mapping as mapping
+
+    monkeypatch.setattr(mapping, "get_model_conversion_mapping", lambda *a, **k: pytest.fail("table built again"))
+    again, report_again = _load_quietly(legacy_safetensors, task="base")
+    assert report_again.conversions == report.conversions
+    _assert_same(again, first)

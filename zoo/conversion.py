@@ -56,17 +56,30 @@ def compile_renames(renames: Mapping[str, str], owner: str, what: str = "key_ren
 
 def convert(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], architecture: Any,
             plugin: str | None = None) -> tuple[dict[str, "torch.Tensor"], tuple[Applied, ...]]:
-    """``state`` with the plugin's renames, then transformers' renames and conversions, applied."""
+    """``state`` with the plugin's renames, then transformers' renames and conversions, applied to the keys
+    that name no weight of ``model`` (as ``from_pretrained`` does: a key the model has is taken as it is).
+    A checkpoint in today's names costs nothing here: transformers' mapping is not even built."""
+    expected = {*model.state_dict().keys(), *(name for name, _ in model.named_buffers())}  # non-persistent too
+    ignored = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()]
+    prefix = (getattr(model, "base_model_prefix", "") or "") + "."
+
+    def known(key: str) -> bool:
+        return (key in expected or prefix + key in expected or (key.startswith(prefix) and key[len(prefix):] in expected)
+                or any(p.search(key) for p in ignored))
+
+    todo = {k: v for k, v in state.items() if not known(k)}
+    if not todo:
+        return state, ()
     applied: list[Applied] = []
     renames = compile_renames(getattr(architecture, "key_renames", None) or {}, architecture.model_type)
     if renames:
-        state, counts = _plugin_renames(state, renames)
+        todo, counts = _plugin_renames(todo, renames)
         applied += [Applied("rename", f"plugin {plugin or architecture.model_type!r}", rule, n)
                     for rule, n in counts.items()]
     if getattr(architecture, "transformers_conversions", True) and _is_transformers_model(model):
-        state, more = _transformers_conversions(model, state)
+        todo, more = _renames_cache.apply(model, todo, expected) or _transformers_conversions(model, todo, expected)
         applied += more
-    return state, tuple(applied)
+    return {**{k: v for k, v in state.items() if known(k)}, **todo}, tuple(applied)
 
 
 def _plugin_renames(state: dict[str, Any], renames: tuple[tuple[re.Pattern[str], str], ...]
@@ -99,7 +112,60 @@ def _rule(transform: Any) -> str:
     return f"{sources} -> {targets}".replace("\\", "")
 
 
-def _transformers_conversions(model: Any, state: dict[str, Any]) -> tuple[dict[str, Any], list[Applied]]:
+class _RenamesCache:
+    """What transformers' renames did to a set of keys, kept as data on disk, so that the next process does
+    not build transformers' whole conversion table (about 1,100 compiled patterns, ~50 ms) again to rename
+    the same old keys. Keyed by the transformers version, the model class, its keys and the keys renamed;
+    only pure renames are kept (a conversion that computes tensors runs every time). Lives in
+    ``$ZOO_HOME/conversions``; a store this process cannot write simply gets no cache."""
+
+    @staticmethod
+    def _path(model: Any, keys: list[str], expected: set[str]) -> Any:
+        import hashlib
+        from importlib import metadata
+
+        from .cache.layout import default_home
+
+        h = hashlib.sha256()
+        for part in (metadata.version("transformers"), f"{type(model).__module__}.{type(model).__qualname__}",
+                     "\0".join(sorted(expected)), "\0".join(keys)):
+            h.update(part.encode() + b"\1")
+        return default_home() / "conversions" / f"{h.hexdigest()[:32]}.json"
+
+    def apply(self, model: Any, state: dict[str, Any], expected: set[str]) -> tuple[dict[str, Any], list[Applied]] | None:
+        import json
+
+        path = self._path(model, sorted(state), expected)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            renames = data["renames"]
+            if set(renames) != set(state):
+                return None
+            applied = [Applied(*item) for item in data["applied"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return {renames[k]: v for k, v in state.items()}, applied
+
+    def store(self, model: Any, state: dict[str, Any], renames: dict[str, str], applied: list[Applied],
+              expected: set[str]) -> None:
+        import json
+
+        from .cache import atomic
+
+        path = self._path(model, sorted(state), expected)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(path, json.dumps({"renames": renames, "applied": [
+                [a.kind, a.source, a.rule, a.keys] for a in applied]}))
+        except OSError:
+            pass  # a store we may not write: no cache, the same result
+
+
+_renames_cache = _RenamesCache()
+
+
+def _transformers_conversions(model: Any, state: dict[str, Any], expected: set[str]
+                              ) -> tuple[dict[str, Any], list[Applied]]:
     """Apply transformers' conversion mapping for ``model`` the way ``from_pretrained`` does: every renaming
     that matches, in order, then at most one converter per key; converters gather their tensors (e.g. all
     experts of a layer, in natural order) and run their operations once per target."""
@@ -119,6 +185,7 @@ def _transformers_conversions(model: Any, state: dict[str, Any]) -> tuple[dict[s
     by_pattern = {p: c for c in converters for p in c.source_patterns}
     renamed: Counter[tuple[str, str]] = Counter()
     out: dict[str, Any] = {}
+    names: dict[str, str] = {}
     pending: dict[str, Any] = {}  # first target key -> a fresh converter holding its source tensors
     for key in sorted(state, key=dot_natural_key):
         new = key
@@ -130,6 +197,7 @@ def _transformers_conversions(model: Any, state: dict[str, Any]) -> tuple[dict[s
         new, pattern = apply_converters(new, converters)
         if pattern is None:
             out[new] = state[key]
+            names[key] = new
             continue
         pending.setdefault(new, deepcopy(by_pattern[pattern])).add_tensor(new, key, pattern, state[key])
     applied = [Applied("rename", label, rule, n) for (label, rule), n in renamed.items()]
@@ -140,6 +208,8 @@ def _transformers_conversions(model: Any, state: dict[str, Any]) -> tuple[dict[s
             out[name] = tensor[0] if isinstance(tensor, list) else tensor
         converted[_rule(converter)] += len(produced)
     applied += [Applied("conversion", source, rule, n) for rule, n in converted.items()]
+    if not pending:
+        _renames_cache.store(model, state, names, applied, expected)
     return out, applied
 
 

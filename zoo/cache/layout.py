@@ -19,6 +19,10 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     ├── used/models--org--name           touched on every load: "last used"
     ├── imported/<dev>-<ino>.json        stat fingerprints of imported source files -> sha256, so an
     │                                    unchanged file is not hashed again
+    ├── conversions/<hash>.json          what transformers' key renames did to a checkpoint layout
+    │                                    (zoo.conversion), so later loads skip building its table
+    ├── pins/, leases/, lru/             the daemon's eviction records (drawn in zoo.daemon.evict)
+    ├── daemon.sock                      the daemon's socket, when one serves the store (zoo.daemon)
     ├── quarantine/                      objects that failed their digest
     ├── locks/                           filelock files (best-effort: see zoo.cache.locks)
     └── tmp/                             unique temporaries (zoo.cache.atomic): downloads

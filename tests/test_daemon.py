@@ -102,6 +102,8 @@ def test_import_sends_open_files_not_paths(daemon, tmp_path, tiny_bert):
 
 def test_bad_requests_get_errors_and_the_daemon_keeps_serving(daemon):
     sock_path = str(daemon.home / "daemon.sock")
+    silent = socket.socket(socket.AF_UNIX)  # connects and sends nothing: others are served meanwhile
+    silent.connect(sock_path)
     for garbage in (b"not json\n", b"[1, 2]\n", b'{"op": "nope"}\n', b'{"op": "ensure", "args": {"repo": "../x"}}\n',
                     b'{"op": "import", "args": {"name": "x", "files": [{"path": "../../etc/passwd"}]}}\n'):
         with socket.socket(socket.AF_UNIX) as conn:
@@ -112,6 +114,7 @@ def test_bad_requests_get_errors_and_the_daemon_keeps_serving(daemon):
             reply = conn.recv(65536)
         assert b"ok" not in reply[:10]  # an error reply, or the connection closed: never a crash
     assert DaemonStore(daemon.home).status()["pid"] == daemon.proc.pid
+    silent.close()
 
 
 def test_status_reports_the_daemon(daemon):
@@ -345,3 +348,34 @@ def test_slow_writer_never_yields_an_early_version(tmp_path, tiny_bert, mode):
         assert last_byte <= time.time()
     finally:
         assert d.stop() == 0
+
+
+def test_drop_folder_that_fills_the_disk(tmp_path, tiny_bert):
+    """The ingest fails, no version appears, the space is given back, and the daemon keeps serving."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        home, drop = disk / "zoo", tmp_path / "drop"
+        drop.mkdir()
+        d = DaemonProcess(home, args=("--watch", str(drop), "--quiet-period", "0.3")).start()
+        try:
+            zoo.save(zoo.build(dict(tiny_bert, vocab_size=9000)), drop / "too-big")  # ~1.2 MB of weights
+            (drop / "too-big" / ".zoo-ready").touch()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "too-big" not in d.log.read_text():
+                time.sleep(0.1)
+            time.sleep(0.5)
+            assert "free disk space" in d.log.read_text() or "no space" in d.log.read_text(), d.log.read_text()
+            assert Store(home).versions("local/too-big") == []
+            assert [p for p in (home / "tmp").rglob("*") if p.is_file()] == []  # the space is given back
+            assert DaemonStore(home).status()["pid"] == d.proc.pid
+            status = DaemonStore(home).status()["drop_folders"]
+            assert any(f["name"] == "too-big" and f["state"] == "refused" for f in status), status
+        finally:
+            assert d.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

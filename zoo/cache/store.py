@@ -576,7 +576,10 @@ class Store:
         else:
             staged = self._tmp_name("import", ".copy")
             try:
-                sha256, _ = copy_hashing(path, staged, on_bytes)
+                if atomic.clone(path, staged):  # copy-on-write: the user's file and ours share blocks
+                    sha256, _, _ = hash_file(staged, on_bytes)
+                else:
+                    sha256, _ = copy_hashing(path, staged, on_bytes)
             except BaseException:
                 staged.unlink(missing_ok=True)
                 raise

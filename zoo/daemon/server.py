@@ -245,8 +245,7 @@ class Daemon:
                     rel = _relative_path(entry)
                     target = staging / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    with os.fdopen(os.dup(fd), "rb") as src:
-                        _copy_from(src, target)
+                    _copy_from(fd, target)
                 source = args.get("source") if isinstance(args.get("source"), str) else None
                 version = self.store.import_dir(staging, name, owned=True,
                                                 source=f"{source or 'import'} (uid {peer.uid} {peer.user})")
@@ -404,10 +403,23 @@ def _relative_path(entry: Any) -> Path:
     return Path(*parts)
 
 
-def _copy_from(src: Any, target: Path) -> None:
+def _copy_from(fd: int, target: Path) -> None:
+    """The client's open file into ``target``: in the kernel where it can (``copy_file_range``)."""
     with open(target, "xb") as out:
-        while chunk := src.read(1 << 22):
-            out.write(chunk)
+        offset = 0
+        while True:
+            try:
+                n = os.copy_file_range(fd, out.fileno(), 1 << 30, offset_src=offset)
+            except OSError:
+                n = -1
+            if n < 0:  # not a file the kernel copies (a pipe, another file system): read it here
+                while chunk := os.pread(fd, 1 << 22, offset):
+                    out.write(chunk)
+                    offset += len(chunk)
+                return
+            if n == 0:
+                return
+            offset += n
 
 
 def _plan(plan: Any) -> dict[str, Any]:

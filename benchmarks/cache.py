@@ -64,15 +64,6 @@ def run(code: str, *args: str, env: dict) -> subprocess.CompletedProcess:
                           text=True, check=True)
 
 
-def gets_per_file(hub: HubServer) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for method, path in hub.requests():
-        if method == "GET" and "/resolve/" in path:
-            name = path.split("?")[0].rsplit("/", 1)[1]
-            counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
 def warm_load(hub: HubServer, work: Path, runs: int) -> None:
     zoo_env = {"HF_ENDPOINT": hub.endpoint, "ZOO_HOME": str(work / "zoo-home")}
     hf_env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(work / "hf-cache"), "ZOO_HOME": str(work / "unused")}
@@ -143,14 +134,14 @@ def concurrent_cold(hub: HubServer, work: Path) -> None:
     start = time.perf_counter()
     run(COLD, env=env)
     one = time.perf_counter() - start
-    one_gets = gets_per_file(hub)
+    one_gets = hub.gets_per_file()
     hub.reset_counts()
     env = {**ENV, "HF_ENDPOINT": hub.endpoint, "ZOO_HOME": str(work / "cold-8")}
     start = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-c", COLD], env=env, stderr=subprocess.DEVNULL) for _ in range(8)]
     codes = [p.wait() for p in procs]
     eight = time.perf_counter() - start
-    gets = gets_per_file(hub)
+    gets = hub.gets_per_file()
     # What the machine spends on the same processes with nothing to download, for scale.
     start = time.perf_counter()
     run(COLD, env={**env, "ZOO_OFFLINE": "1"})

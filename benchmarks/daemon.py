@@ -90,15 +90,6 @@ def run(code: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env={**ENV, **env}, capture_output=True, text=True, check=True)
 
 
-def gets_per_file(hub: HubServer) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for method, path in hub.requests():
-        if method == "GET" and "/resolve/" in path:
-            name = path.split("?")[0].rsplit("/", 1)[1]
-            counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
 def warm(hub: HubServer, work: Path, runs: int) -> None:
     direct = {"HF_ENDPOINT": hub.endpoint, "ZOO_HOME": str(work / "direct")}
     served_home = work / "served"
@@ -143,7 +134,7 @@ def cold(hub: HubServer, work: Path) -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(16)]
         codes = [p.wait(timeout=900) for p in procs]
         many = time.perf_counter() - start
-        gets = gets_per_file(hub)
+        gets = hub.gets_per_file()
         start = time.perf_counter()  # the same 16 again, store warm: what starting 16 Pythons costs alone
         procs = [subprocess.Popen([sys.executable, "-c", COLD], env={**ENV, "ZOO_HOME": str(many_home)},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(16)]

@@ -394,3 +394,12 @@ class HubServer:
         return sum(1 for m, p in self.requests()
                    if (method is None or m == method.upper())
                    and (path_contains is None or path_contains in p))
+
+    def gets_per_file(self) -> dict[str, int]:
+        """How many times each file name was downloaded (GET .../resolve/...) since the last reset."""
+        counts: dict[str, int] = {}
+        for method, path in self.requests():
+            if method == "GET" and "/resolve/" in path:
+                name = path.split("?")[0].rsplit("/", 1)[1]
+                counts[name] = counts.get(name, 0) + 1
+        return counts

@@ -135,11 +135,7 @@ def test_sixteen_cold_clients_one_download(tmp_path, hub, hub_env):
         outs = [p.communicate(timeout=600) for p in procs]
         assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs if o[1]]
         assert len({o[0].strip() for o in outs}) == 1  # identical weights everywhere
-        gets = {}
-        for method, path in hub.requests():
-            if method == "GET" and "/resolve/" in path:
-                name = path.split("?")[0].rsplit("/", 1)[1]
-                gets[name] = gets.get(name, 0) + 1
+        gets = hub.gets_per_file()
         assert gets == {name: 1 for name in NEEDED}, gets  # one download per file, however many asked
         assert "ensure repo=google-bert/bert-base-cased" in d.log.read_text()
     finally:
@@ -303,11 +299,7 @@ def test_a_client_that_goes_away_does_not_cancel_the_pull(tmp_path, hub, hub_env
             time.sleep(0.02)
         first.kill()  # the client dies mid-pull
         assert type(zoo.load("bert-base-cased")).__name__ == "BertModel"
-        gets = {}
-        for method, path in hub.requests():
-            if method == "GET" and "/resolve/" in path:
-                name = path.split("?")[0].rsplit("/", 1)[1]
-                gets[name] = gets.get(name, 0) + 1
+        gets = hub.gets_per_file()
         assert gets == {name: 1 for name in NEEDED}, gets  # the pull went on; nothing fetched twice
     finally:
         assert d.stop() == 0

@@ -22,6 +22,15 @@ class _Silent:
         pass
 
 
+def human(n: float) -> str:
+    """Bytes in decimal units, as ``zoo ls`` and ``--max-size`` write them: ``1.5 GB``."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable: the loop returns at TB")
+
+
 def enabled(quiet: bool | None) -> bool:
     if quiet is None:
         quiet = flag("ZOO_QUIET")

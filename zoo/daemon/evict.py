@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..cache import atomic
+from ..cache.progress import human
 from ..cache.layout import repo_folder
 from ..cache.manifests import Version
 from ..cache.store import Store
@@ -65,15 +66,6 @@ LEASE_WAIT = 2.0  # seconds a loader waits for an evictor's exclusive hold befor
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-
-
-def human(n: float) -> str:
-    """Bytes in decimal units, as ``zoo ls`` and ``--max-size`` write them: ``1.5 GB``."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def _size_flag(n: int) -> str:

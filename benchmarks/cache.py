@@ -123,7 +123,7 @@ def import_speed(work: Path) -> None:
     print(f"\n2. zoo import of a bert-base-sized directory ({size / 1e6:.0f} MB)")
     print(f"   sha256 ceiling (hashlib, page cache)  {ceiling / 1e9:6.2f} GB/s")
     print(f"   zoo import --link (hash + hard link)  {link_speed / 1e9:6.2f} GB/s   ratio {link_speed / ceiling:.2f} (target >= 0.8)")
-    print(f"   zoo import (copy, hashed in one pass) {speed / 1e9:6.2f} GB/s   ratio {speed / ceiling:.2f}")
+    print(f"   zoo import (kernel copy, then hash)   {speed / 1e9:6.2f} GB/s   ratio {speed / ceiling:.2f}")
     print(f"   second import of the same content:    {again.name} again; store grew by {after_disk - before_disk} bytes "
           f"on disk; {after_io - before_io} bytes passed to write() (refs and stat records only)")
 

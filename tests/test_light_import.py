@@ -21,7 +21,13 @@ print(json.dumps(sorted(m for m in {heavy} if m in sys.modules)))
     "from zoo.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     "from zoo.cli import main\nmain(['plugins'])",
     "from zoo.cli import main\nmain(['ls'])\nmain(['du'])",
-], ids=["import", "registry", "help", "plugins", "ls"])
+    # The transformers plugin's table of names and its listing: its fallback is never asked for these.
+    "import zoo; r = zoo.default_registry(); r.checkpoint('gpt2'); r.checkpoint('t5-small'); r.plugins()\n"
+    "assert any(p.name == 'transformers' and p.fallback for p in r.plugins())",
+    "import zoo_transformers",
+    "from zoo.cli import main\nmain(['plugins', '--json'])",
+], ids=["import", "registry", "help", "plugins", "ls", "transformers-plugin-table", "transformers-plugin-import",
+        "plugins-json"])
 def test_stays_light(body):
     result = run_python(PROBE.format(body=body, heavy=HEAVY))
     assert result.returncode == 0, result.stderr

@@ -178,7 +178,12 @@ def test_broken_plugin_at_import_does_not_break_cli_or_load(tmp_path, tiny_bert)
 @pytest.mark.slow
 def test_disable_builtin_bert_by_name(tmp_path, tiny_bert):
     saved = zoo.save(zoo.build(tiny_bert), tmp_path / "ckpt")
-    result = run_python(f"import zoo; zoo.load({str(saved)!r})", env={"ZOO_DISABLE_PLUGINS": "bert"})
+    code = f"import zoo; print(zoo.load_config({str(saved)!r}).plugin); zoo.load({str(saved)!r})"
+    # Without the hand-written plugin, the transformers fallback serves bert like any type no plugin registers.
+    result = run_python(code, env={"ZOO_DISABLE_PLUGINS": "bert"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "transformers"
+    result = run_python(code, env={"ZOO_DISABLE_PLUGINS": "bert,transformers"})
     assert result.returncode != 0
     assert "UnknownArchitectureError" in result.stderr and "'bert'" in result.stderr
 
@@ -213,3 +218,185 @@ def test_hooks_have_tests(hook):
     pattern = rf"def test_\w*{hook}\w*|def {hook}\("
     tested = [p.name for p in (ROOT / "tests").glob("test_*.py") if re.search(pattern, p.read_text())]
     assert tested, f"no test exercises {hook}"
+
+
+# -- the fallback hook: zoo_fallback_architecture -----------------------------------------------------------
+
+def _fallback(answers, calls=None, **marks):
+    """A plugin whose fallback answers for the model_types in ``answers`` and records every call."""
+    def zoo_fallback_architecture(model_type):
+        """the types of a test table"""
+        if calls is not None:
+            calls.append(model_type)
+        return _arch(model_type) if model_type in answers else None
+
+    module = types.ModuleType("fallback")
+    module.zoo_fallback_architecture = zoo.hookimpl(**marks)(zoo_fallback_architecture)
+    return module
+
+
+def test_zoo_fallback_architecture_answers_types_no_plugin_registered_once_each():
+    calls = []
+    registry = Registry([("fb", _fallback({"gamma"}, calls))], entry_points=False)
+    found = registry.architecture("gamma")
+    assert found.plugin == "fb" and found.fallback and found.item.model_type == "gamma"
+    assert registry.architecture("gamma") is found  # answered once, kept
+    with pytest.raises(zoo.UnknownArchitectureError, match="'delta'"):
+        registry.architecture("delta")
+    with pytest.raises(zoo.UnknownArchitectureError):
+        registry.architecture("delta")  # no answer is kept too
+    assert calls == ["gamma", "delta"]
+    assert registry.served() == {"gamma": found}
+    assert registry.architectures() == {}  # listing shows what plugins registered, never asks fallbacks
+    (info,) = registry.plugins()
+    assert info.fallback == "the types of a test table" and info.served == ("gamma",)
+
+
+def test_listing_never_asks_a_fallback():
+    calls = []
+    registry = Registry([("fb", _fallback({"gamma"}, calls))], entry_points=False)
+    registry.plugins(), registry.architectures(), registry.checkpoints(), registry.checkpoint("x"), registry.conflicts()
+    assert calls == []
+
+
+def test_registered_architectures_win_over_fallbacks():
+    def zoo_register_architectures(register):
+        register(_arch("gamma", "torch.nn:Linear"))
+
+    calls = []
+    registry = Registry([("fb", _fallback({"gamma"}, calls)),
+                         ("hand", _plugin(zoo_register_architectures=zoo_register_architectures))], entry_points=False)
+    found = registry.architecture("gamma")
+    assert found.plugin == "hand" and not found.fallback and calls == []
+
+
+@pytest.mark.parametrize("order", [["b", "a"], ["a", "b"]])
+def test_fallback_order_is_plugin_name_order_whatever_the_registration_order(order):
+    plugins = {"a": _fallback({"gamma"}), "b": _fallback({"gamma"})}
+    registry = Registry([(name, plugins[name]) for name in order], entry_points=False)
+    assert registry.architecture("gamma").plugin == "a"
+
+
+def test_fallback_order_tryfirst_then_plain_then_trylast():
+    registry = Registry([("a-last", _fallback({"gamma", "delta", "eps"}, trylast=True)),
+                         ("m-plain", _fallback({"gamma", "delta"})),
+                         ("z-first", _fallback({"gamma"}, tryfirst=True))], entry_points=False)
+    assert registry.architecture("gamma").plugin == "z-first"
+    assert registry.architecture("delta").plugin == "m-plain"
+    assert registry.architecture("eps").plugin == "a-last"
+
+
+def test_failing_fallback_is_named_and_the_next_one_answers():
+    def zoo_fallback_architecture(model_type):
+        raise RuntimeError("no table here")
+
+    bad = _plugin(zoo_fallback_architecture=zoo_fallback_architecture)
+    registry = Registry([("a-bad", bad), ("b-good", _fallback({"gamma"}))], entry_points=False)
+    with pytest.warns(zoo.PluginWarning, match="'a-bad' failed for model_type 'gamma'.*no table here"):
+        assert registry.architecture("gamma").plugin == "b-good"
+    with pytest.warns(zoo.PluginWarning), pytest.raises(zoo.UnknownArchitectureError, match="Fallback 'a-bad' failed"):
+        registry.architecture("delta")
+    strict = Registry([("a-bad", bad)], entry_points=False, strict=True)
+    with pytest.raises(zoo.PluginLoadError, match="'a-bad' failed for model_type 'gamma'"):
+        strict.architecture("gamma")
+
+
+def test_fallback_must_answer_with_the_asked_architecture():
+    registry = Registry([("wrong", _plugin(zoo_fallback_architecture=lambda model_type: _arch("other"))),
+                         ("dict", _plugin(zoo_fallback_architecture=lambda model_type: {"model_type": model_type}))],
+                        entry_points=False)
+    with pytest.warns(zoo.PluginWarning) as caught, pytest.raises(zoo.UnknownArchitectureError):
+        registry.architecture("gamma")
+    messages = " ".join(str(w.message) for w in caught)
+    assert "answered with an Architecture for 'other'" in messages and "returned a dict" in messages
+
+
+def test_trace_prints_fallback_calls(capsys):
+    Registry([("fb", _fallback({"gamma"}))], entry_points=False, trace=True).architecture("gamma")
+    err = capsys.readouterr().err
+    assert re.search(r"zoo trace: fb\.zoo_fallback_architecture\('gamma'\) answered \(\d+\.\d ms\)", err)
+
+
+# -- the built-in transformers plugin ---------------------------------------------------------------------
+
+def test_builtin_transformers_is_an_entry_point_plugin_that_imports_no_transformers_at_top_level():
+    from importlib import metadata
+
+    (ep,) = [ep for ep in metadata.entry_points(group="zoo") if ep.name == "transformers"]
+    assert ep.value == "zoo_transformers"
+    registry = Registry()
+    assert registry.checkpoint("roberta-base").item.repo == "FacebookAI/roberta-base"
+    assert registry.checkpoint("gpt2").item.model_type == "gpt2"
+    assert registry.architecture("bert").plugin == "bert"  # hand-written BERT stays BERT's
+    gpt2 = registry.architecture("gpt2")
+    assert gpt2.plugin == "transformers" and gpt2.fallback
+    source = (ROOT / "plugins" / "zoo_transformers" / "__init__.py").read_text()
+    assert set(re.findall(r"^(?:import|from) (\S+)", source, re.M)) == {"dataclasses", "zoo"}  # no transformers
+
+
+def test_transformers_plugin_answers_from_transformers_tables():
+    import zoo_transformers
+
+    registry = Registry([("transformers", zoo_transformers)], entry_points=False)
+    t5 = registry.architecture("t5").item
+    assert str(t5.config_class) == "transformers:T5Config" and t5.default_head == "T5Model"
+    assert t5.tasks["text2text-generation"] == "T5ForConditionalGeneration"
+    assert t5.heads["T5EncoderModel"] == "transformers:T5EncoderModel"
+    gpt2 = registry.architecture("gpt2").item
+    assert gpt2.tasks["text-generation"] == "GPT2LMHeadModel" and "GPT2DoubleHeadsModel" in gpt2.heads
+    vit = registry.architecture("vit").item
+    assert vit.tasks["image-classification"] == "ViTForImageClassification"
+    with pytest.raises(zoo.UnknownArchitectureError, match="'no-such-type'"):
+        registry.architecture("no-such-type")
+
+
+def test_third_party_plugin_wins_over_the_transformers_fallback():
+    import zoo_transformers
+
+    def zoo_register_architectures(register):
+        register(_arch("gpt2"))
+
+    registry = Registry([("transformers", zoo_transformers),
+                         ("acme", _plugin(zoo_register_architectures=zoo_register_architectures))], entry_points=False)
+    assert registry.architecture("gpt2").plugin == "acme"
+    assert registry.architecture("gpt2").item.config_class == "zoo_tinynet.modeling:TinyNetConfig"
+    assert registry.architecture("t5").plugin == "transformers"
+
+
+def test_disabled_transformers_plugin_brings_back_the_unknown_architecture_advice(tmp_path, monkeypatch):
+    from conftest import write_config
+
+    d = write_config(tmp_path / "gpt2", {"model_type": "gpt2", "transformers_version": "5.0.0"})
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "transformers")
+    with pytest.raises(zoo.UnknownArchitectureError) as info:
+        zoo.load_config(d, registry=Registry())
+    message = str(info.value)
+    assert "no installed zoo plugin handles model_type 'gpt2'" in message
+    assert "Plugin 'transformers'" in message and "installed but disabled" in message
+    assert re.search(r"transformers \S+ knows 'gpt2'", message)
+    monkeypatch.delenv("ZOO_DISABLE_PLUGINS")
+    assert zoo.load_config(d, registry=Registry()).plugin == "transformers"
+
+
+def test_zoo_plugins_shows_fallbacks_and_what_they_served(monkeypatch, capsys):
+    from zoo import api
+    from zoo.cli import main
+
+    registry = Registry([("fb", _fallback({"gamma"}))], entry_points=False)
+    monkeypatch.setattr(api, "_default", registry)
+    registry.architecture("gamma")
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "fallback for:  the types of a test table" in out and "served so far: gamma" in out
+    assert main(["plugins", "--json"]) == 0
+    (info,) = json.loads(capsys.readouterr().out)
+    assert info["fallback"] == "the types of a test table" and info["served"] == ["gamma"]
+
+
+def test_transformers_plugin_reads_configs_as_from_pretrained_does():
+    """Floats JSON cannot hold are written by transformers as {"__float__": "Infinity"} and decoded on reading."""
+    import zoo_transformers
+
+    config = zoo_transformers.TransformersConfig("FalconH1Config").from_dict(
+        {"model_type": "falcon_h1", "time_step_limit": [0.0, {"__float__": "Infinity"}]})
+    assert list(config.time_step_limit) == [0.0, float("inf")]

@@ -142,8 +142,13 @@ def load(
     The plugin comes from ``config.json`` ``model_type``, the head from ``architectures`` (``task=``
     overrides it: a task such as ``"fill-mask"`` or a head such as ``"BertForMaskedLM"``). Weights are
     memory-mapped, not copied; older key names and layouts are converted as transformers does
-    (:mod:`zoo.conversion`). ``strict=True`` (or ``ZOO_STRICT=1``) turns version and unexpected-key
-    warnings into errors. ``output_loading_info=True`` returns ``(model, LoadReport)``.
+    (:mod:`zoo.conversion`). The model is built in ``dtype`` as ``from_pretrained`` builds it (default: the
+    config's ``dtype``, else the checkpoint's): a weight stored in another dtype is converted, the others
+    stay mapped; ``generation_config.json`` beside the weights becomes the model's ``generation_config``.
+    A class the architecture hands to transformers (``Architecture.transformers_loading``, or a quantised
+    checkpoint) is loaded by its ``from_pretrained`` from local files, without remote code, and the report
+    says so. ``strict=True`` (or ``ZOO_STRICT=1``) turns version and unexpected-key warnings into errors.
+    ``output_loading_info=True`` returns ``(model, LoadReport)``.
     """
     require("torch", TORCH_INSTALL, needed_by="zoo.load")
     from . import conversion, modeling, weights
@@ -154,19 +159,39 @@ def load(
     _check_version(cfg, strict)
     head = cfg.architecture.head_for(task, list(cfg.architectures))
     files = weights.open_weights(cfg.path)  # every shard checked before anything is built
-    state = weights.load_state_dict(files)  # mapped (safetensors) or read safely (.bin): errors come now
     cls = resolve_class(cfg.architecture.heads[head], cfg.plugin)
-    with cfg.building(cls):
-        modeling.check_memory(cls, cfg, materialised=False)
-        model = modeling.empty_model(cls, cfg.config)
-    state, applied = conversion.convert(model, state, cfg.architecture, cfg.plugin)
-    report = modeling.fill(model, state, optional=cfg.architecture.optional_weights, where=str(cfg.path))
-    report = dataclasses.replace(report, conversions=applied)
+    reason = _transformers_loading(cfg, head)
+    if reason:  # the fast path is not proven right for this class: transformers loads it
+        model, report = modeling.load_with_transformers(cls, cfg.path, dtype, reason)
+    else:
+        state = weights.load_state_dict(files)  # mapped (safetensors) or read safely (.bin): errors come now
+        with cfg.building(cls):
+            modeling.check_memory(cls, cfg, materialised=False)
+            build_dtype = modeling.build_dtype(dtype, cfg.config, state)
+            model = modeling.empty_model(cls, cfg.config, build_dtype)
+        state, applied = conversion.convert(model, state, cfg.architecture, cfg.plugin)
+        report = modeling.fill(model, state, optional=cfg.architecture.optional_weights, where=str(cfg.path),
+                               dtype=build_dtype)
+        generation = modeling.load_generation_config(model, cfg.path)
+        report = dataclasses.replace(report, conversions=applied, generation_config=generation)
     _report_keys(report, cfg, head, strict)
-    if dtype is not None or device is not None:
-        model = model.to(device=device, dtype=dtype)
+    if device is not None:  # the dtype is settled: the model was built in it
+        model = model.to(device=device)
     model = model.eval()
     return (model, report) if output_loading_info else model
+
+
+def _transformers_loading(cfg: ModelConfig, head: str) -> str:
+    """Why ``head`` is handed to transformers' ``from_pretrained`` rather than zoo's fast path ("": it is not):
+    the architecture says so for the class, or the checkpoint is quantised (``quantization_config``: only
+    transformers' quantizers know how to load it) and the class is a transformers one."""
+    reason = cfg.architecture.transformers_loading_reason(head)
+    if reason:
+        return reason
+    ref = cfg.architecture.heads[head]
+    if "quantization_config" in cfg.raw and isinstance(ref, str) and ref.startswith("transformers:"):
+        return "quantised checkpoint (quantization_config): loaded by transformers' quantizer"
+    return ""
 
 
 def _dtype(dtype: Any) -> Any:
@@ -204,7 +229,8 @@ def _report_keys(report: Any, cfg: ModelConfig, head: str, strict: bool) -> None
 def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_size: int | str = "5GB",
          store: "Store | None" = None) -> "Path | Version":
     """Write ``config.json`` (with ``transformers_version``) and ``model.safetensors`` (shards and an
-    index past ``max_shard_size``). Every file is written under a temporary name and renamed into
+    index past ``max_shard_size``), and ``generation_config.json`` for a model that generates (as save_pretrained
+    does). Every file is written under a temporary name and renamed into
     place, config last. Tied weights are stored once.
 
     ``path`` is a directory (a ``Path``, or text with a ``/`` or starting with ``.`` or ``~``; returns
@@ -249,8 +275,11 @@ def _save_dir(model: "torch.nn.Module", directory: Path, max_shard_size: int | s
     except metadata.PackageNotFoundError:
         raw.pop("transformers_version", None)
     raw["zoo_version"] = _zoo_version()
+    generation = _generation_config(model)
     try:
         weights.write_safetensors(_unique_tensors(model), directory, weights.parse_size(max_shard_size))
+        if generation is not None:  # as save_pretrained writes it, for a model that generates
+            weights.write_json_atomic(directory / "generation_config.json", generation)
         weights.write_json_atomic(directory / CONFIG_NAME, raw)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -260,6 +289,18 @@ def _save_dir(model: "torch.nn.Module", directory: Path, max_shard_size: int | s
         raise StoreFullError(f"no space left on the device of {directory} ({exc.strerror}); nothing partial was "
                              "kept. Free space (zoo gc, zoo rm NAME@vN) or save somewhere larger") from None
     return directory
+
+
+def _generation_config(model: Any) -> dict[str, Any] | None:
+    """What save_pretrained writes to ``generation_config.json`` (the values that differ from the defaults),
+    for a model that generates; None for any other."""
+    import json
+
+    config = getattr(model, "generation_config", None)
+    can_generate = getattr(model, "can_generate", None)
+    if config is None or not callable(can_generate) or not can_generate() or not hasattr(config, "to_json_string"):
+        return None
+    return json.loads(config.to_json_string(use_diff=True))
 
 
 def _zoo_version() -> str:

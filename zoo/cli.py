@@ -39,6 +39,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{info.name}{dist}: {info.status}")
         if info.architectures:
             print(f"  architectures: {', '.join(info.architectures)}")
+        if info.fallback:
+            print(f"  fallback for:  {info.fallback} (types no plugin registers)")
+            if info.served:
+                print(f"  served so far: {', '.join(info.served)}")
         if info.checkpoints:
             print(f"  checkpoints:   {', '.join(info.checkpoints)}")
         if info.error:
@@ -95,8 +99,13 @@ def _print_load(path: Path, head: str) -> int:
     except ZooError as exc:
         print(f"{label:<22}fails: {exc}")
         return 1
-    print(f"{label:<22}{head}, " + ("as saved: no renames or conversions" if not report.conversions else
-                                     "with the conversions below"))
+    if report.loader != "zoo":
+        print(f"{label:<22}{head}, by transformers' from_pretrained, not zoo's fast path: {report.note}")
+    else:
+        print(f"{label:<22}{head}, " + ("as saved: no renames or conversions" if not report.conversions else
+                                         "with the conversions below"))
+    if report.generation_config:
+        print(f"  generation config from {report.generation_config}")
     for line in summary(report.conversions):
         print(f"  {line}")
     for what, keys in (("dropped (parts this head does not have)", report.unused),

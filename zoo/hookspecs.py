@@ -6,14 +6,18 @@ specs below, exposed through the ``zoo`` entry-point group::
     [project.entry-points.zoo]
     tinynet = "zoo_tinynet"
 
-zoo's own BERT support (``plugins/zoo_bert``) is registered exactly this way.
+zoo's own BERT support (``plugins/zoo_bert``) and its transformers fallback (``plugins/zoo_transformers``)
+are registered exactly this way.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
+
+if TYPE_CHECKING:
+    from .spec import Architecture
 
 PROJECT = "zoo"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -44,4 +48,26 @@ def zoo_register_checkpoints(register: Callable[..., None]) -> None:
     What to pass: call ``register(zoo.Checkpoint(name, repo, revision="main", aliases=(...)))`` once per
     row, e.g. ``zoo.Checkpoint("bert-base-cased", "google-bert/bert-base-cased")``. Names and aliases
     share one namespace across plugins; a clash is reported naming both plugins.
+    """
+
+
+@hookspec(firstresult=True)
+def zoo_fallback_architecture(model_type: str) -> "Architecture | None":
+    """Answer for a ``model_type`` that no plugin registered, or return None.
+
+    Called by: :meth:`zoo.registry.Registry.architecture`, the first time in a process that a
+    ``model_type`` registered by no plugin is looked up (``zoo.load``, ``zoo.load_config``, ``zoo info``
+    on such a checkpoint); the answer (or the lack of one) is kept for that ``model_type``. Never called
+    by ``import zoo``, ``zoo plugins`` or ``zoo ls``, so an implementation may import heavy libraries
+    inside the function. A ``model_type`` that some plugin registers never reaches a fallback:
+    registered architectures always win.
+
+    What to pass: return a ``zoo.Architecture`` whose ``model_type`` is the one asked, or None for a
+    type the plugin does not know. The first answer wins. Fallbacks are asked in this order:
+    implementations marked ``@zoo.hookimpl(tryfirst=True)``, then unmarked ones, then those marked
+    ``trylast=True`` (zoo's built-in ``transformers`` plugin is ``trylast``: any other fallback that
+    answers wins over it); within each group, by plugin name. A fallback that raises or returns
+    something else is reported as a :class:`zoo.PluginWarning` naming it (raised in strict mode) and
+    the next one is asked. ``zoo plugins`` shows the first line of this function's docstring as what
+    the fallback covers, and the types it has served in this process.
     """

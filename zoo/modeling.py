@@ -4,12 +4,21 @@
 small and often computed in ``__init__``), so nothing is allocated or randomly initialised.
 ``fill(model, state)`` then assigns the mapped tensors as the parameters themselves (``assign=True``):
 the model's weights *are* the file's pages, no copy made.
+
+As transformers' ``from_pretrained`` does, the model is built in one floating dtype (``empty_model(...,
+dtype=)``: what ``zoo.load`` was asked for, else the config's ``dtype``, else the checkpoint's): buffers
+computed at init (rotary frequencies, causal masks) come out as transformers makes them, and a tensor is
+converted (copied) only where the file holds another dtype than the model's, or where the model keeps a
+module in float32 (``_keep_in_fp32_modules``). ``load_generation_config`` reads ``generation_config.json``
+as ``from_pretrained`` does; ``load_with_transformers`` is ``from_pretrained`` itself, for the classes an
+architecture hands to it (``Architecture.transformers_loading``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
@@ -36,8 +45,6 @@ def _meta_here() -> bool:
 def _install() -> None:
     """Route ``register_parameter`` to the meta device, and skip ``torch.nn.init`` on meta tensors, for the
     thread inside :func:`meta_parameters`. Called with ``_build_lock`` held, by the outermost block."""
-    import sys
-
     import torch
 
     if "transformers" in sys.modules:
@@ -59,6 +66,14 @@ def _install() -> None:
 
     register_parameter.__wrapped__ = original  # type: ignore[attr-defined]
     _installed[(torch.nn.Module, "register_parameter")] = (original, register_parameter)
+    # transformers initialises a model's weights at the end of its __init__, module by module: on meta
+    # parameters that is time spent for nothing (its own from_pretrained skips it on the meta device too).
+    # The buffers it would set are set after loading, by fill(), as from_pretrained sets them.
+    modeling_utils = sys.modules.get("transformers.modeling_utils")
+    pretrained = getattr(modeling_utils, "PreTrainedModel", None)
+    if pretrained is not None and callable(getattr(pretrained, "initialize_weights", None)):
+        _installed[(pretrained, "initialize_weights")] = (pretrained.initialize_weights,
+                                                          _skip_on_meta_build(pretrained.initialize_weights))
     # Initialising a meta tensor does nothing but costs a dispatch each: skip it.
     for fname in _INIT_FUNCTIONS:
         init = getattr(torch.nn.init, fname, None)
@@ -76,6 +91,17 @@ def _uninstall() -> None:
         if getattr(owner, attr, None) is wrapper:
             setattr(owner, attr, original)
     _installed.clear()
+
+
+def _skip_on_meta_build(initialize: Any) -> Any:
+    def initialize_weights(self: Any) -> Any:
+        if _meta_here():
+            return None
+        return initialize(self)
+
+    initialize_weights.__wrapped__ = initialize  # type: ignore[attr-defined]
+    initialize_weights.__doc__ = initialize.__doc__
+    return initialize_weights
 
 
 def _skip_meta(init: Any) -> Any:
@@ -171,9 +197,76 @@ def check_memory(cls: type, cfg: Any, *, materialised: bool) -> None:
         )
 
 
-def empty_model(cls: type, config: Any) -> "torch.nn.Module":
-    with meta_parameters():
+def empty_model(cls: type, config: Any, dtype: Any = None) -> "torch.nn.Module":
+    """``cls(config)`` with its parameters on the meta device, built in ``dtype`` (a floating torch dtype:
+    the default dtype while it is built, and the config's ``dtype``, as ``from_pretrained`` sets them)."""
+    if dtype is not None:
+        set_config_dtype(config, dtype)
+    with meta_parameters(), _default_dtype(dtype):
         return cls(config)
+
+
+def set_config_dtype(config: Any, dtype: Any) -> None:
+    """Record the dtype the model is built in on a transformers config and its sub-configs (text, vision)."""
+    if not hasattr(config, "sub_configs"):  # not a transformers config: its dtype is the plugin's business
+        return
+    config.dtype = dtype
+    for key in config.sub_configs:
+        sub = getattr(config, key, None)
+        if sub is not None and hasattr(sub, "dtype"):
+            sub.dtype = dtype
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: Any) -> Iterator[None]:
+    """torch's default dtype set to ``dtype`` for the build (process-wide, as transformers sets it: held
+    only inside :func:`meta_parameters`, whose lock makes builds take turns)."""
+    import torch
+
+    if dtype is None or dtype == torch.get_default_dtype() or not getattr(dtype, "is_floating_point", False):
+        yield
+        return
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype)
+    except (TypeError, ValueError):  # a float8 type: not a default dtype torch accepts
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_dtype(requested: Any, config: Any, state: dict[str, Any]) -> Any:
+    """The dtype to build in, as ``from_pretrained`` picks it: ``requested`` (``zoo.load(dtype=)``), else the
+    config's ``dtype`` (transformers configs record it), else the first floating tensor of the checkpoint."""
+    import torch
+
+    if requested is not None:
+        return requested
+    configured = getattr(config, "dtype", None)
+    if isinstance(configured, str):
+        configured = getattr(torch, configured.removeprefix("torch."), None)
+    if isinstance(configured, torch.dtype) and configured.is_floating_point:
+        return configured
+    return next((t.dtype for t in state.values() if t.is_floating_point()), None)
+
+
+def _fp32_patterns(model: "torch.nn.Module", dtype: Any) -> "re.Pattern[str] | None":
+    """The parameters a transformers model keeps in float32 when built in ``dtype`` (its
+    ``_keep_in_fp32_modules`` for float16, ``_keep_in_fp32_modules_strict`` for float16 and bfloat16), as one
+    pattern searched in parameter names, the way transformers matches them."""
+    import torch
+
+    names: list[str] = []
+    if dtype == torch.float16:
+        names += list(getattr(model, "_keep_in_fp32_modules", None) or ())
+    if dtype in (torch.float16, torch.bfloat16):
+        names += list(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
+    if not names:
+        return None
+    return re.compile("|".join(f"(?:{name.replace('*', '.*')})" for name in names))
 
 
 @dataclass(frozen=True)
@@ -184,32 +277,48 @@ class LoadReport:
     - ``initialised``: weights of a head (or an optional body part) the checkpoint does not have, newly
       initialised: expected when loading a base checkpoint into a new head;
     - ``unused``: checkpoint weights of parts this model does not have (another head, a pooler): dropped;
-    - ``unexpected``: checkpoint weights that match no parameter of a module the model has: suspicious.
+    - ``unexpected``: checkpoint weights that match no parameter of a module the model has: suspicious;
+    - ``loader``: ``"zoo"`` (built on the meta device, weights mapped) or ``"transformers"`` (the class was
+      handed to transformers' ``from_pretrained``), with ``note`` saying why;
+    - ``generation_config``: the file the model's ``generation_config`` was read from, if any.
     """
 
     conversions: tuple[Any, ...] = ()
     initialised: tuple[str, ...] = ()
     unused: tuple[str, ...] = ()
     unexpected: tuple[str, ...] = ()
+    loader: str = "zoo"
+    note: str = ""
+    generation_config: str = ""
 
     @property
     def missing(self) -> tuple[str, ...]:
         return self.initialised
 
 
-def _adapt_prefix(model: "torch.nn.Module", state: dict[str, Any], expected: set[str]) -> dict[str, Any]:
-    """Checkpoints of the bare model load into heads and the reverse (``base_model_prefix``)."""
+def _adapt_prefix(model: "torch.nn.Module", state: dict[str, Any], expected: set[str]
+                  ) -> tuple[dict[str, Any], set[str]]:
+    """Checkpoints of the bare model load into heads and the reverse (``base_model_prefix``). Also returns
+    the keys of a head checkpoint's own head (outside the prefix: BART's ``final_logits_bias``) when it
+    is loaded into the bare model: parts this model does not have."""
     prefix = getattr(model, "base_model_prefix", "") or ""
     if not prefix:
-        return state
+        return state, set()
     dotted = prefix + "."
     model_has = any(k.startswith(dotted) for k in expected)
     ckpt_has = any(k.startswith(dotted) for k in state)
-    if model_has and not ckpt_has:
-        return {(dotted + k if dotted + k in expected else k): v for k, v in state.items()}
-    if not model_has and ckpt_has:
-        return {(k[len(dotted):] if k.startswith(dotted) else k): v for k, v in state.items()}
-    return state
+    if model_has:  # key by key: a checkpoint may mix both (transformers renamed some keys into the prefix)
+        return {(dotted + k if k not in expected and dotted + k in expected else k): v for k, v in state.items()}, set()
+    if ckpt_has:
+        return ({(k[len(dotted):] if k.startswith(dotted) else k): v for k, v in state.items()},
+                {k for k in state if not k.startswith(dotted)})
+    return state, set()
+
+
+def _matches(patterns: list[re.Pattern[str]], key: str, prefix: str) -> bool:
+    """Whether ``key`` matches one of a transformers class's key patterns, which name the body under its
+    ``base_model_prefix`` (``model.encoder...``) also when the class is the bare model."""
+    return any(p.search(key) or (prefix and p.search(f"{prefix}.{key}")) for p in patterns)
 
 
 def _patterns(model: "torch.nn.Module", attr: str, extra: tuple[str, ...] = ()) -> list[re.Pattern[str]]:
@@ -226,12 +335,13 @@ def _head_of(model: "torch.nn.Module", name: str) -> str | None:
 
 
 def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], *,
-         optional: tuple[str, ...] = (), where: str = "the checkpoint") -> LoadReport:
+         optional: tuple[str, ...] = (), where: str = "the checkpoint", dtype: Any = None) -> LoadReport:
     """Assign ``state`` into a model built by :func:`empty_model`; tie weights; initialise the weights of a
     head the checkpoint does not have. A body weight the checkpoint lacks is an error
-    (:class:`~zoo.errors.MissingWeightsError`), unless it matches ``optional``."""
+    (:class:`~zoo.errors.MissingWeightsError`), unless it matches ``optional``. A floating tensor whose dtype
+    is not the model's is converted to it (``dtype``: what the model was built in, for its float32 modules)."""
     expected = set(model.state_dict().keys())
-    state = _adapt_prefix(model, state, expected)
+    state, foreign = _adapt_prefix(model, state, expected)
     non_persistent = {
         f"{mod_name}.{b}" if mod_name else b
         for mod_name, module in model.named_modules()
@@ -243,17 +353,20 @@ def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], *,
         if k not in expected and k not in non_persistent and not any(p.search(k) for p in ignore_unexpected)
     ]
     modules = dict(model.named_modules(remove_duplicate=False))
-    unexpected = tuple(k for k in leftovers if k.rpartition(".")[0] in modules)
-    unused = tuple(k for k in leftovers if k.rpartition(".")[0] not in modules)
-    _assign(model, {k: v for k, v in state.items() if k in expected})
+    unexpected = tuple(k for k in leftovers if k.rpartition(".")[0] in modules and k not in foreign)
+    unused = tuple(k for k in leftovers if k.rpartition(".")[0] not in modules or k in foreign)
+    _assign(model, {k: v for k, v in state.items() if k in expected}, _fp32_patterns(model, dtype), modules)
     if callable(getattr(model, "tie_weights", None)):
         model.tie_weights()
     missing = [name for name, p in model.named_parameters(remove_duplicate=False) if p.is_meta]
-    allowed = _patterns(model, "_keys_to_ignore_on_load_missing", optional)
+    # Allowed to be missing: what the plugin says, and what the class says it never saves or may lack
+    # (weights it computes at init, e.g. Marian's sinusoidal positions: initialised by _init_weights).
+    allowed = _patterns(model, "_keys_to_ignore_on_load_missing", optional) + _patterns(model, "_keys_to_ignore_on_save")
+    prefix = getattr(model, "base_model_prefix", "") or ""
     heads_present = {_head_of(model, k) for k in state if k in expected}
     required = [
         k for k in missing
-        if (_head_of(model, k) is None or _head_of(model, k) in heads_present) and not any(p.search(k) for p in allowed)
+        if (_head_of(model, k) is None or _head_of(model, k) in heads_present) and not _matches(allowed, k, prefix)
     ]
     if required:
         raise _missing_error(required, unexpected, where, type(model).__name__)
@@ -261,6 +374,7 @@ def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], *,
         _initialise_missing(model, missing)
         if callable(getattr(model, "tie_weights", None)):
             model.tie_weights()
+    _initialise_buffers(model, {k for k in state if k in expected})
     ignore_missing = _patterns(model, "_keys_to_ignore_on_load_missing")
     reported = tuple(k for k in missing if not any(p.search(k) for p in ignore_missing))
     return LoadReport(initialised=reported, unused=unused, unexpected=unexpected)
@@ -285,14 +399,16 @@ def _missing_error(required: list[str], unexpected: tuple[str, ...], where: str,
     )
 
 
-def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:
-    """Make each tensor of ``state`` the model's parameter or buffer itself (no copy). Faster than
+def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], fp32: "re.Pattern[str] | None" = None,
+            modules: dict[str, Any] | None = None) -> None:
+    """Make each tensor of ``state`` the model's parameter or buffer itself (no copy where its dtype is the
+    model's; else converted, and to float32 where ``fp32`` matches the name). Faster than
     ``load_state_dict(assign=True)``, which runs per-module hooks and checks we do not need."""
     import torch
 
     from .errors import WeightsMismatchError
 
-    modules = dict(model.named_modules(remove_duplicate=False))
+    modules = modules if modules is not None else dict(model.named_modules(remove_duplicate=False))
     aliases: dict[int, list[str]] = {}  # a parameter shared by several modules: one entry, many names
     for name, param in model.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(param), []).append(name)
@@ -310,6 +426,10 @@ def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"]) -> None:
             wrong_kind.append(f"{key}: {str(tensor.dtype).removeprefix('torch.')} where the model has "
                               f"{str(old.dtype).removeprefix('torch.')}")
             continue
+        if old is not None and old.is_floating_point() and tensor.is_floating_point():
+            want = torch.float32 if fp32 is not None and fp32.search(key) else old.dtype
+            if tensor.dtype != want:
+                tensor = tensor.to(want)
         if table is module._parameters:
             param = torch.nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
             for alias in aliases.get(id(old), [key]) if old is not None else [key]:
@@ -366,3 +486,96 @@ def _initialise_missing(model: "torch.nn.Module", missing: list[str]) -> None:
                     module._parameters[n].zero_()
         for n, p in loaded.items():
             module._parameters[n] = p
+
+
+def _initialise_buffers(model: "torch.nn.Module", loaded: set[str]) -> None:
+    """Give the buffers the checkpoint does not hold (non-persistent ones: rotary frequencies, position ids,
+    causal masks) the values a transformers model's own ``_init_weights`` gives them, as ``from_pretrained``
+    does after loading (the meta build skipped that initialisation). Everything loaded or initialised is
+    flagged first, so that ``_init_weights`` touches nothing else (transformers' init functions honour the
+    flag, as they do in its own loading)."""
+    modeling_utils = sys.modules.get("transformers.modeling_utils")
+    pretrained = getattr(modeling_utils, "PreTrainedModel", None)
+    if pretrained is None or not isinstance(model, pretrained):
+        return  # a plain torch model: its buffers are what its __init__ made
+    import torch
+
+    todo: list[tuple[Any, Any]] = []  # (module, the PreTrainedModel whose _init_weights covers it)
+    seen: set[int] = set()
+
+    def walk(module: Any, prefix: str, owner: Any) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        owner = module if isinstance(module, pretrained) else owner
+        for param in module._parameters.values():
+            if param is not None:
+                param._is_hf_initialized = True
+        fresh = False
+        for name, buffer in module._buffers.items():
+            if buffer is not None:
+                if prefix + name in loaded:
+                    buffer._is_hf_initialized = True
+                else:
+                    fresh = True
+        if fresh:
+            todo.append((module, owner))
+        for name, child in module._modules.items():
+            if child is not None:
+                walk(child, f"{prefix}{name}.", owner)
+
+    walk(model, "", model)
+    if not todo:
+        return
+    from transformers.initialization import guard_torch_init_functions
+
+    with _build_lock, torch.no_grad(), guard_torch_init_functions():  # the guard swaps torch.nn.init: take turns
+        for module, owner in todo:
+            owner._init_weights(module)
+
+
+def load_generation_config(model: "torch.nn.Module", directory: Any) -> str:
+    """Give a model that generates the ``generation_config`` that ``from_pretrained`` gives it: read from
+    ``generation_config.json`` beside the weights, else made from ``config.json``. Returns the file read
+    (``""`` for a model that does not generate)."""
+    can_generate = getattr(model, "can_generate", None)
+    if directory is None or getattr(model, "generation_config", None) is None or not callable(can_generate) \
+            or not can_generate():
+        return ""
+    from transformers import GenerationConfig
+
+    from .errors import ConfigError
+
+    try:
+        if (directory / "generation_config.json").is_file():
+            model.generation_config = GenerationConfig.from_pretrained(str(directory), local_files_only=True)
+            return "generation_config.json"
+        model.generation_config = GenerationConfig.from_pretrained(
+            str(directory), config_file_name="config.json", _from_model_config=True, local_files_only=True)
+        return "config.json"
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{directory}: transformers cannot read the generation config there "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                          "fix or remove generation_config.json") from exc
+
+
+def load_with_transformers(cls: type, directory: Any, dtype: Any, note: str) -> tuple["torch.nn.Module", LoadReport]:
+    """``cls.from_pretrained(directory)`` from local files only, never running remote code: for classes
+    whose loading zoo's fast path is not proven to reproduce. The report carries ``note`` (why)."""
+    from .errors import CheckpointError
+
+    try:
+        model, info = cls.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False,
+                                          dtype=dtype if dtype is not None else "auto", output_loading_info=True)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        raise CheckpointError(
+            f"{directory}: transformers' {cls.__name__}.from_pretrained, which zoo hands this class to "
+            f"({note}), failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    has_generation = (directory / "generation_config.json").is_file() and getattr(model, "generation_config", None)
+    return model, LoadReport(
+        initialised=tuple(sorted(info.get("missing_keys", ()))),
+        unexpected=tuple(sorted(info.get("unexpected_keys", ()))),
+        loader="transformers",
+        note=note,
+        generation_config="generation_config.json" if has_generation else "",
+    )

@@ -5,9 +5,16 @@ Each plugin is imported and called on its own: one that fails at import or insid
 name (a :class:`~zoo.errors.PluginWarning`, ``zoo plugins``) and everything it registered is dropped,
 while the other plugins keep working. Strict mode raises instead, for plugin authors.
 
+Looking up a ``model_type``: an architecture a plugin registered (``zoo_register_architectures``) always
+wins. Only for a type no plugin registered are the fallbacks asked (``zoo_fallback_architecture``, zoo's
+built-in ``transformers`` plugin is one), once per type and process: tryfirst implementations, then plain,
+then trylast (the built-in one), each group in plugin name order; the first answer is kept (so is the
+lack of one). Listing (``zoo plugins``, :meth:`Registry.architectures`) never asks a fallback, so it
+stays free of what fallbacks import.
+
 Settings, read when a registry is created (never at import):
 
-- ``ZOO_DISABLE_PLUGINS=a,b``: skip these plugins by name (``bert`` is the built-in one).
+- ``ZOO_DISABLE_PLUGINS=a,b``: skip these plugins by name (``bert`` and ``transformers`` are built in).
 - ``ZOO_PLUGINS=a,b``: load only these.
 - ``ZOO_STRICT_PLUGINS=1``: a failing plugin or a duplicate name raises.
 - ``ZOO_TRACE_PLUGINS=1``: print every hook call, its plugin, what it registered and how long it took.
@@ -15,10 +22,12 @@ Settings, read when a registry is created (never at import):
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import sys
+import threading
 import time
 import warnings
-import difflib
 from dataclasses import dataclass
 from importlib import metadata
 from types import MappingProxyType
@@ -56,6 +65,12 @@ KNOWN_PLUGINS: Mapping[str, KnownPlugin] = MappingProxyType({
     "tinynet": KnownPlugin("tinynet", "the example plugin zoo-tinynet", "pip install -e examples/zoo-tinynet"),
 })
 
+# Fallback plugins zoo ships: named in the error for an unknown model_type when one is disabled or failed.
+KNOWN_FALLBACKS: Mapping[str, KnownPlugin] = MappingProxyType({
+    "transformers": KnownPlugin("transformers", "zoo's built-in fallback for every model_type the installed "
+                                "transformers knows", "it is installed with zoo (plugins/zoo_transformers)"),
+})
+
 
 @dataclass(frozen=True)
 class PluginInfo:
@@ -68,6 +83,13 @@ class PluginInfo:
     error: str | None = None
     architectures: tuple[str, ...] = ()
     checkpoints: tuple[str, ...] = ()
+    fallback: str | None = None  # what its zoo_fallback_architecture covers (its docstring), None: no fallback
+    served: tuple[str, ...] = ()  # model_types its fallback has answered for in this process
+
+
+# The order fallbacks are asked in: tryfirst, plain, trylast (pluggy's markers), then plugin name.
+def _fallback_order(impl: Any) -> tuple[int, str]:
+    return (0 if impl.tryfirst else 2 if impl.trylast else 1, impl.plugin_name)
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,7 @@ class Registered:
 
     item: Any
     plugin: str
+    fallback: bool = False  # answered by the plugin's zoo_fallback_architecture, not registered
 
 
 class Registry:
@@ -105,11 +128,16 @@ class Registry:
         self.strict = flag("ZOO_STRICT_PLUGINS") if strict is None else strict
         self.trace = flag("ZOO_TRACE_PLUGINS") if trace is None else trace
         self._known = KNOWN_PLUGINS if known_plugins is None else known_plugins
+        self._known_fallbacks = KNOWN_FALLBACKS
         self._loaded = False
         self._plugins: dict[str, PluginInfo] = {}
         self._architectures: dict[str, Registered] = {}
         self._checkpoints: dict[str, Registered] = {}  # name or alias -> Registered(Checkpoint)
         self._conflicts: dict[tuple[str, str], list[str]] = {}
+        self._fallbacks: list[Any] = []  # pluggy HookImpls of zoo_fallback_architecture, in asking order
+        self._served: dict[str, Registered | None] = {}  # model_type -> a fallback's answer (None: none)
+        self._fallback_errors: dict[str, list[str]] = {}  # model_type -> what failing fallbacks said
+        self._lock = threading.RLock()  # loading and asking fallbacks happen once, whichever thread asks
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -143,7 +171,15 @@ class Registry:
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
+        with self._lock:  # other threads wait for the tables to be complete
+            if self._loaded:
+                return
+            try:
+                self._load_plugins()
+            finally:
+                self._loaded = True  # once, even when strict mode raised
+
+    def _load_plugins(self) -> None:
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
         for name, load, dist, version in self._candidates():
@@ -174,11 +210,20 @@ class Registry:
                     continue
                 for key, item in items:
                     self._add(table, key, item, plugin)
+        self._fallbacks = sorted(
+            (impl for impl in pm.hook.zoo_fallback_architecture.get_hookimpls()
+             if self._plugins[impl.plugin_name].status == "ok"
+             and not impl.hookwrapper and not getattr(impl, "wrapper", False)),
+            key=_fallback_order,
+        )
+        covers = {impl.plugin_name: _first_line(impl.function.__doc__) or "any model_type it knows"
+                  for impl in self._fallbacks}
         for name, info in self._plugins.items():
             if info.status == "ok":
                 self._plugins[name] = PluginInfo(
                     info.name, info.distribution, info.version, "ok", None,
                     tuple(k for k, _ in arch.get(name, [])), tuple(key for key, c in ckpt.get(name, []) if key == c.name),  # names, not aliases
+                    covers.get(name),
                 )
 
     def _call(self, pm: pluggy.PluginManager, hook_name: str, kind: type,
@@ -230,28 +275,45 @@ class Registry:
     # -- queries ---------------------------------------------------------------------------------
 
     def plugins(self) -> list[PluginInfo]:
+        """Every plugin found, with what it registered and, for fallbacks, the types served so far."""
         self._load()
-        return list(self._plugins.values())
+        served: dict[str, list[str]] = {}
+        for model_type, found in sorted(self._served.items()):
+            if found is not None:
+                served.setdefault(found.plugin, []).append(model_type)
+        return [dataclasses.replace(info, served=tuple(served.get(info.name, ())))
+                for info in self._plugins.values()]
 
     def conflicts(self) -> dict[tuple[str, str], list[str]]:
         self._load()
         return {k: list(v) for k, v in self._conflicts.items()}
 
     def architectures(self) -> dict[str, Registered]:
-        """model_type -> Registered(Architecture, plugin), sorted by model_type."""
+        """model_type -> Registered(Architecture, plugin), sorted by model_type: what plugins registered.
+        Fallbacks are not asked (see :meth:`served`)."""
         self._load()
         return dict(sorted(self._architectures.items()))
 
+    def served(self) -> dict[str, Registered]:
+        """model_type -> Registered(Architecture, plugin, fallback=True): what fallbacks answered so far."""
+        self._load()
+        return {k: v for k, v in sorted(self._served.items()) if v is not None}
+
     def architecture(self, model_type: str) -> Registered:
-        """The architecture registered for ``model_type``. An unknown one is an
+        """The architecture registered for ``model_type``, else the first fallback's answer for it
+        (``Registered.fallback`` is then True). An unknown one is an
         :class:`~zoo.errors.UnknownArchitectureError` that names the installed architectures, close
-        matches and the plugin that provides it (:data:`KNOWN_PLUGINS`); what transformers knows of it
-        is :mod:`zoo.compat`'s to add (:func:`zoo.config.parse_config` does)."""
+        matches, the plugin that provides it (:data:`KNOWN_PLUGINS`), failing fallbacks and a disabled
+        built-in fallback (:data:`KNOWN_FALLBACKS`); what transformers knows of it is :mod:`zoo.compat`'s
+        to add (:func:`zoo.config.parse_config` does)."""
         self._load()
         if model_type in self._architectures:
             return self._architectures[model_type]
         if ("model_type", model_type) in self._conflicts:
             raise self._duplicate("model_type", model_type)
+        found = self._ask_fallbacks(model_type)
+        if found is not None:
+            return found
         installed = sorted(self._architectures)
         lines = [f"no installed zoo plugin handles model_type {model_type!r}.",
                  f"Installed architectures: {', '.join(installed) or 'none'}."]
@@ -269,7 +331,58 @@ class Registry:
                              f"{info.error}. See zoo plugins.")
             else:
                 lines.append(f"It is provided by {known.description}: {known.install}.")
+        lines += [f"Fallback {said}." for said in self._fallback_errors.get(model_type, ())]
+        for name, fallback in self._known_fallbacks.items():
+            info = self._plugins.get(name)
+            if info is not None and info.status == "disabled":
+                lines.append(f"Plugin {name!r} ({fallback.description}) is installed but disabled: "
+                             "check ZOO_DISABLE_PLUGINS and ZOO_PLUGINS.")
+            elif info is not None and info.status == "failed":
+                lines.append(f"Plugin {name!r} ({fallback.description}) failed: {info.error}. See zoo plugins.")
         raise UnknownArchitectureError(" ".join(lines))
+
+    def _ask_fallbacks(self, model_type: str) -> Registered | None:
+        """The first fallback's answer for ``model_type`` (asked once per type; see the module docstring)."""
+        if model_type in self._served:
+            return self._served[model_type]
+        with self._lock:
+            if model_type in self._served:
+                return self._served[model_type]
+            found = None
+            for impl in self._fallbacks:
+                plugin = impl.plugin_name
+                start = time.perf_counter()
+                try:
+                    answer = impl.function(*[{"model_type": model_type}[arg] for arg in impl.argnames])
+                    if answer is not None and not isinstance(answer, Architecture):
+                        raise TypeError(f"returned a {type(answer).__name__}, not a zoo.Architecture or None")
+                    if answer is not None and answer.model_type != model_type:
+                        raise ValueError(f"answered with an Architecture for {answer.model_type!r}")
+                except Exception as exc:
+                    self._fallback_failed(plugin, model_type, exc)
+                    continue
+                if self.trace:
+                    ms = (time.perf_counter() - start) * 1000
+                    said = "answered" if answer is not None else "returned None"
+                    print(f"zoo trace: {plugin}.zoo_fallback_architecture({model_type!r}) {said} ({ms:.1f} ms)",
+                          file=sys.stderr)
+                if answer is not None:
+                    found = Registered(answer, plugin, fallback=True)
+                    break
+            self._served[model_type] = found
+            return found
+
+    def _fallback_failed(self, plugin: str, model_type: str, exc: Exception) -> None:
+        message = f"{plugin!r} failed for model_type {model_type!r}: {type(exc).__name__}: {exc}"
+        if self.trace:
+            print(f"zoo trace: {plugin}.zoo_fallback_architecture({model_type!r}) raised "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        if self.strict:
+            raise PluginLoadError(f"zoo plugin {message}") from exc
+        self._fallback_errors.setdefault(model_type, []).append(message)
+        warnings.warn(f"zoo plugin {message}; the next fallback was asked. Fix or uninstall it, or set "
+                      f"ZOO_DISABLE_PLUGINS={plugin} (ZOO_STRICT_PLUGINS=1 raises instead).",
+                      PluginWarning, stacklevel=4)
 
     def checkpoints(self) -> dict[str, Registered]:
         """name -> Registered(Checkpoint, plugin), aliases included."""
@@ -281,3 +394,7 @@ class Registry:
         if ("checkpoint name", name) in self._conflicts:
             raise self._duplicate("checkpoint name", name)
         return self._checkpoints.get(name)
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n", 1)[0].strip().rstrip(".")

@@ -57,6 +57,9 @@ class Architecture:
     - ``optional_weights``: regular expressions of body weights a checkpoint may lack (initialised with a
       warning, e.g. BERT's pooler, which masked-LM checkpoints do not have). Any other body weight the
       checkpoint lacks is an error: it would be random where the checkpoint's own model had trained values.
+    - ``transformers_loading``: heads (class names, or ``"*"`` for all) whose checkpoints ``zoo.load`` hands to
+      transformers' own ``from_pretrained`` (local files only, no remote code) instead of its fast path, each
+      with the reason, which ``zoo info`` shows: for classes where the fast path is not proven right.
     """
 
     model_type: str
@@ -69,6 +72,7 @@ class Architecture:
     key_renames: Mapping[str, str] = field(default_factory=dict)
     transformers_conversions: bool = True
     optional_weights: tuple[str, ...] = ()
+    transformers_loading: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.model_type or not isinstance(self.model_type, str):
@@ -80,12 +84,20 @@ class Architecture:
                 raise ValueError(f"Architecture {self.model_type!r}: task {task!r} names unknown head {head!r}")
         if self.default_head is not None and self.default_head not in self.heads:
             raise ValueError(f"Architecture {self.model_type!r}: default_head {self.default_head!r} is not a head")
+        for head in self.transformers_loading:
+            if head != "*" and head not in self.heads:
+                raise ValueError(f"Architecture {self.model_type!r}: transformers_loading names unknown head {head!r}")
+        object.__setattr__(self, "transformers_loading", dict(self.transformers_loading))
         from .conversion import compile_renames
 
         compile_renames(self.key_renames, self.model_type)
         object.__setattr__(self, "key_renames", dict(self.key_renames))
         object.__setattr__(self, "optional_weights", tuple(self.optional_weights))
         compile_renames(dict.fromkeys(self.optional_weights, ""), self.model_type, "optional_weights")
+
+    def transformers_loading_reason(self, head: str) -> str | None:
+        """Why ``head`` loads through transformers' ``from_pretrained`` (None: zoo's fast path)."""
+        return self.transformers_loading.get(head) or self.transformers_loading.get("*")
 
     @property
     def base_head(self) -> str:

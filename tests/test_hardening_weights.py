@@ -373,3 +373,11 @@ def test_huge_max_position_embeddings_is_refused_before_allocating(tmp_path, tin
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(zoo.ConfigError, match="needs .* GB of memory"):
         zoo.load(out)
+
+
+def test_minus_one_is_a_sentinel_for_counts_not_for_sizes():
+    from zoo.config import check_sizes
+
+    check_sizes({"model_type": "vilt", "num_images": -1}, "config.json")  # ViLT's default: "no limit"
+    with pytest.raises(zoo.ConfigError, match="vocab_size"):
+        check_sizes({"model_type": "bert", "vocab_size": -1}, "config.json")

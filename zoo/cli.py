@@ -9,15 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .cache.progress import human as _human
 from .errors import InvalidArgumentError, ZooError
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable: the loop returns at TB")
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -16,9 +16,12 @@ from packaging.version import InvalidVersion, Version
 def installed_transformers() -> Version | None:
     """The installed transformers version, read from package metadata (no import of transformers).
     Read once per process: a running process keeps the transformers it imported."""
+    import sys
+
+    loaded = sys.modules.get("transformers")  # already imported (every load): no metadata scan needed
     try:
-        return Version(metadata.version("transformers"))
-    except (metadata.PackageNotFoundError, InvalidVersion):
+        return Version(loaded.__version__ if loaded is not None else metadata.version("transformers"))
+    except (metadata.PackageNotFoundError, InvalidVersion, AttributeError):
         return None
 
 

@@ -173,7 +173,10 @@ def check_sizes(raw: dict[str, Any], where: str) -> None:
             for number in numbers:
                 if not isinstance(number, int) or isinstance(number, bool):
                     continue
-                if number < 0 or (number == 0 and _NONZERO_KEY.search(key)):
+                # -1 is the usual "none / unlimited" sentinel of a count (ViLT's num_images: -1); never for a
+                # size, a number of layers, or a count that may not be zero
+                sentinel = number == -1 and not _NONZERO_KEY.search(key) and not re.search(r"_sizes?$|layers", key)
+                if (number < 0 and not sentinel) or (number == 0 and _NONZERO_KEY.search(key)):
                     need = "a positive integer" if _NONZERO_KEY.search(key) else "a non-negative integer"
                     raise ConfigError(
                         f"{where}: {name} is {value!r}, but it must be {need}. Fix the value in config.json "

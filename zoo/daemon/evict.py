@@ -274,14 +274,7 @@ def _open_lease(store: Store, path: Path) -> int | None:
     else None (no lease, silently)."""
     with contextlib.suppress(FileExistsError, OSError):
         return _create(store, path)
-    for flags in (os.O_RDWR, os.O_RDONLY):  # read-write where allowed: NFS emulates flock with fcntl
-        try:
-            return os.open(path, flags | os.O_CLOEXEC)
-        except PermissionError:
-            continue
-        except OSError:
-            return None
-    return None
+    return _open_existing(path)
 
 
 def hold_lease(store: Store, version: Version) -> Lease:
@@ -346,7 +339,7 @@ def leased(store: Store, version: Version) -> bool:
 
 
 def _open_existing(path: Path) -> int | None:
-    for flags in (os.O_RDWR, os.O_RDONLY):
+    for flags in (os.O_RDWR, os.O_RDONLY):  # read-write where allowed: NFS emulates flock with fcntl
         try:
             return os.open(path, flags | os.O_CLOEXEC)
         except PermissionError:

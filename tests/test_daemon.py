@@ -23,6 +23,13 @@ NEEDED = {"config.json", "model.safetensors", "special_tokens_map.json", "tokeni
           "tokenizer_config.json", "vocab.txt"}
 
 
+def wait_until(condition, seconds: float) -> None:
+    """Poll ``condition`` every 20 ms until it holds or ``seconds`` pass (the caller asserts after)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.02)
+
+
 class DaemonProcess:
     def __init__(self, home: Path, env: dict | None = None, args: tuple = ()) -> None:
         self.home, self.env, self.args = home, env or {}, args
@@ -148,9 +155,7 @@ def test_kill_9_during_a_pull_then_the_restarted_daemon_finishes(tmp_path, hub, 
     d = DaemonProcess(home, env=hub_env).start()
     client = subprocess.Popen([sys.executable, "-c", "import zoo; zoo.load('bert-base-cased')"],
                               env={**os.environ, "ZOO_HOME": str(home)}, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((home / "tmp").glob("*.part")):
-        time.sleep(0.02)
+    wait_until(lambda: list((home / "tmp").glob("*.part")), 120)
     d.kill()
     _, err = client.communicate(timeout=120)
     assert client.returncode != 0 and "DaemonUnavailableError" in err and "went away" in err or \
@@ -198,9 +203,7 @@ def test_drop_folder_becomes_a_version(tmp_path, tiny_bert):
         model.save_pretrained(drop / "fine-tune")
         (drop / "fine-tune" / ".zoo-ready").touch()
         store = Store(home)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (store.versions("local/fine-tune") and store.versions("local/early")):
-            time.sleep(0.1)
+        wait_until(lambda: (store.versions("local/fine-tune") and store.versions("local/early")), 60)
         assert [v.name for v in store.versions("local/fine-tune")] == ["v1"], d.log.read_text()[-2000:]
         assert store.versions("local/early") and store.versions("local/early")[0].source.startswith("drop:")
         ids = torch.randint(1, 99, (1, 6))
@@ -279,9 +282,7 @@ def test_kill_9_at_random_moments_during_pulls_imports_and_drops(tmp_path, hub, 
             elif kind == "import":
                 assert DaemonStore(home).import_dir(source, f"imp{i}").name == "v1"
             else:
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and not store.versions(f"local/drop{i}"):
-                    time.sleep(0.1)
+                wait_until(lambda: store.versions(f"local/drop{i}"), 60)
                 assert [v.name for v in store.versions(f"local/drop{i}")] == ["v1"], d.log.read_text()[-1500:]
     finally:
         assert d.stop() == 0
@@ -294,9 +295,7 @@ def test_a_client_that_goes_away_does_not_cancel_the_pull(tmp_path, hub, hub_env
     try:
         first = subprocess.Popen([sys.executable, "-c", "import zoo; zoo.load('bert-base-cased')"],
                                  env={**os.environ, "ZOO_HOME": str(home)}, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list((home / "tmp").glob("*.part")):
-            time.sleep(0.02)
+        wait_until(lambda: list((home / "tmp").glob("*.part")), 120)
         first.kill()  # the client dies mid-pull
         assert type(zoo.load("bert-base-cased")).__name__ == "BertModel"
         gets = hub.gets_per_file()
@@ -328,9 +327,7 @@ def test_slow_writer_never_yields_an_early_version(tmp_path, tiny_bert, mode):
                 time.sleep(1.0)
                 assert store.versions("local/slow") == [], f"a version appeared after chunk {i}"
         last_byte = time.time()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not store.versions("local/slow"):
-            time.sleep(0.1)
+        wait_until(lambda: store.versions("local/slow"), 30)
         versions = store.versions("local/slow")
         assert [v.name for v in versions] == ["v1"], d.log.read_text()[-1500:]
         assert store.missing_files(versions[0]) == []
@@ -357,9 +354,7 @@ def test_drop_folder_that_fills_the_disk(tmp_path, tiny_bert):
         try:
             zoo.save(zoo.build(dict(tiny_bert, vocab_size=9000)), drop / "too-big")  # ~1.2 MB of weights
             (drop / "too-big" / ".zoo-ready").touch()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and "too-big" not in d.log.read_text():
-                time.sleep(0.1)
+            wait_until(lambda: "too-big" in d.log.read_text(), 30)
             time.sleep(0.5)
             assert "free disk space" in d.log.read_text() or "no space" in d.log.read_text(), d.log.read_text()
             assert Store(home).versions("local/too-big") == []

@@ -127,6 +127,28 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
+FREE_MARGIN = 64 * 2**20  # bytes a pull leaves free on the disk, beyond what it brings
+
+
+def check_free_space(store: "Store", incoming: int, *, what: str = "", margin: int = FREE_MARGIN) -> None:
+    """Raise :class:`~zoo.errors.StoreFullError` when the disk of the store has less free space than
+    ``incoming`` bytes plus ``margin``."""
+    where = store.home
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    disk = shutil.disk_usage(where)
+    if disk.free >= incoming + margin:
+        return
+    human = progress.human
+    request = f"{what} ({human(incoming)})" if what else human(incoming)
+    raise StoreFullError(
+        f"not enough free disk space for {request}: the disk of {store.home} has {human(disk.free)} free of "
+        f"{human(disk.total)}, and {human(incoming + margin)} is needed (with a {human(margin)} margin); "
+        f"nothing was downloaded. Free space on that disk (zoo gc, zoo rm NAME@vN), lower the quota "
+        f"(zoo daemon --max-size SIZE) so that eviction makes room, or move the store to a larger disk",
+    )
+
+
 class Store:
     """One zoo store. Holds no global state: a daemon may drive several."""
 
@@ -247,8 +269,6 @@ class Store:
         if self.make_room is not None:
             self.make_room(incoming, what, repo)
             return
-        from ..daemon.evict import check_free_space
-
         check_free_space(self, incoming, what=what)
 
     def _bar(self, total: int, desc: str) -> Any:
@@ -517,14 +537,8 @@ class Store:
         ``contained=True`` (drop folders, which anyone may write): a symlink that leads outside
         ``directory`` is refused, so an import never reads a file the folder's writer could not place.
         """
-        directory = Path(directory).expanduser().resolve()
         repo = local_repo(name)
-        if not (directory / "config.json").is_file():
-            raise ConfigError(
-                f"{directory} has no config.json: zoo import takes a directory written by zoo.save or "
-                "save_pretrained"
-            )
-        files = self._import_files(directory, contained=contained)
+        directory, files = self._import_source(directory, contained=contained)
         self._mkdirs()
         total = sum(size for _, _, size in files)
         self._room_for(total, f"the import of {name}", repo)
@@ -536,6 +550,18 @@ class Store:
         with self._name_lock(repo):
             return self._commit(repo, content_id(entries), entries, source=source or f"import:{directory}",
                                 revision=None, refs=["main"])
+
+    @classmethod
+    def _import_source(cls, directory: str | os.PathLike[str], *, contained: bool = False
+                       ) -> tuple[Path, list[tuple[str, Path, int]]]:
+        """The resolved folder an import reads, and its files; a folder without config.json is refused."""
+        directory = Path(directory).expanduser().resolve()
+        if not (directory / "config.json").is_file():
+            raise ConfigError(
+                f"{directory} has no config.json: zoo import takes a directory written by zoo.save or "
+                "save_pretrained"
+            )
+        return directory, cls._import_files(directory, contained=contained)
 
     @staticmethod
     def _import_files(directory: Path, *, contained: bool = False) -> list[tuple[str, Path, int]]:

@@ -103,12 +103,8 @@ class DaemonStore(Store):
 
     def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
                    source: str | None = None, owned: bool = False) -> Version:
-        directory = Path(directory).expanduser().resolve()
         validate_name(name)
-        if not (directory / "config.json").is_file():
-            raise errors.ConfigError(f"{directory} has no config.json: zoo import takes a directory written by "
-                                     "zoo.save or save_pretrained")
-        files = self._import_files(directory)
+        directory, files = self._import_source(directory)
         opened = []
         try:
             for _, real, _ in files:

@@ -54,14 +54,13 @@ from ..cache import atomic
 from ..cache.progress import human
 from ..cache.layout import repo_folder
 from ..cache.manifests import Version
-from ..cache.store import Store
+from ..cache.store import FREE_MARGIN, Store, check_free_space  # noqa: F401  (re-exported)
 from ..errors import CacheError, CheckpointNotFoundError, QuotaError, StoreFullError  # noqa: F401
 from ..names import LOCAL_NAMESPACE, display_name, validate_repo_id, version_number
 
 log = logging.getLogger("zoo.daemon")
 
 PINS, LEASES, LRU = "pins", "leases", "lru"
-FREE_MARGIN = 64 * 2**20  # bytes a pull leaves free on the disk, beyond what it brings
 LEASE_WAIT = 2.0  # seconds a loader waits for an evictor's exclusive hold before going without a lease
 
 
@@ -627,24 +626,6 @@ def make_room(store: Store, *, max_size: int | str | None, incoming: int = 0, wh
                 break
     check_free_space(store, incoming, what=what)
     return done
-
-
-def check_free_space(store: Store, incoming: int, *, what: str = "", margin: int = FREE_MARGIN) -> None:
-    """Raise :class:`~zoo.errors.StoreFullError` when the disk of the store has less free space than
-    ``incoming`` bytes plus ``margin``."""
-    where = store.home
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    disk = shutil.disk_usage(where)
-    if disk.free >= incoming + margin:
-        return
-    request = f"{what} ({human(incoming)})" if what else human(incoming)
-    raise StoreFullError(
-        f"not enough free disk space for {request}: the disk of {store.home} has {human(disk.free)} free of "
-        f"{human(disk.total)}, and {human(incoming + margin)} is needed (with a {human(margin)} margin); "
-        f"nothing was downloaded. Free space on that disk (zoo gc, zoo rm NAME@vN), lower the quota "
-        f"(zoo daemon --max-size SIZE) so that eviction makes room, or move the store to a larger disk",
-    )
 
 
 __all__ = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -148,14 +149,31 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from .daemon.evict import parse_max_size
 
     max_size = parse_max_size(args.max_size) if args.max_size else None
+    http = None
+    if args.http:
+        from .daemon.hubserver.server import HttpSettings, parse_address
+
+        host, port = parse_address(args.http)
+        http = HttpSettings(host, port, page_size=args.tree_page_size or 1000,
+                            send_timeout=args.send_timeout or 60.0)
+        if args.upstream:
+            os.environ["HF_ENDPOINT"] = args.upstream.rstrip("/")
+        if args.offline:
+            os.environ["ZOO_OFFLINE"] = "1"
+        if host not in ("127.0.0.1", "::1", "localhost") and not args.tokens:
+            logging.getLogger("zoo.daemon").warning(
+                "serving on %s without --tokens: everyone who can reach it reads the local/ names; "
+                "private and gated hub content is served to nobody", host)
     daemon = Daemon(Store(home, quiet=True), sock, group=args.group, max_size=max_size,
                     watch=[Path(w).expanduser() for w in args.watch], quiet_period=args.quiet_period,
-                    poll=args.poll)
+                    poll=args.poll, http=http, tokens=Path(args.tokens).expanduser() if args.tokens else None,
+                    revalidate=args.revalidate if args.revalidate is not None else 60.0)
     return daemon.serve()
 
 
 DAEMON_SETTINGS = {"store": str, "socket": str, "group": str, "max_size": str, "watch": list,
-                   "quiet_period": float, "poll": float}
+                   "quiet_period": float, "poll": float, "http": str, "upstream": str, "offline": bool,
+                   "tokens": str, "revalidate": float, "tree_page_size": int, "send_timeout": float}
 
 
 def _daemon_config(args: argparse.Namespace) -> None:
@@ -178,7 +196,7 @@ def _daemon_config(args: argparse.Namespace) -> None:
             value = float(value)
         if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
             raise InvalidArgumentError(f"{path}: {key} must be {'a list of paths' if kind is list else kind.__name__}")
-        default = [] if kind is list else (10.0 if key == "quiet_period" else None)
+        default = [] if kind is list else 10.0 if key == "quiet_period" else False if kind is bool else None
         if getattr(args, key) == default:  # not given on the command line
             setattr(args, key, value)
 
@@ -415,6 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="settings from a TOML file (the flags' names); flags win")
     p.add_argument("--poll", type=float, metavar="SECONDS",
                    help="poll drop folders every SECONDS instead of inotify (NFS, CIFS and Lustre are detected)")
+    p.add_argument("--http", metavar="HOST:PORT", help="also answer the Hugging Face Hub HTTP protocol there "
+                   "(clients set HF_ENDPOINT=http://HOST:PORT); e.g. 127.0.0.1:8090, or 0.0.0.0:8090 for every machine")
+    p.add_argument("--upstream", metavar="URL", help="where files the store lacks come from (default: HF_ENDPOINT, "
+                   "or https://huggingface.co); another zoo daemon's --http address makes tiers")
+    p.add_argument("--offline", action="store_true", help="never ask the upstream: serve only what is stored")
+    p.add_argument("--tokens", metavar="FILE", help="tokens that may read private and gated content (and local/ "
+                   "names) over HTTP: one per line, mode 0600")
+    p.add_argument("--revalidate", type=float, metavar="SECONDS",
+                   help="how long a branch's commit is trusted before the upstream is asked again (default 60)")
+    p.add_argument("--tree-page-size", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--send-timeout", type=float, default=None, help=argparse.SUPPRESS)
     add("pin", cmd_pin, "keep NAME (its newest version) or NAME@vN from quota eviction", name_arg="1")
     add("unpin", cmd_pin, "release a pin: NAME@vN, or every pin of NAME", name_arg="1")
     return parser

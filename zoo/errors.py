@@ -181,7 +181,12 @@ class RemoteError(CacheError):
 
 
 class RemoteNotFoundError(RemoteError, FileNotFoundError):
-    pass
+    """The hub has no such repository, revision or file. ``code`` is the hub's error code when it sent one
+    (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``, ``GatedRepo``)."""
+
+    def __init__(self, message: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class OfflineError(RemoteError, ConnectionError):

@@ -78,6 +78,8 @@ class RemoteRevision:
     revision: str
     commit: str
     files: tuple[RemoteFile, ...]
+    access: str = "public"  # "private" or "gated" when the hub says so (content fetched with HF_TOKEN)
+    last_modified: str | None = None
 
 
 # -- errors ------------------------------------------------------------------------------------------
@@ -94,9 +96,12 @@ def _translate(exc: Exception, what: str, setting: str) -> RemoteError:
     from huggingface_hub import errors as hf
 
     if isinstance(exc, (hf.RepositoryNotFoundError, hf.RevisionNotFoundError, hf.EntryNotFoundError)):
+        code = ("GatedRepo" if isinstance(exc, hf.GatedRepoError) else "RevisionNotFound"
+                if isinstance(exc, hf.RevisionNotFoundError) else "EntryNotFound"
+                if isinstance(exc, hf.EntryNotFoundError) else "RepoNotFound")
         return RemoteNotFoundError(
             f"{what}: not found at {endpoint()} ({type(exc).__name__}). Check the name and revision; "
-            "private and gated repositories need HF_TOKEN"
+            "private and gated repositories need HF_TOKEN", code,
         )
     if isinstance(exc, hf.HfHubHTTPError):
         return RemoteError(f"{what}: the hub at {endpoint()} answered {str(exc).splitlines()[0]}")
@@ -259,6 +264,8 @@ def fetch_revision(repo: str, revision: str) -> RemoteRevision:
         raise RemoteError(f"{what}: the hub answered commit {commit!r}, not a 40-hex id; refused")
     if _HEX40.match(revision) and commit != revision:
         raise RemoteError(f"{what}: asked for commit {revision}, the hub answered {commit}; refused")
+    access = "private" if info.get("private") is True else "gated" if info.get("gated") not in (None, False) else "public"
+    modified = info.get("lastModified") if isinstance(info.get("lastModified"), str) else None
     files = []
     for entry in _list_tree(f"{api}/tree/{commit}?recursive=true&expand=false", what, headers):
         if not isinstance(entry, dict) or entry.get("type") not in ("file", "directory"):
@@ -278,7 +285,8 @@ def fetch_revision(repo: str, revision: str) -> RemoteRevision:
         files.append(RemoteFile(path, size, sha256, blob_id))
     if len({f.path for f in files}) != len(files):
         raise RemoteError(f"{what}: the server lists a file twice; refused")
-    return RemoteRevision(repo, revision, commit, tuple(sorted(files, key=lambda f: f.path)))
+    return RemoteRevision(repo, revision, commit, tuple(sorted(files, key=lambda f: f.path)), access,
+                          modified[:40] if modified else None)
 
 
 def _list_tree(url: str, what: str, headers: dict[str, str]) -> list[Any]:

@@ -43,6 +43,9 @@ class Version:
     model_type: str | None
     architectures: tuple[str, ...]
     manifest: Path = field(compare=False)
+    # Who may be served this content over HTTP (zoo.daemon.hubserver): "public", "private" or "gated" as
+    # the hub said when it was pulled; None for imports and for manifests written before zoo recorded it.
+    access: str | None = None
 
     @property
     def name(self) -> str:
@@ -57,6 +60,7 @@ class Version:
             files=tuple(FileEntry(**f) for f in data["files"]), total_size=data["total_size"],
             transformers_version=data.get("transformers_version"), model_type=data.get("model_type"),
             architectures=tuple(data.get("architectures") or ()), manifest=path,
+            access=data.get("access") if isinstance(data.get("access"), str) else None,
         )
 
     def to_json(self) -> str:

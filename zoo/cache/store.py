@@ -466,9 +466,56 @@ class Store:
             for f in files:
                 entries.append(self._fetch(repo, remote.commit, f, bar.update))
         return self._commit(repo, remote.commit, entries, source=f"hub:{hub.endpoint()}",
-                            revision=revision, refs=refs)
+                            revision=revision, refs=refs, access=remote.access)
 
-    def _fetch(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None]) -> FileEntry:
+    def fetch_file(self, repo: str, commit: str, remote: Any, *, on_bytes: Callable[[int], None] = lambda n: None,
+                   on_part: Callable[[Path], None] | None = None) -> FileEntry:
+        """One file of ``repo@commit`` into the store, with no version made for it yet (see :meth:`adopt`):
+        what the daemon's HTTP pull-through does for a file a client asks for. ``on_part`` is told the
+        partial file before each try, so that the file can be read while it arrives. Its blob is linked
+        (``blobs/<etag>``), so that it is found by its etag until a version lists it."""
+        validate_repo_id(repo)
+        self._mkdirs()
+        if not (remote.sha256 and self.object_path(remote.sha256).exists()):
+            self._room_for(remote.size, f"the download of {repo}/{remote.path}", repo)
+        entry = self._fetch(repo, commit, remote, on_bytes, on_part)
+        with _disk_errors(str(self.home)):
+            self._link_blob(repo, entry)
+        return entry
+
+    def adopt(self, remote: Any, entries: Iterable[FileEntry], *, refs: Iterable[str] = ()) -> Version | None:
+        """Files of ``remote`` (a :class:`~zoo.cache.hub.RemoteRevision`) fetched one by one become part of
+        its version: added to the version of that commit if there is one, else a new version as soon as
+        every file a load needs is stored. Returns the version, or None while files a load needs are missing."""
+        from .select import select_files
+
+        known = {e.path: e for e in entries}
+        repo = remote.repo
+        with self._name_lock(repo):
+            for f in remote.files:
+                if f.path in known:
+                    continue
+                if f.sha256 and self.object_path(f.sha256).exists():
+                    known[f.path] = FileEntry(f.path, f.sha256, f.size, f.etag)
+                    continue
+                blob = self.layout.blob_path(repo, f.etag)
+                with contextlib.suppress(OSError):
+                    if blob.stat().st_size == f.size:  # a small file fetched before: hashed again (cheap)
+                        sha256, sha1, size = hash_file(blob, git_sha1=True)
+                        if sha1 == f.blob_id and size == f.size and self.object_path(sha256).exists():
+                            known[f.path] = FileEntry(f.path, sha256, f.size, f.etag)
+            done = [v for v in self.versions(repo) if v.id == remote.commit]
+            wanted = select_files([f.path for f in remote.files])
+            if not done and not wanted <= set(known):
+                return None
+            refs = [revision] if revision and revision != remote.commit else []
+            from .hub import endpoint
+
+            return self._commit(repo, remote.commit, list(known.values()), source=f"hub:{endpoint()}",
+                                revision=revision or remote.commit, refs=refs, access=remote.access)
+
+    def _fetch(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None],
+               on_part: Callable[[Path], None] | None = None) -> FileEntry:
         """One file into objects/: skipped when its content is stored, else downloaded (resuming a
         dead process's partial file), checked against size and digest, and moved in."""
         from . import hub
@@ -482,6 +529,8 @@ class Store:
                 return FileEntry(remote.path, remote.sha256, remote.size, remote.etag)
             part = self._adopt_part(remote.etag)
             for attempt in (1, 2):
+                if on_part is not None:
+                    on_part(part)
                 with _disk_errors(str(self.tmp)):
                     hub.download(repo, commit, remote, part, on_bytes)
                 sha256, sha1, size = hash_file(part, git_sha1=remote.sha256 is None)
@@ -720,7 +769,7 @@ class Store:
                 )
 
     def _commit(self, repo: str, snap_id: str, entries: list[FileEntry], *, source: str,
-                revision: str | None, refs: Iterable[str]) -> Version:
+                revision: str | None, refs: Iterable[str], access: str | None = None) -> Version:
         """Make a version visible: snapshot in place, then the manifest (exclusive create), then refs."""
         self._check_shards(repo, entries)
         entries = [dataclasses.replace(e, mtime_ns=self.object_path(e.sha256).stat().st_mtime_ns) for e in entries]
@@ -735,7 +784,7 @@ class Store:
                     version = dataclasses.replace(version, files=files, total_size=sum(e.size for e in files))
                     self._write_text(version.manifest, version.to_json())
             else:
-                version = self._new_version(repo, snap_id, entries, source, revision)
+                version = self._new_version(repo, snap_id, entries, source, revision, access)
             newest = max(v.number for v in self.versions(repo))
             for ref in {*refs, version.name}:
                 if ref == "main" and is_local(repo) and version.number != newest:
@@ -744,7 +793,7 @@ class Store:
         return version
 
     def _new_version(self, repo: str, snap_id: str, entries: list[FileEntry], source: str,
-                     revision: str | None) -> Version:
+                     revision: str | None, access: str | None = None) -> Version:
         config = next((e for e in entries if e.path == "config.json"), None)
         fields = config_fields(self.object_path(config.sha256) if config else None)
         folder = self.layout.versions_folder(repo)
@@ -755,7 +804,7 @@ class Store:
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             files=tuple(sorted(entries, key=lambda e: e.path)), total_size=sum(e.size for e in entries),
             transformers_version=fields.get("transformers_version"), model_type=fields.get("model_type"),
-            architectures=tuple(fields.get("architectures", ())), manifest=folder,
+            architectures=tuple(fields.get("architectures", ())), manifest=folder, access=access,
         )
         staged = self._tmp_name("manifest")
         while True:  # exclusive create: two writers never share a number

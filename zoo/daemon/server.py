@@ -109,7 +109,8 @@ class _JobBar:
 class Daemon:
     def __init__(self, store: Store, sock_path: Path, *, group: str | None = None,
                  max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
-                 poll: float | None = None) -> None:
+                 poll: float | None = None, http: Any = None, tokens: Path | None = None,
+                 revalidate: float = 60.0) -> None:
         self.store = store
         self.drops = None
         if watch:
@@ -135,6 +136,12 @@ class Daemon:
         store.progress_bar = self._bar
         self.server: socketserver.ThreadingUnixStreamServer | None = None
         self.extras: list[Callable[[], dict[str, Any]]] = []  # status sections (watched folders, quota)
+        self.http = None
+        if http is not None:  # the hub protocol for other machines (zoo.daemon.hubserver)
+            from .hubserver import make_server
+
+            self.http = make_server(store, http, run_job=self.run_shared, tokens=tokens, revalidate=revalidate)
+            self.extras.append(self.http.status)
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -332,6 +339,13 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
+        if self.http is not None:
+            try:
+                self.http.start()
+            except OSError as exc:
+                server.server_close()
+                raise InvalidArgumentError(f"cannot listen on {self.http.settings.host}:{self.http.settings.port}: "
+                                           f"{exc.strerror or exc}; choose another --http address") from None
         if self.drops is not None:
             self.drops.start()  # scans every watched folder first: what arrived while down is not missed
         if ready:
@@ -341,6 +355,8 @@ class Daemon:
         finally:
             if self.drops is not None:
                 self.drops.stop()
+            if self.http is not None:
+                self.http.stop()
             server.server_close()
             with contextlib.suppress(FileNotFoundError):
                 self.sock_path.unlink()

@@ -1,0 +1,89 @@
+"""Who may read what over HTTP. Nothing is ever writable over HTTP; this decides only reads.
+
+- Public hub content is served to anyone who can reach the address.
+- Content the hub marks private or gated (fetched with the daemon's own ``HF_TOKEN``), and content whose
+  access zoo did not record, is served only to clients that send a token from the tokens file
+  (``Authorization: Bearer TOKEN``, what huggingface_hub sends for ``HF_TOKEN``).
+- ``local/NAME`` (the team's imports and saves): to anyone without a tokens file; with one, to its holders.
+
+The tokens file has one token per line, optionally followed by a name for the log (``TOKEN  alice``);
+``#`` starts a comment. It must not be readable by others (mode 0600 or 0640), as an SSH key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import InvalidArgumentError
+from .protocol import HubError
+
+RESTRICTED = ("private", "gated")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    digests: dict[bytes, str]  # sha256 of a token -> its name
+
+    @classmethod
+    def load(cls, path: Path) -> "Tokens":
+        try:
+            st = path.stat()
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgumentError(f"cannot read the tokens file {path}: {exc}") from None
+        if st.st_mode & stat.S_IROTH or st.st_mode & stat.S_IWOTH:
+            raise InvalidArgumentError(f"the tokens file {path} is readable or writable by every user (mode "
+                                       f"{stat.S_IMODE(st.st_mode):04o}); chmod 600 {path}")
+        digests = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            if len(words[0]) < 16:
+                raise InvalidArgumentError(f"{path}, line {number}: a token of {len(words[0])} characters is too "
+                                           "short to be secret; use at least 16 (python -c 'import secrets; "
+                                           "print(secrets.token_urlsafe())')")
+            digests[hashlib.sha256(words[0].encode()).digest()] = words[1] if len(words) > 1 else f"token {number}"
+        if not digests:
+            raise InvalidArgumentError(f"the tokens file {path} holds no token")
+        return cls(digests)
+
+    def holder(self, authorization: str | None) -> str | None:
+        """The name of the token in ``Authorization: Bearer TOKEN``, or None."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        digest = hashlib.sha256(authorization[len("Bearer "):].strip().encode()).digest()
+        for known, name in self.digests.items():  # constant time per comparison
+            if hmac.compare_digest(known, digest):
+                return name
+        return None
+
+
+class Access:
+    def __init__(self, tokens_file: str | os.PathLike[str] | None) -> None:
+        self.tokens = Tokens.load(Path(tokens_file)) if tokens_file else None
+
+    def check(self, repo: str, access: str | None, authorization: str | None) -> None:
+        """Nothing when the client may read ``repo``; else the hub's answer for a gated or private one."""
+        if access == "public":
+            return
+        holder = self.tokens.holder(authorization) if self.tokens else None
+        if holder is not None:
+            return
+        if access == "local" and self.tokens is None:
+            return
+        if self.tokens is None:
+            why = ("this zoo server has no tokens file, so it serves restricted content to nobody "
+                   "(its administrator can start it with --tokens FILE)")
+        elif authorization:
+            why = "the token sent is not one this zoo server accepts"
+        else:
+            why = "send a token this zoo server accepts (set HF_TOKEN)"
+        if access == "private":
+            raise HubError(401, "RepoNotFound", f"Repository {repo} not found, or it is private: {why}")
+        raise HubError(401, "GatedRepo", f"Access to {repo} is restricted on this zoo server: {why}")

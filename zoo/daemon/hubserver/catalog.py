@@ -1,0 +1,290 @@
+"""What the store holds, seen as hub repositories: ``repo@revision`` -> a :class:`Snapshot` (its commit, its
+files with sizes and etags, who may read it), from the store's versions and the upstream's metadata.
+
+- ``local/NAME`` repositories are zoo's imports and saves; their revisions are ``main`` (the newest), ``vN``
+  and content ids.
+- Hub repositories: a commit is asked upstream once, ever (its listing is kept in ``$ZOO_HOME/remote/``);
+  a branch or tag is asked again when the answer is older than ``revalidate`` seconds, by one request
+  however many clients ask at once. When the upstream cannot be reached, what is stored for that ref is
+  served (and logged). Offline, only what is stored exists.
+- ``vN`` names a stored version of either kind.
+
+Every method may be called from any thread. The answers that need no network and no lock are quick
+(:meth:`Catalog.cached`), so the event loop asks them itself and hands the rest to a worker thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ...cache import hub
+from ...cache.hub import RemoteFile, RemoteRevision
+from ...cache.layout import repo_folder
+from ...cache.manifests import Version
+from ...cache.store import Store
+from ...errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
+from ...names import is_local, validate_repo_id, validate_revision, version_number
+from . import protocol
+from .protocol import HubError, ServedFile
+
+log = logging.getLogger("zoo.daemon")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    repo: str
+    commit: str
+    files: dict[str, ServedFile]
+    access: str | None  # public, private, gated, local; None: not recorded (treated as restricted)
+    last_modified: str | None = None
+    remote: RemoteRevision | None = field(default=None, compare=False)  # the upstream's listing
+    version: Version | None = field(default=None, compare=False)  # the stored version of this commit
+
+
+class Catalog:
+    def __init__(self, store: Store, *, revalidate: float = 60.0, offline: Callable[[], bool] = hub.offline) -> None:
+        self.store = store
+        self.revalidate = revalidate
+        self.offline = offline
+        self._lock = threading.Lock()
+        self._commits: dict[tuple[str, str], RemoteRevision] = {}  # (repo, commit) -> listing, forever
+        self._refs: dict[tuple[str, str], tuple[str, float]] = {}  # (repo, ref) -> (commit, when asked)
+        self._versions: dict[str, tuple[int, list[Version]]] = {}  # repo -> (folder mtime, versions)
+        self._inflight: dict[tuple[str, str], concurrent.futures.Future] = {}
+
+    # -- the store's versions, cached until their folder changes ----------------------------------
+
+    def versions(self, repo: str) -> list[Version]:
+        folder = self.store.layout.versions_folder(repo)
+        try:
+            stamp = folder.stat().st_mtime_ns
+        except OSError:
+            return []
+        cached = self._versions.get(repo)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        versions = self.store.versions(repo)
+        self._versions[repo] = (stamp, versions)
+        return versions
+
+    def _stored(self, repo: str, revision: str) -> Version | None:
+        """The stored version ``revision`` names (vN, a ref zoo recorded, a commit); no network."""
+        versions = self.versions(repo)
+        if not versions:
+            return None
+        number = version_number(revision)
+        if number is not None:
+            return next((v for v in versions if v.number == number), None)
+        if protocol.is_commit(revision):
+            return next((v for v in reversed(versions) if v.id == revision), None)
+        if is_local(repo) and revision == "main":
+            return versions[-1]
+        try:
+            target = self.store.layout.ref_path(repo, revision).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return next((v for v in reversed(versions) if v.id == target), None)
+
+    # -- upstream listings -------------------------------------------------------------------------
+
+    def _listing(self, repo: str, commit: str) -> RemoteRevision | None:
+        """The upstream's listing of a commit: in memory, else on disk; None when never asked."""
+        key = (repo, commit)
+        found = self._commits.get(key)
+        if found is not None:
+            return found
+        path = self._listing_path(repo, commit)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            found = RemoteRevision(repo, data["revision"], commit,
+                                   tuple(RemoteFile(**f) for f in data["files"]),
+                                   data.get("access", "public"), data.get("last_modified"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: unreadable upstream listing (%s); it will be asked again", path, exc)
+            return None
+        self._commits[key] = found
+        return found
+
+    def _listing_path(self, repo: str, commit: str) -> Path:
+        return self.store.home / "remote" / repo_folder(repo) / f"{commit}.json"
+
+    def _remember(self, remote: RemoteRevision) -> None:
+        self._commits[(remote.repo, remote.commit)] = remote
+        if remote.revision != remote.commit:
+            self._refs[(remote.repo, remote.revision)] = (remote.commit, time.monotonic())
+        path = self._listing_path(remote.repo, remote.commit)
+        if path.exists():
+            return
+        data = {"revision": remote.revision, "access": remote.access, "last_modified": remote.last_modified,
+                "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id}
+                          for f in remote.files]}
+        try:
+            self.store._mkdir(path.parent)
+            self.store._write_text(path, json.dumps(data))
+        except OSError as exc:  # a cache of answers: losing it costs one request later
+            log.warning("could not keep the upstream listing %s: %s", path, exc)
+
+    def refs_to(self, repo: str, commit: str) -> list[str]:
+        """The refs last seen upstream pointing at ``commit`` (for the version made of it)."""
+        with self._lock:
+            return sorted(ref for (r, ref), (c, _) in self._refs.items() if r == repo and c == commit)
+
+    def _ask_upstream(self, repo: str, revision: str) -> RemoteRevision:
+        """One request set upstream for ``repo@revision``, however many threads ask at once."""
+        key = (repo, revision)
+        with self._lock:
+            future = self._inflight.get(key)
+            mine = future is None
+            if mine:
+                future = self._inflight[key] = concurrent.futures.Future()
+        if not mine:
+            return future.result()
+        try:
+            remote = hub.fetch_revision(repo, revision)
+            with self._lock:
+                self._remember(remote)
+            future.set_result(remote)
+            return remote
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    # -- resolving ---------------------------------------------------------------------------------
+
+    def cached(self, repo: str, revision: str | None) -> Snapshot | None:
+        """The snapshot when it is known without asking anyone; None when :meth:`resolve` must be called.
+        Raises :class:`HubError` for names that cannot exist."""
+        revision = revision or "main"
+        self._check_names(repo, revision)
+        if is_local(repo):
+            return self._local(repo, revision)
+        offline = self.offline()
+        if version_number(revision) is not None or offline:
+            version = self._stored(repo, revision)
+            if version is None:
+                raise self._absent(repo, revision, offline)
+            return self._snapshot(repo, version.id, self._listing(repo, version.id), version)
+        if protocol.is_commit(revision):
+            commit = revision
+        else:
+            known = self._refs.get((repo, revision))
+            if known is None or time.monotonic() - known[1] > self.revalidate:
+                return None
+            commit = known[0]
+        listing = self._listing(repo, commit)
+        if listing is None:
+            return None
+        return self._snapshot(repo, commit, listing, self._stored(repo, commit))
+
+    def resolve(self, repo: str, revision: str | None) -> Snapshot:
+        """The snapshot of ``repo@revision``, asking the upstream when needed (blocking)."""
+        revision = revision or "main"
+        found = self.cached(repo, revision)
+        if found is not None:
+            return found
+        try:
+            remote = self._ask_upstream(repo, revision)
+        except RemoteNotFoundError as exc:
+            code = exc.code or "RepoNotFound"
+            if code == "GatedRepo":
+                raise HubError(401, "GatedRepo", f"{repo}: the upstream refused this zoo server's token "
+                                                 "(gated or private; its HF_TOKEN has no access)") from None
+            raise HubError(404, code, f"{repo}@{revision}: not found upstream ({hub.endpoint()})") from None
+        except OfflineError:
+            raise self._absent(repo, revision, True) from None
+        except (RemoteError, InvalidNameError) as exc:
+            version = self._stored(repo, revision)
+            if version is None or isinstance(exc, InvalidNameError):
+                raise HubError(502, None, f"{repo}@{revision}: the upstream failed and nothing is stored for "
+                                          f"it here: {exc}") from None
+            log.warning("%s@%s: the upstream failed (%s); serving the stored %s", repo, revision, exc, version.name)
+            return self._snapshot(repo, version.id, self._listing(repo, version.id), version)
+        return self._snapshot(repo, remote.commit, remote, self._stored(repo, remote.commit))
+
+    def _check_names(self, repo: str, revision: str) -> None:
+        try:
+            validate_repo_id(repo)
+        except InvalidNameError:
+            raise protocol.repo_not_found(repo, " (not a valid repository id)") from None
+        try:
+            validate_revision(revision)
+        except InvalidNameError:
+            raise protocol.revision_not_found(repo, revision[:80], " (not a revision zoo can name)") from None
+
+    def _absent(self, repo: str, revision: str, offline: bool) -> HubError:
+        why = " (this zoo server is offline: it serves only what it stores)" if offline else ""
+        if self.versions(repo):
+            return protocol.revision_not_found(repo, revision, why)
+        return protocol.repo_not_found(repo, why)
+
+    def _local(self, repo: str, revision: str) -> Snapshot:
+        version = self._stored(repo, revision)
+        if version is None:
+            raise self._absent(repo, revision, False)
+        return self._snapshot(repo, version.id, None, version, access="local")
+
+    def _snapshot(self, repo: str, commit: str, remote: RemoteRevision | None, version: Version | None,
+                  access: str | None = None) -> Snapshot:
+        files: dict[str, ServedFile] = {}
+        stored = {e.path: e for e in version.files} if version else {}
+        if remote is not None and not self.offline():
+            for f in remote.files:
+                entry = stored.get(f.path)
+                files[f.path] = ServedFile(f.path, f.size, entry.sha256 if entry else f.sha256, f.etag,
+                                           entry.mtime_ns if entry else 0)
+        for path, e in stored.items():
+            files.setdefault(path, ServedFile(path, e.size, e.sha256, e.etag, e.mtime_ns))
+        if access is None:
+            access = remote.access if remote is not None else version.access if version else None
+        modified = remote.last_modified if remote is not None else version.created if version else None
+        return Snapshot(repo, commit, dict(sorted(files.items())), access, modified, remote, version)
+
+    # -- content -----------------------------------------------------------------------------------
+
+    def content(self, snap: Snapshot, f: ServedFile) -> Path | str | None:
+        """Where ``f``'s content is stored: a path; ``"repair"`` when the stored object changed since it was
+        checked (the store must look at it before it is served); None when it is not stored."""
+        layout = self.store.layout
+        if f.sha256:
+            path = layout.object_path(f.sha256)
+            try:
+                st = path.stat()
+            except OSError:
+                st = None
+            if st is not None and st.st_size == f.size:
+                if f.mtime_ns and st.st_mtime_ns != f.mtime_ns:
+                    return "repair"
+                return path
+            if st is not None or (f.mtime_ns and snap.version is not None):
+                return "repair"  # listed by a version, but changed or gone
+        blob = layout.blob_path(snap.repo, f.etag)
+        try:
+            if blob.stat().st_size == f.size:
+                return blob
+        except OSError:
+            pass
+        return None
+
+    def forget(self, repo: str) -> None:
+        """Drop what is cached of ``repo``'s versions (after the store repaired or changed them)."""
+        self._versions.pop(repo, None)
+
+
+def served_remote_file(f: ServedFile) -> RemoteFile:
+    """The upstream's description of a file, for a download of it."""
+    return RemoteFile(f.path, f.size, f.etag if f.lfs else None, f.blob_id)
+
+
+__all__ = ["Catalog", "Snapshot", "served_remote_file"]

@@ -1,0 +1,400 @@
+"""The daemon's HTTP face: the Hugging Face Hub protocol over aiohttp (the one module that imports it).
+
+It runs its own event loop in a thread of the daemon process. Files go out with ``sendfile`` from the page
+cache in bounded chunks, each with a deadline (a client that stops reading is cut off, and holds nothing
+else up); a file still arriving from the upstream is sent as it arrives. Every client address may hold at
+most ``max_per_client`` connections; a connection that sends no request within ``header_timeout`` seconds,
+or idles longer than ``keepalive`` seconds between requests, is closed. Header lines are bounded (8 KiB),
+and a body is read only for ``paths-info`` (at most 1 MiB). Nothing is writable: every other method is 405.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import resource
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ...errors import ZooError
+from . import protocol
+from .access import Access
+from .catalog import Catalog, Snapshot
+from .protocol import HubError, ServedFile
+from .pullthrough import PullThrough, Transfer
+
+log = logging.getLogger("zoo.daemon")
+CHUNK = 4 << 20  # bytes per sendfile call; each must go out within send_timeout
+MAX_BODY = 1 << 20  # a paths-info request
+
+
+class HttpSettings:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8090, *, send_timeout: float = 60.0,
+                 header_timeout: float = 30.0, keepalive: float = 30.0, max_per_client: int = 128,
+                 page_size: int = 1000) -> None:
+        self.host, self.port = host, port
+        self.send_timeout, self.header_timeout, self.keepalive = send_timeout, header_timeout, keepalive
+        self.max_per_client, self.page_size = max_per_client, page_size
+
+
+class HubServer:
+    def __init__(self, catalog: Catalog, pull: PullThrough, access: Access, settings: HttpSettings) -> None:
+        self.catalog, self.pull, self.access, self.settings = catalog, pull, access, settings
+        self.store = catalog.store
+        self.pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="zoo-http")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.address: tuple[str, int] | None = None
+        self.counts: Counter[str] = Counter()
+        self.bytes_sent = 0
+        self._per_client: Counter[str] = Counter()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+
+    # -- life --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind and serve in a thread; returns once listening (raises what binding raised)."""
+        _raise_fd_limit()
+        self._thread = threading.Thread(target=self._main, name="zoo-http", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def status(self) -> dict[str, Any]:
+        host, port = self.address or (self.settings.host, self.settings.port)
+        return {"http": {"address": f"http://{_netloc(host, port)}", "requests": dict(self.counts),
+                         "bytes_sent": self.bytes_sent, "pulls_in_flight": self.pull.in_flight(),
+                         "connections": sum(self._per_client.values())}}
+
+    def _main(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._error = exc
+                self._ready.set()
+            else:
+                log.exception("the HTTP server stopped")
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        s = self.settings
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=s.keepalive, max_line_size=8190,
+                               max_field_size=8190, handle_signals=False)
+        await runner.setup()
+        loop = asyncio.get_running_loop()
+        try:
+            listener = await loop.create_server(self._protocol_factory(runner.server), s.host, s.port,
+                                                reuse_address=True, backlog=1024)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.address = listener.sockets[0].getsockname()[:2]
+        self._stop = asyncio.Event()
+        self._ready.set()
+        log.info("serving the hub protocol on http://%s", _netloc(*self.address))
+        try:
+            await self._stop.wait()
+        finally:
+            listener.close()
+            await runner.shutdown()
+            await runner.cleanup()
+
+    def _protocol_factory(self, server: Any) -> Any:
+        """aiohttp's connection handler, behind a :class:`_Guard`."""
+
+        def factory() -> _Guard:
+            return _Guard(server(), self)
+
+        return factory
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        guard = request.transport.get_protocol() if request.transport is not None else None
+        if isinstance(guard, _Guard):
+            guard.served = True
+        started = time.monotonic()
+        try:
+            if request.method not in ("GET", "HEAD", "POST"):
+                raise HubError(405, None, "this zoo server is read-only: GET and HEAD (and POST paths-info)")
+            req = protocol.parse(request.raw_path, request.method)
+            if req.kind == "resolve":
+                response = await self._resolve(request, req)
+            else:
+                snap = await self._snapshot(request, req.repo, req.revision)
+                if req.kind == "info":
+                    blobs = request.query.get("blobs", "").lower() == "true"
+                    response = web.json_response(protocol.model_info(
+                        snap.repo, snap.commit, list(snap.files.values()), blobs=blobs, access=snap.access or "gated",
+                        last_modified=snap.last_modified))
+                elif req.kind == "tree":
+                    response = self._tree(request, req, snap)
+                else:
+                    response = await self._paths_info(request, snap)
+        except HubError as exc:
+            response = web.json_response(exc.body(), status=exc.status, headers=exc.headers())
+        except ZooError as exc:
+            log.warning("%s %s: %s", request.method, request.raw_path[:200], exc)
+            error = HubError(500, None, f"{type(exc).__name__}: {exc}")
+            response = web.json_response(error.body(), status=500, headers=error.headers())
+        self.counts[str(response.status)] += 1
+        if response.status >= 400 or request.method == "GET" and "/resolve/" in request.raw_path:
+            log.info("%s %s %s -> %d (%.1f ms)", request.remote, request.method, request.raw_path[:300],
+                     response.status, (time.monotonic() - started) * 1000)
+        return response
+
+    async def _snapshot(self, request: web.Request, repo: str, revision: str | None) -> Snapshot:
+        snap = self.catalog.cached(repo, revision)
+        if snap is None:
+            snap = await asyncio.get_running_loop().run_in_executor(self.pool, self.catalog.resolve, repo, revision)
+        self.access.check(repo, snap.access, request.headers.get("Authorization"))
+        return snap
+
+    def _tree(self, request: web.Request, req: protocol.Request, snap: Snapshot) -> web.Response:
+        recursive = request.query.get("recursive", "").lower() in ("true", "1")
+        entries = protocol.tree(list(snap.files.values()), req.path, recursive)
+        if req.path and not entries:
+            raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path)
+        try:
+            start = int(request.query.get("cursor", "0"))
+        except ValueError:
+            raise protocol.bad_request("invalid cursor") from None
+        size = self.settings.page_size
+        page = entries[max(start, 0):max(start, 0) + size]
+        headers = {}
+        if start + size < len(entries):
+            headers["Link"] = f'<{request.url.update_query(cursor=str(start + size))}>; rel="next"'
+        return web.json_response(page, headers=headers)
+
+    async def _paths_info(self, request: web.Request, snap: Snapshot) -> web.Response:
+        if (request.content_type or "").endswith("json"):
+            body = await request.json()
+            paths = body.get("paths") if isinstance(body, dict) else None
+        else:
+            paths = (await request.post()).getall("paths", [])
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or len(paths) > 10_000:
+            raise protocol.bad_request("paths-info takes a list of paths")
+        files = list(snap.files.values())
+        out = []
+        for path in dict.fromkeys(p.strip("/") for p in paths):
+            if path in snap.files:
+                out.append(snap.files[path].entry())
+            elif any(f.path.startswith(path + "/") for f in files):
+                out.append(protocol.directory_entry(path, [f.path for f in files if f.path.startswith(path + "/")]))
+        return web.json_response(out)
+
+    # -- files -------------------------------------------------------------------------------------
+
+    async def _resolve(self, request: web.Request, req: protocol.Request) -> web.StreamResponse:
+        snap = await self._snapshot(request, req.repo, req.revision)
+        f = snap.files.get(req.path)
+        if f is None:
+            raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path)
+        where = self.catalog.content(snap, f)
+        if where == "repair" and snap.version is not None:  # changed on disk since checked: the store decides
+            await asyncio.get_running_loop().run_in_executor(self.pool, self._repair, snap)
+            snap = await self._snapshot(request, req.repo, req.revision)
+            f = snap.files[req.path]
+            where = self.catalog.content(snap, f)
+        if where == "repair":
+            where = None
+        if where is None and request.method == "GET" and self.catalog.offline():
+            raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path,
+                                           " (not stored, and this zoo server is offline)")
+        if where is None and request.method == "GET" and snap.remote is None:
+            raise HubError(502, None, f"{snap.repo}/{f.path}: not stored, and the upstream's listing is unknown")
+        headers = protocol.file_headers(snap.commit, f)
+        span = protocol.parse_range(request.headers.get("Range"), f.size)
+        if span == "unsatisfiable":
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{f.size}"})
+        start, end = span if isinstance(span, tuple) else (0, f.size)
+        response = web.StreamResponse(status=206 if isinstance(span, tuple) else 200, headers=headers)
+        if isinstance(span, tuple):
+            response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
+            self.counts["ranges"] += 1
+        response.content_length = end - start
+        await response.prepare(request)
+        if request.method == "HEAD" or end == start:
+            await response.write_eof()
+            return response
+        try:
+            if isinstance(where, Path):
+                with open(where, "rb") as fobj:
+                    await self._send(request, fobj, start, end - start)
+            else:
+                await self._send_arriving(request, self.pull.transfer(snap, f), start, end)
+            await response.write_eof()
+        except (ConnectionError, asyncio.TimeoutError, OSError) as exc:
+            log.info("%s GET %s: cut off after %s (%s)", request.remote, request.raw_path[:200],
+                     type(exc).__name__, exc)
+            if request.transport is not None:
+                request.transport.abort()
+        return response
+
+    def _repair(self, snap: Snapshot) -> None:
+        assert snap.version is not None
+        self.store.ensure(snap.repo, snap.version.name)
+        self.catalog.forget(snap.repo)
+
+    async def _send(self, request: web.Request, fobj: Any, offset: int, count: int) -> None:
+        """``count`` bytes of ``fobj`` from ``offset`` with sendfile, a chunk at a time, each within the
+        send deadline."""
+        loop = asyncio.get_running_loop()
+        while count > 0:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the client went away")
+            n = min(CHUNK, count)
+            await asyncio.wait_for(loop.sendfile(transport, fobj, offset, n), self.settings.send_timeout)
+            offset, count = offset + n, count - n
+            self.bytes_sent += n
+
+    async def _send_arriving(self, request: web.Request, transfer: Transfer, start: int, end: int) -> None:
+        """Bytes ``start:end`` of a file being downloaded, as they arrive. The file's last byte goes out
+        only after its digest is checked; a failed download cuts the connection."""
+        loop = asyncio.get_running_loop()
+        moved = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(moved.set)
+
+        transfer.listen(wake)
+        pos, fobj, attempt = start, None, 0
+        size = transfer.file.size
+        try:
+            while pos < end:
+                moved.clear()
+                if transfer.error is not None:
+                    raise ConnectionResetError(f"the upstream download failed: {transfer.error}")
+                if transfer.done and transfer.entry is not None:
+                    if fobj is None:
+                        fobj = open(self.store.object_path(transfer.entry.sha256), "rb")
+                    ready = end
+                elif transfer.part is not None:
+                    if transfer.attempt != attempt:
+                        if pos > start:
+                            raise ConnectionResetError("the upstream download started again")
+                        if fobj is not None:
+                            fobj.close()
+                        try:
+                            fobj = open(transfer.part, "rb")
+                        except FileNotFoundError:
+                            fobj = None
+                            await _wait(moved, 0.2)
+                            continue
+                        attempt = transfer.attempt
+                    ready = min(os.fstat(fobj.fileno()).st_size, end, size - 1)
+                else:
+                    ready = pos
+                if ready > pos:
+                    await self._send(request, fobj, pos, ready - pos)
+                    pos = ready
+                    continue
+                await _wait(moved, 1.0)
+        finally:
+            transfer.unlisten(wake)
+            if fobj is not None:
+                fobj.close()
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+class _Guard(asyncio.Protocol):
+    """In front of aiohttp's handler for one connection: at most ``max_per_client`` connections per client
+    address, and a request within ``header_timeout`` seconds of connecting (or the connection is closed)."""
+
+    def __init__(self, inner: Any, server: HubServer) -> None:
+        self.inner, self.server = inner, server
+        self.peer: str | None = None
+        self.served = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        server = self.server
+        peer = (transport.get_extra_info("peername") or ("?",))[0]
+        if server._per_client[peer] >= server.settings.max_per_client:
+            server.counts["refused: too many connections"] += 1
+            transport.abort()
+            return
+        server._per_client[peer] += 1
+        self.peer = peer
+        self.timer = asyncio.get_running_loop().call_later(server.settings.header_timeout, self._late, transport)
+        self.inner.connection_made(transport)
+
+    def _late(self, transport: Any) -> None:
+        if not self.served and not transport.is_closing():
+            self.server.counts["closed: no request in time"] += 1
+            transport.abort()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.peer is None:
+            return
+        counts = self.server._per_client
+        counts[self.peer] -= 1
+        if counts[self.peer] <= 0:
+            del counts[self.peer]
+        if self.timer is not None:
+            self.timer.cancel()
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+def _raise_fd_limit() -> None:
+    """Each connection and each file being sent holds a descriptor: take what the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
+        except (ValueError, OSError):
+            pass
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` (loopback) or ``[v6]:PORT``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ZooError(f"--http takes HOST:PORT (e.g. 127.0.0.1:8090 or 0.0.0.0:8090), not {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)

@@ -508,11 +508,11 @@ class Store:
             wanted = select_files([f.path for f in remote.files])
             if not done and not wanted <= set(known):
                 return None
-            refs = [revision] if revision and revision != remote.commit else []
             from .hub import endpoint
 
+            refs = [r for r in refs if r != remote.commit]
             return self._commit(repo, remote.commit, list(known.values()), source=f"hub:{endpoint()}",
-                                revision=revision or remote.commit, refs=refs, access=remote.access)
+                                revision=refs[0] if refs else remote.commit, refs=refs, access=remote.access)
 
     def _fetch(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None],
                on_part: Callable[[Path], None] | None = None) -> FileEntry:

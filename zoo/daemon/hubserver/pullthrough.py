@@ -101,10 +101,16 @@ class PullThrough:
                 self._transfers.pop((snap.repo, f.etag), None)
         transfer.finish(entry)
         log.info("%s/%s@%s: stored (%d bytes)", snap.repo, f.path, snap.commit[:12], f.size)
-        if snap.remote is not None:
+        if snap.remote is None:
+            return
+        try:
             version = self.store.adopt(snap.remote, [entry], refs=self.catalog.refs_to(snap.repo, snap.commit))
-            if version is not None:
-                self.catalog.forget(snap.repo)
+        except Exception:  # the file is stored and was served; the version waits for the next file
+            log.exception("%s@%s: could not record the version", snap.repo, snap.commit[:12])
+            return
+        if version is not None:
+            self.catalog.forget(snap.repo)
+            log.info("%s %s (%s): %d files", snap.repo, version.name, snap.commit[:12], len(version.files))
 
     def in_flight(self) -> int:
         with self._lock:

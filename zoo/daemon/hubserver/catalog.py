@@ -201,6 +201,8 @@ class Catalog:
             if code == "GatedRepo":
                 raise HubError(401, "GatedRepo", f"{repo}: the upstream refused this zoo server's token "
                                                  "(gated or private; its HF_TOKEN has no access)") from None
+            if code == "RepoNotFound" and self._known(repo):  # some mirrors (olah) say so for a bad revision
+                code = "RevisionNotFound"
             raise HubError(404, code, f"{repo}@{revision}: not found upstream ({hub.endpoint()})") from None
         except OfflineError:
             raise self._absent(repo, revision, True) from None
@@ -212,6 +214,12 @@ class Catalog:
             log.warning("%s@%s: the upstream failed (%s); serving the stored %s", repo, revision, exc, version.name)
             return self._snapshot(repo, version.id, self._listing(repo, version.id), version)
         return self._snapshot(repo, remote.commit, remote, self._stored(repo, remote.commit))
+
+    def _known(self, repo: str) -> bool:
+        """Whether ``repo`` exists: stored, or seen upstream."""
+        with self._lock:
+            seen = any(r == repo for r, _ in self._commits) or any(r == repo for r, _ in self._refs)
+        return seen or bool(self.versions(repo))
 
     def _check_names(self, repo: str, revision: str) -> None:
         try:

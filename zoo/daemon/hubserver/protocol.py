@@ -94,8 +94,11 @@ def parse(raw_path: str, method: str) -> Request:
     """The request a raw (still percent-encoded) path names; :class:`HubError` when it names none."""
     if len(raw_path) > 4 * MAX_PATH:
         raise bad_request("path too long")
+    if raw_path.split("?", 1)[0] in ("", "/"):
+        raise HubError(404, None, "a zoo server: set HF_ENDPOINT to this address (it answers /api/models/... "
+                                  "and /REPO/resolve/...)")
     try:
-        parts = _segments(raw_path.rstrip("/") if raw_path.count("/") > 1 else raw_path)
+        parts = _segments(raw_path.split("?", 1)[0].rstrip("/") if raw_path.count("/") > 1 else raw_path)
     except UnicodeDecodeError:
         raise bad_request("the path is not UTF-8") from None
     if parts[:1] in (["datasets"], ["spaces"]) or parts[:2] in (["api", "datasets"], ["api", "spaces"]):
@@ -203,10 +206,22 @@ def model_info(repo: str, commit: str, files: list[ServedFile], *, blobs: bool, 
     return {
         "_id": commit[:24], "id": repo, "modelId": repo, "sha": commit,
         "private": access == "private", "gated": "manual" if access == "gated" else False, "disabled": False,
-        "lastModified": last_modified or "1970-01-01T00:00:00.000Z", "tags": [], "downloads": 0, "likes": 0,
+        "lastModified": hub_time(last_modified), "tags": [], "downloads": 0, "likes": 0,
         "library_name": "transformers", "siblings": [f.sibling(blobs) for f in files],
         **({"usedStorage": sum(f.size for f in files)} if blobs else {}),
     }
+
+
+def hub_time(text: str | None) -> str:
+    """An ISO 8601 time as the hub writes it (``2024-01-01T00:00:00.000Z``, what huggingface_hub parses)."""
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        when = None
+    when = (when or datetime(1970, 1, 1, tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def tree(files: list[ServedFile], path: str, recursive: bool) -> list[dict[str, Any]]:

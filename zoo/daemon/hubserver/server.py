@@ -211,7 +211,9 @@ class HubServer:
         snap = await self._snapshot(request, req.repo, req.revision)
         f = snap.files.get(req.path)
         if f is None:
-            raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path)
+            offline = self.catalog.offline() and snap.access != "local"
+            raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path, " (or not stored: this "
+                                           "zoo server is offline and serves only what it stores)" if offline else "")
         where = self.catalog.content(snap, f)
         if where == "repair" and snap.version is not None:  # changed on disk since checked: the store decides
             await asyncio.get_running_loop().run_in_executor(self.pool, self._repair, snap)

@@ -1,0 +1,293 @@
+"""zoo daemon --http as clients meet it: unmodified huggingface_hub, transformers and `hf download` against a
+real daemon process, with the test hub (olah behind a counting proxy) as its upstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from http_daemon import HttpDaemon
+
+REPO = "sentence-transformers/all-MiniLM-L6-v2"
+HF = [sys.executable, "-c"]
+
+
+def client_env(daemon: HttpDaemon, home: Path, **extra: str) -> dict:
+    env = {**os.environ, "HF_ENDPOINT": daemon.endpoint, "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", **extra}
+    if "HF_TOKEN" not in extra:
+        env.pop("HF_TOKEN", None)
+    env.pop("HF_HUB_OFFLINE", None)
+    return env
+
+
+def run_client(code: str, env: dict, timeout: int = 300) -> str:
+    out = subprocess.run([*HF, code], env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out.stdout
+
+
+def same_files(snapshot: Path, source: Path) -> list[str]:
+    files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
+    for rel in files:
+        assert (snapshot / rel).read_bytes() == (source / rel).read_bytes(), rel
+    return files
+
+
+@pytest.fixture
+def daemon(tmp_path, hub):
+    hub.reset_counts()
+    with HttpDaemon(tmp_path / "served", upstream=hub.endpoint) as d:
+        yield d
+
+
+@pytest.mark.slow
+def test_snapshot_download_then_hf_download_make_no_upstream_request(daemon, hub, minilm_dir, tmp_path):
+    code = f"from huggingface_hub import snapshot_download; print(snapshot_download({REPO!r}))"
+    snapshot = Path(run_client(code, client_env(daemon, tmp_path / "c1")).strip().splitlines()[-1])
+    files = same_files(snapshot, minilm_dir)
+    gets = [p.split("/resolve/", 1)[1].split("/", 1)[1] for m, p in hub.requests() if m == "GET" and "/resolve/" in p]
+    assert sorted(gets) == files  # one GET per file reached the upstream
+
+    hub.reset_counts()
+    out = subprocess.run([str(Path(sys.executable).parent / "hf"), "download", REPO, "--local-dir",
+                          str(tmp_path / "cli")], env=client_env(daemon, tmp_path / "c2"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    same_files(tmp_path / "cli", minilm_dir)
+    assert hub.requests() == []  # warm on the daemon: the upstream is not asked again
+
+    # what was pulled through is a zoo version too: zoo.load on the server finds it
+    listing = subprocess.run([sys.executable, "-m", "zoo", "versions", REPO], capture_output=True, text=True,
+                             env={**os.environ, "ZOO_HOME": str(daemon.home), "ZOO_OFFLINE": "1"})
+    assert "v1" in listing.stdout, listing.stdout + listing.stderr
+
+
+def test_hf_hub_download_headers_and_errors(daemon, hub, minilm_dir, tmp_path):
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cache = tmp_path / "cache"
+    path = hf_hub_download(REPO, "config.json", cache_dir=cache, endpoint=daemon.endpoint)
+    assert Path(path).read_bytes() == (minilm_dir / "config.json").read_bytes()
+    meta = get_hf_file_metadata(hf_hub_url(REPO, "model.safetensors", endpoint=daemon.endpoint))
+    upstream = get_hf_file_metadata(hf_hub_url(REPO, "model.safetensors", endpoint=hub.endpoint))
+    assert (meta.commit_hash, meta.etag, meta.size) == (upstream.commit_hash, upstream.etag, upstream.size)
+    assert meta.size == (minilm_dir / "model.safetensors").stat().st_size
+
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(REPO, "no-such-file.json", cache_dir=cache, endpoint=daemon.endpoint)
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("nobody/no-such-repo", "config.json", cache_dir=cache, endpoint=daemon.endpoint)
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(REPO, "config.json", revision="no-such-branch", cache_dir=cache, endpoint=daemon.endpoint)
+    # a model of a checksum the hub would send: no Xet headers, ranges announced
+    status, headers, _ = daemon.get(f"/{REPO}/resolve/main/model.safetensors", method="HEAD")
+    assert status == 200 and headers["Accept-Ranges"] == "bytes"
+    assert not any(k.lower().startswith("x-xet") for k in headers)
+
+
+def test_ranges_206_and_416(daemon, minilm_dir):
+    data = (minilm_dir / "vocab.txt").read_bytes()
+    status, headers, body = daemon.get(f"/{REPO}/resolve/main/vocab.txt", {"Range": "bytes=100-199"})
+    assert status == 206 and body == data[100:200]
+    assert headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+    status, _, body = daemon.get(f"/{REPO}/resolve/main/vocab.txt", {"Range": "bytes=-10"})
+    assert status == 206 and body == data[-10:]
+    status, headers, _ = daemon.get(f"/{REPO}/resolve/main/vocab.txt", {"Range": f"bytes={len(data)}-"})
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(data)}"
+
+
+def test_tree_paths_info_and_model_info_match_the_upstream(tmp_path, hub, minilm_dir):
+    from huggingface_hub import HfApi
+
+    with HttpDaemon(tmp_path / "served", upstream=hub.endpoint, args=("--tree-page-size", "2")) as daemon:
+        ours, theirs = HfApi(endpoint=daemon.endpoint), HfApi(endpoint=hub.endpoint)
+        files = sorted(p.relative_to(minilm_dir).as_posix() for p in minilm_dir.rglob("*") if p.is_file())
+        assert sorted(ours.list_repo_files(REPO)) == files  # 2 entries a page: pages followed to the end
+        tree = {e.path: e for e in ours.list_repo_tree(REPO, recursive=True)}
+        upstream = {e.path: e for e in theirs.list_repo_tree(REPO, recursive=True)}
+        for path in files:  # the same git blob ids, sizes and LFS digests as the hub's
+            mine, real = tree[path], upstream[path]
+            assert (mine.blob_id, mine.size) == (real.blob_id, real.size), path
+            assert (mine.lfs.sha256 if mine.lfs else None) == (real.lfs.sha256 if real.lfs else None), path
+        top = {e.path: type(e).__name__ for e in ours.list_repo_tree(REPO)}
+        assert top["1_Pooling"] == "RepoFolder" and top["config.json"] == "RepoFile"
+        info = ours.model_info(REPO, revision="main", files_metadata=True)
+        assert info.sha == theirs.model_info(REPO, revision="main").sha
+        sizes = {s.rfilename: s.size for s in info.siblings}
+        assert sizes == {f: (minilm_dir / f).stat().st_size for f in files}
+        paths = ours.get_paths_info(REPO, ["config.json", "1_Pooling", "missing.txt"])
+        assert sorted(p.path for p in paths) == ["1_Pooling", "config.json"]
+
+
+@pytest.mark.slow
+def test_transformers_from_pretrained_through_the_daemon(daemon, minilm_dir, tmp_path):
+    code = (
+        "import torch, transformers\n"
+        f"a = transformers.AutoModel.from_pretrained({REPO!r})\n"
+        f"b = transformers.AutoModel.from_pretrained({str(minilm_dir)!r})\n"
+        "sa, sb = a.state_dict(), b.state_dict()\n"
+        "assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)\n"
+        "print('same', len(sa))\n"
+    )
+    assert run_client(code, client_env(daemon, tmp_path / "c")).startswith("same")
+
+
+def test_local_names_and_versions_are_served(tmp_path, hub, tiny_bert, monkeypatch):
+    import torch
+    import zoo
+    from huggingface_hub import HfApi, hf_hub_download
+
+    home = tmp_path / "served"
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    model = zoo.build(tiny_bert)
+    zoo.save(model, "team-bert")
+    torch.nn.init.normal_(model.embeddings.word_embeddings.weight)
+    zoo.save(model, "team-bert")  # v2
+    with HttpDaemon(home, upstream=hub.endpoint) as daemon:
+        api = HfApi(endpoint=daemon.endpoint)
+        v1, v2, main = (api.model_info("local/team-bert", revision=r).sha for r in ("v1", "v2", "main"))
+        assert v1 != v2 and main == v2
+        cache = tmp_path / "cache"
+        for rev, version in (("v1", 1), ("main", 2)):
+            got = hf_hub_download("local/team-bert", "model.safetensors", revision=rev, cache_dir=cache,
+                                  endpoint=daemon.endpoint)
+            stored = zoo.api.default_store().find("local/team-bert", f"v{version}")
+            assert Path(got).read_bytes() == (zoo.api.default_store().snapshot(stored) / "model.safetensors").read_bytes()
+        code = ("import transformers; m = transformers.AutoModel.from_pretrained('local/team-bert'); "
+                "print(m.embeddings.word_embeddings.weight.sum().item())")
+        out = run_client(code, client_env(daemon, tmp_path / "c"))
+        assert abs(float(out.split()[-1]) - model.embeddings.word_embeddings.weight.sum().item()) < 1e-3
+
+
+def test_offline_serves_what_is_stored_and_says_what_is_not(tmp_path, hub, minilm_dir):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    home = tmp_path / "served"
+    env = {"HF_ENDPOINT": hub.endpoint}
+    subprocess.run([sys.executable, "-m", "zoo", "-q", "pull", REPO], check=True, timeout=300,
+                   env={**os.environ, "ZOO_HOME": str(home), **env})
+    hub.reset_counts()
+    with HttpDaemon(home, upstream=hub.endpoint, args=("--offline",)) as daemon:
+        cache = tmp_path / "cache"
+        got = hf_hub_download(REPO, "model.safetensors", cache_dir=cache, endpoint=daemon.endpoint)
+        assert Path(got).read_bytes() == (minilm_dir / "model.safetensors").read_bytes()
+        with pytest.raises(EntryNotFoundError, match="offline"):
+            hf_hub_download(REPO, "README.md", cache_dir=cache, endpoint=daemon.endpoint)  # not pulled
+        with pytest.raises(RepositoryNotFoundError):
+            hf_hub_download("google-bert/bert-base-uncased", "config.json", cache_dir=cache, endpoint=daemon.endpoint)
+    assert hub.requests() == []
+
+
+def test_a_branch_is_revalidated_and_a_commit_never_asked_again(tmp_path, hub):
+    from huggingface_hub import HfApi, hf_hub_download
+
+    repo = f"zoo-tests/moving-{os.getpid()}-{time.monotonic_ns()}"
+    first = hub.add_repo(repo, {"config.json": b'{"model_type": "bert", "n": 1}'})
+    with HttpDaemon(tmp_path / "served", upstream=hub.endpoint, args=("--revalidate", "1.5")) as daemon:
+        api = HfApi(endpoint=daemon.endpoint)
+        assert api.model_info(repo, revision="main").sha == first
+        second = hub.add_repo(repo, {"config.json": b'{"model_type": "bert", "n": 2}'})
+        hub.reset_counts()
+        assert api.model_info(repo, revision="main").sha == first  # within the interval: not asked
+        assert hub.requests() == []
+        time.sleep(1.6)
+        assert api.model_info(repo, revision="main").sha == second
+        assert sum("/revision/main" in p for _, p in hub.requests()) == 1
+        hub.reset_counts()
+        for _ in range(3):
+            path = hf_hub_download(repo, "config.json", revision=first, cache_dir=tmp_path / f"c{_}",
+                                   endpoint=daemon.endpoint)
+            assert json.loads(Path(path).read_text())["n"] == 1
+        assert [p for _, p in hub.requests() if "/api/" in p and first in p] == []  # known commit: never asked
+        assert sum("/resolve/" in p for _, p in hub.requests()) == 1  # and its file fetched once
+
+
+class _SlowUpstream(ThreadingHTTPServer):
+    """A proxy to the test hub that sends file bodies at ``rate`` bytes a second, and records when each
+    body was finished."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str, rate: int) -> None:
+        self.target, self.rate, self.finished = target, rate, {}
+        handler = type("H", (_SlowHandler,), {})
+        super().__init__(("127.0.0.1", 0), handler)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        srv = self.server
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization")}
+        request = urllib.request.Request(srv.target + self.path, headers=headers)
+        try:
+            response = urllib.request.urlopen(request, timeout=60)
+        except urllib.error.HTTPError as exc:
+            response = exc
+        self.send_response(response.status if hasattr(response, "status") else response.code)
+        for k, v in response.headers.items():
+            if k.lower() not in ("transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.end_headers()
+        slow = "/resolve/" in self.path and self.path.endswith(".safetensors")
+        try:
+            while chunk := response.read(256 << 10):
+                self.wfile.write(chunk)
+                if slow:
+                    time.sleep(len(chunk) / srv.rate)
+        except OSError:
+            return
+        if slow:
+            srv.finished[self.path] = time.monotonic()
+
+
+@pytest.mark.slow
+def test_a_cold_file_streams_while_it_arrives_and_a_killed_client_resumes_with_range(tmp_path, hub, minilm_dir):
+    slow = _SlowUpstream(hub.endpoint, rate=15 << 20)  # 90 MB in about 6 s
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    try:
+        with HttpDaemon(tmp_path / "served", upstream=slow.endpoint) as daemon:
+            env = client_env(daemon, tmp_path / "c")
+            code = f"from huggingface_hub import hf_hub_download; print(hf_hub_download({REPO!r}, 'model.safetensors'))"
+            client = subprocess.Popen([*HF, code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            blobs = tmp_path / "c" / "hub" / f"models--{REPO.replace('/', '--')}" / "blobs"
+            deadline, seen = time.monotonic() + 60, 0
+            while time.monotonic() < deadline and seen < 20 << 20:
+                seen = max((p.stat().st_size for p in blobs.glob("*.incomplete")), default=0) if blobs.is_dir() else 0
+                time.sleep(0.01)
+            got_first_bytes = time.monotonic()
+            client.send_signal(signal.SIGKILL)
+            client.wait(30)
+            assert seen >= 20 << 20, "the client received less than 20 MB within a minute"
+            # the client had 20 MB while the daemon was still receiving the file: streamed, not stored first
+            assert not slow.finished, "the upstream had already sent the whole file"
+            path = run_client(code, env).strip().splitlines()[-1]
+            assert Path(path).read_bytes() == (minilm_dir / "model.safetensors").read_bytes()
+            status = daemon.status()["http"]["requests"]
+            assert status.get("ranges", 0) >= 1, status  # the second client asked for the rest only
+        assert sum(p.endswith("/model.safetensors") for p in slow.finished) == 1
+    finally:
+        slow.shutdown()
+        slow.server_close()

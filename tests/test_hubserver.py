@@ -222,8 +222,8 @@ class _SlowUpstream(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, target: str, rate: int) -> None:
-        self.target, self.rate, self.finished = target, rate, {}
+    def __init__(self, target: str, rate: int, corrupt: bool = False, match: str = ".safetensors") -> None:
+        self.target, self.rate, self.finished, self.corrupt, self.match = target, rate, {}, corrupt, match
         handler = type("H", (_SlowHandler,), {})
         super().__init__(("127.0.0.1", 0), handler)
 
@@ -251,9 +251,13 @@ class _SlowHandler(BaseHTTPRequestHandler):
             if k.lower() not in ("transfer-encoding", "connection"):
                 self.send_header(k, v)
         self.end_headers()
-        slow = "/resolve/" in self.path and self.path.endswith(".safetensors")
+        slow = "/resolve/" in self.path and self.path.endswith(srv.match)
+        first = True
         try:
             while chunk := response.read(256 << 10):
+                if slow and srv.corrupt and first:  # a hostile or broken upstream: one byte flipped
+                    chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+                first = False
                 self.wfile.write(chunk)
                 if slow:
                     time.sleep(len(chunk) / srv.rate)
@@ -291,3 +295,46 @@ def test_a_cold_file_streams_while_it_arrives_and_a_killed_client_resumes_with_r
     finally:
         slow.shutdown()
         slow.server_close()
+
+
+@pytest.mark.slow  # the client retries with backoff before it gives up (about a minute)
+def test_an_upstream_that_sends_damaged_bytes_never_gives_a_client_a_whole_wrong_file(tmp_path, hub, minilm_dir):
+    bad = _SlowUpstream(hub.endpoint, rate=1 << 30, corrupt=True, match="tokenizer.json")
+    threading.Thread(target=bad.serve_forever, daemon=True).start()
+    try:
+        with HttpDaemon(tmp_path / "served", upstream=bad.endpoint) as daemon:
+            code = ("from huggingface_hub import hf_hub_download\n"
+                    f"p = hf_hub_download({REPO!r}, 'tokenizer.json')\n"
+                    "print(open(p, 'rb').read(64).hex())")
+            out = subprocess.run([*HF, code], env=client_env(daemon, tmp_path / "c"), capture_output=True,
+                                 text=True, timeout=300)
+            assert out.returncode != 0  # the connection was cut: the client never got all the bytes
+            blobs = tmp_path / "c" / "hub" / f"models--{REPO.replace('/', '--')}" / "blobs"
+            complete = [p for p in blobs.glob("*") if not p.name.endswith(".incomplete")] if blobs.is_dir() else []
+            assert complete == []
+            assert not list((daemon.home / "objects").rglob("*")) or all(
+                p.is_dir() for p in (daemon.home / "objects").rglob("*"))  # nothing damaged was stored
+    finally:
+        bad.shutdown()
+        bad.server_close()
+
+
+def test_a_stored_file_changed_on_disk_is_checked_before_it_is_served(tmp_path, hub, minilm_dir):
+    from huggingface_hub import hf_hub_download
+
+    home = tmp_path / "served"
+    subprocess.run([sys.executable, "-m", "zoo", "-q", "pull", REPO], check=True, timeout=300,
+                   env={**os.environ, "ZOO_HOME": str(home), "HF_ENDPOINT": hub.endpoint})
+    config = minilm_dir / "config.json"
+    import hashlib
+
+    obj = home / "objects" / "sha256"
+    target = next(p for p in obj.rglob("*") if p.is_file() and p.name == hashlib.sha256(config.read_bytes()).hexdigest())
+    os.chmod(target, 0o644)
+    target.write_bytes(b"{" + b" " * (config.stat().st_size - 2) + b"}")  # same size, other content
+    hub.reset_counts()
+    with HttpDaemon(home, upstream=hub.endpoint) as daemon:
+        got = hf_hub_download(REPO, "config.json", cache_dir=tmp_path / "cache", endpoint=daemon.endpoint)
+        assert Path(got).read_bytes() == config.read_bytes()
+    assert sum("/resolve/" in p and p.endswith("/config.json") for _, p in hub.requests()) == 1  # fetched again
+    assert list((home / "quarantine").iterdir())  # the damaged copy was moved aside, not served

@@ -22,6 +22,8 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     ├── conversions/<hash>.json          what transformers' key renames did to a checkpoint layout
     │                                    (zoo.conversion), so later loads skip building its table
     ├── pins/, leases/, lru/             the daemon's eviction records (drawn in zoo.daemon.evict)
+    ├── remote/models--org--name/<commit>.json   the upstream's listing of a commit, as the daemon's HTTP
+    │                                    server asked it once (zoo.daemon.hubserver.catalog)
     ├── daemon.sock                      the daemon's socket, when one serves the store (zoo.daemon)
     ├── quarantine/                      objects that failed their digest
     ├── locks/                           filelock files (best-effort: see zoo.cache.locks)

@@ -58,6 +58,7 @@ class Catalog:
         self._refs: dict[tuple[str, str], tuple[str, float]] = {}  # (repo, ref) -> (commit, when asked)
         self._versions: dict[str, tuple[int, list[Version]]] = {}  # repo -> (folder mtime, versions)
         self._inflight: dict[tuple[str, str], concurrent.futures.Future] = {}
+        self._snapshots: dict[tuple, Snapshot] = {}  # built answers, by what they were built from
 
     # -- the store's versions, cached until their folder changes ----------------------------------
 
@@ -245,9 +246,22 @@ class Catalog:
 
     def _snapshot(self, repo: str, commit: str, remote: RemoteRevision | None, version: Version | None,
                   access: str | None = None) -> Snapshot:
+        offline = self.offline()
+        key = (repo, commit, id(remote), id(version), access, offline)
+        found = self._snapshots.get(key)
+        if found is not None and found.remote is remote and found.version is version:  # the very same inputs
+            return found
+        found = self._build_snapshot(repo, commit, remote, version, access, offline)
+        if len(self._snapshots) > 1000:
+            self._snapshots.clear()
+        self._snapshots[key] = found
+        return found
+
+    def _build_snapshot(self, repo: str, commit: str, remote: RemoteRevision | None, version: Version | None,
+                        access: str | None, offline: bool) -> Snapshot:
         files: dict[str, ServedFile] = {}
         stored = {e.path: e for e in version.files} if version else {}
-        if remote is not None and not self.offline():
+        if remote is not None and not offline:  # offline, only what is stored exists
             for f in remote.files:
                 entry = stored.get(f.path)
                 files[f.path] = ServedFile(f.path, f.size, entry.sha256 if entry else f.sha256, f.etag,

@@ -54,6 +54,7 @@ class HubServer:
         self.counts: Counter[str] = Counter()
         self.bytes_sent = 0
         self._per_client: Counter[str] = Counter()
+        self._used: dict[tuple[str, str], float] = {}
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -248,12 +249,27 @@ class HubServer:
             else:
                 await self._send_arriving(request, self.pull.transfer(snap, f), start, end)
             await response.write_eof()
+            self._note_use(snap)
         except (ConnectionError, asyncio.TimeoutError, OSError) as exc:
             log.info("%s GET %s: cut off after %s (%s)", request.remote, request.raw_path[:200],
                      type(exc).__name__, exc)
             if request.transport is not None:
                 request.transport.abort()
         return response
+
+    def _note_use(self, snap: Snapshot) -> None:
+        """A version served to another machine is in use: quota eviction (least recently used first) must
+        see it, as it sees local loads. Recorded at most once a minute per version."""
+        if snap.version is None:
+            return
+        key = (snap.repo, snap.version.name)
+        now = time.monotonic()
+        if now - self._used.get(key, -120.0) < 60:
+            return
+        self._used[key] = now
+        from ..evict import record_use
+
+        self.pool.submit(record_use, self.store, snap.repo, snap.version.name)
 
     def _repair(self, snap: Snapshot) -> None:
         assert snap.version is not None

@@ -233,6 +233,10 @@ class HubServer:
         if span == "unsatisfiable":
             return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{f.size}"})
         start, end = span if isinstance(span, tuple) else (0, f.size)
+        transfer = None
+        if where is None and request.method == "GET" and end > start:
+            transfer = self.pull.transfer(snap, f)
+            await self._started(transfer)  # a download that fails at once is an error status, not a cut body
         response = web.StreamResponse(status=206 if isinstance(span, tuple) else 200, headers=headers)
         if isinstance(span, tuple):
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
@@ -247,7 +251,8 @@ class HubServer:
                 with open(where, "rb") as fobj:
                     await self._send(request, fobj, start, end - start)
             else:
-                await self._send_arriving(request, self.pull.transfer(snap, f), start, end)
+                assert transfer is not None
+                await self._send_arriving(request, transfer, start, end)
             await response.write_eof()
             self._note_use(snap)
         except (ConnectionError, asyncio.TimeoutError, OSError) as exc:
@@ -256,6 +261,31 @@ class HubServer:
             if request.transport is not None:
                 request.transport.abort()
         return response
+
+    async def _started(self, transfer: Transfer) -> None:
+        """Wait until ``transfer`` writes its file or ends; one that failed becomes the answer."""
+        loop = asyncio.get_running_loop()
+        moved = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(moved.set)
+
+        transfer.listen(wake)
+        try:
+            while transfer.part is None and not transfer.done:
+                moved.clear()
+                await _wait(moved, 1.0)
+        finally:
+            transfer.unlisten(wake)
+        error = transfer.error
+        if error is None:
+            return
+        if isinstance(error, HubError):
+            raise error
+        name = type(error).__name__
+        status = 507 if name in ("QuotaError", "StoreFullError") else 502
+        raise HubError(status, None, f"{transfer.snap.repo}/{transfer.file.path}: the pull from the upstream "
+                                     f"failed ({name}: {error})")
 
     def _note_use(self, snap: Snapshot) -> None:
         """A version served to another machine is in use: quota eviction (least recently used first) must

@@ -24,6 +24,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 _LFS_SUFFIXES = (".safetensors", ".bin")
 _LFS_MIN_SIZE = 1024
@@ -86,6 +87,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _forward_counted(self, srv: "_ProxyServer") -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
+        gated = self._gated_repo()
+        if gated is not None and self.headers.get("Authorization") != f"Bearer {srv.gated[gated]}":
+            message = f"Access to model {gated} is restricted. You must have access to it and be authenticated."
+            return self._reply(401, "Unauthorized", [("Content-Type", "application/json"),
+                                                     ("X-Error-Code", "GatedRepo"), ("X-Error-Message", message)],
+                               json.dumps({"error": message}).encode())
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         skip = self._range_start(headers) if srv.ranges else 0
         upstream = http.client.HTTPConnection("127.0.0.1", srv.upstream_port, timeout=600)
@@ -159,6 +166,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         except ValueError:
             return 0
 
+    def _gated_repo(self) -> str | None:
+        """The gated repo this request's path names (``/api/models/REPO/...``, ``/REPO/resolve/...``), if any."""
+        path = unquote(self.path.partition("?")[0]).rstrip("/") + "/"
+        return next((repo for repo in self.server.gated if f"/{repo}/" in path), None)
+
     def _is_repo_info(self) -> bool:
         path = self.path.partition("?")[0]
         return self.command == "GET" and path.startswith("/api/") and "/revision/" in path
@@ -173,6 +185,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return body
         if str(info.get("id", "")).startswith("None/"):
             info["id"] = info["id"][len("None/"):]
+        if self._gated_repo() is not None:
+            info["gated"] = "manual"
         if "blobs=true" not in self.path.partition("?")[2].lower():
             return json.dumps(info).encode()
         prefix = self.path.partition("?")[0].rsplit("/revision/", 1)[0]
@@ -203,6 +217,7 @@ class _ProxyServer(ThreadingHTTPServer):
         self.upstream_port, self.log, self.sent, self.lock, self.ranges = upstream_port, log, sent, lock, ranges
         self.active = 0
         self.auth: list[str | None] = []
+        self.gated: dict[str, str] = {}  # repo id -> the token that may read it (HubServer.gate)
         self.netloc = f"127.0.0.1:{self.server_address[1]}"
 
 
@@ -231,6 +246,7 @@ class HubServer:
         self._thread: threading.Thread | None = None
         self._log: list[tuple[str, str]] = []  # survives stop(); cleared by reset_counts()
         self._lock = threading.Lock()
+        self._gated: dict[str, str] = {}  # repo id -> token, shared with the proxy (see gate())
 
     # ---- repositories ---------------------------------------------------------------
     def repo_path(self, repo_id: str) -> Path:
@@ -283,6 +299,13 @@ class HubServer:
             _git(repo, "tag", "-f", tag)
         return _git(repo, "rev-parse", "HEAD")
 
+    def gate(self, repo_id: str, token: str) -> None:
+        """Make ``repo_id`` gated, as on the real hub (only the token of a user who accepted its terms reads it): its
+        api and resolve requests without ``Authorization: Bearer <token>`` get 401 with ``X-Error-Code: GatedRepo``
+        (huggingface_hub's ``GatedRepoError``), and its repo info says ``"gated": "manual"``. May be called
+        before or after ``start()``."""
+        self._gated[repo_id] = token
+
     # ---- lifecycle ------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> None:
         """Start the proxy and olah; return once olah answers HTTP."""
@@ -290,6 +313,7 @@ class HubServer:
             return
         olah_port = _free_port()
         self._proxy = _ProxyServer(olah_port, self._log, self._sent, self._lock, self.ranges)
+        self._proxy.gated = self._gated
         self._thread = threading.Thread(target=self._proxy.serve_forever, daemon=True,
                                         name="hubserver-proxy")
         self._thread.start()

@@ -40,6 +40,7 @@ def test_paths_that_escape_or_hide_are_refused(path):
 
 def test_writes_and_other_repo_types_are_refused():
     for path, method, status in (("/org/name/resolve/main/x", "PUT", 405), ("/api/models/a/paths-info/main", "GET", 405),
+                                 ("/api/models/a/b/revision/main", "POST", 405), ("/api/models/a/tree/main", "POST", 405),
                                  ("/datasets/org/name/resolve/main/x", "GET", 404), ("/", "GET", 404)):
         with pytest.raises(HubError) as err:
             parse(path, method)

@@ -31,7 +31,8 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 def test_plain_install_brings_what_load_and_pull_import():
     """Every third-party module that zoo's code imports comes with ``pip install zoo-registry``,
-    except torch (the user's, with a zoo error naming the command) and watchdog (the daemon extra)."""
+    except torch (the user's, with a zoo error naming the command), and watchdog and aiohttp (the daemon
+    extra: drop folders and the HTTP server)."""
     base = _requirement_names(PYPROJECT["project"]["dependencies"])
     extras = PYPROJECT["project"]["optional-dependencies"]
     imported: set[str] = set()
@@ -44,10 +45,10 @@ def test_plain_install_brings_what_load_and_pull_import():
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("zoo", "zoo_bert")}
     distributions = metadata.packages_distributions()
     needed = {d.lower().replace("_", "-") for m in third_party for d in distributions.get(m, [m])}
-    assert needed - base <= {"torch", "watchdog"}, needed - base
+    assert needed - base <= {"torch", "watchdog", "aiohttp"}, needed - base
     assert {"transformers", "safetensors", "tokenizers", "huggingface-hub", "tqdm"} <= base
     assert _requirement_names(extras["torch"]) == {"torch"}
-    assert _requirement_names(extras["daemon"]) == {"watchdog"}
+    assert _requirement_names(extras["daemon"]) == {"watchdog", "aiohttp"}
     assert extras["all"] == ["zoo-registry[torch,daemon]"]
     assert "zoo-registry[all]" in extras["test"]
 

@@ -111,8 +111,9 @@ def parse(raw_path: str, method: str) -> Request:
                     revision = rest[n + 1] if len(rest) > n + 1 else None
                     if revision is None or (kind != "tree" and len(rest) > n + 2):
                         raise bad_request(f"expected /api/models/REPO/{marker}/REVISION")
-                    if kind == "paths-info" and method != "POST":
-                        raise HubError(405, None, "paths-info is a POST")
+                    if (method == "POST") != (kind == "paths-info"):
+                        raise HubError(405, None, "paths-info is a POST; everything else GET or HEAD "
+                                                  "(this zoo server is read-only)")
                     return Request(kind, "/".join(rest[:n]), revision, "/".join(rest[n + 2:]))
         if 1 <= len(rest) <= 2 and method in ("GET", "HEAD"):
             return Request("info", "/".join(rest), None)

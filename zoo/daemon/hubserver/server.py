@@ -85,6 +85,7 @@ class HubServer:
                          "connections": sum(self._per_client.values())}}
 
     def _main(self) -> None:
+        logging.getLogger("aiohttp.server").addFilter(_ParserErrors(self.counts))
         self.loop = asyncio.new_event_loop()
         try:
             self.loop.run_until_complete(self._serve())
@@ -372,6 +373,23 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(event.wait(), seconds)
     except asyncio.TimeoutError:
         pass
+
+
+class _ParserErrors(logging.Filter):
+    """aiohttp logs each request its parser refuses (a 100 KB header, a bad Content-Length) with a whole
+    traceback: a hostile client could fill the log. They are counted in the status instead, and logged as
+    one line at debug level."""
+
+    def __init__(self, counts: Counter[str]) -> None:
+        super().__init__()
+        self.counts = counts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.counts["refused by the HTTP parser"] += 1
+            log.debug("refused by the HTTP parser: %s", str(record.exc_info[1]).splitlines()[0][:200])
+            return False
+        return True
 
 
 class _Guard(asyncio.Protocol):

@@ -156,6 +156,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         host, port = parse_address(args.http)
         http = HttpSettings(host, port, page_size=args.tree_page_size or 1000,
                             send_timeout=args.send_timeout or 60.0)
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # a cache asks its upstream for files, nothing else
         if args.upstream:
             os.environ["HF_ENDPOINT"] = args.upstream.rstrip("/")
         if args.offline:

@@ -246,19 +246,28 @@ def _get_json(url: str, what: str, headers: dict[str, str]) -> tuple[Any, str | 
 
 # -- metadata ----------------------------------------------------------------------------------------
 
-def fetch_revision(repo: str, revision: str) -> RemoteRevision:
+def fetch_revision(repo: str, revision: str, *, known: Callable[[str], RemoteRevision | None] | None = None
+                   ) -> RemoteRevision:
     """Resolve ``revision`` to a commit and list its files with sizes and digests (2 requests, one more
-    per 1000 files)."""
-    from urllib.parse import quote
-
+    per 1000 files). ``known(commit)`` may return a listing of that commit kept from before: a commit
+    never changes, so it is not listed again (1 request)."""
     from huggingface_hub.utils import build_hf_headers
 
     what = f"{repo}@{revision}"
     _check_repo(repo)
     _check_online(what)
     headers = build_hf_headers(token=_token())
-    api = f"{endpoint()}/api/models/{repo}"
-    info, _ = _get_json(f"{api}/revision/{quote(revision, safe='')}", what, headers)
+    commit, access, modified = _ask_commit(repo, revision, what, headers)
+    listed = known(commit) if known is not None else None
+    files = listed.files if listed is not None else _list_files(repo, commit, what, headers)
+    return RemoteRevision(repo, revision, commit, files, access, modified)
+
+
+def _ask_commit(repo: str, revision: str, what: str, headers: dict[str, str]) -> tuple[str, str, str | None]:
+    """The commit ``revision`` is now, who may read it (public, private or gated), and when it changed."""
+    from urllib.parse import quote
+
+    info, _ = _get_json(f"{endpoint()}/api/models/{repo}/revision/{quote(revision, safe='')}", what, headers)
     commit = info.get("sha") if isinstance(info, dict) else None
     if not isinstance(commit, str) or not _HEX40.match(commit):
         raise RemoteError(f"{what}: the hub answered commit {commit!r}, not a 40-hex id; refused")
@@ -266,8 +275,13 @@ def fetch_revision(repo: str, revision: str) -> RemoteRevision:
         raise RemoteError(f"{what}: asked for commit {revision}, the hub answered {commit}; refused")
     access = "private" if info.get("private") is True else "gated" if info.get("gated") not in (None, False) else "public"
     modified = info.get("lastModified") if isinstance(info.get("lastModified"), str) else None
+    return commit, access, modified[:40] if modified else None
+
+
+def _list_files(repo: str, commit: str, what: str, headers: dict[str, str]) -> tuple[RemoteFile, ...]:
     files = []
-    for entry in _list_tree(f"{api}/tree/{commit}?recursive=true&expand=false", what, headers):
+    url = f"{endpoint()}/api/models/{repo}/tree/{commit}?recursive=true&expand=false"
+    for entry in _list_tree(url, what, headers):
         if not isinstance(entry, dict) or entry.get("type") not in ("file", "directory"):
             raise RemoteError(f"{what}: the server lists a tree entry zoo cannot read ({str(entry)[:100]}); refused")
         if entry["type"] != "file":
@@ -285,8 +299,7 @@ def fetch_revision(repo: str, revision: str) -> RemoteRevision:
         files.append(RemoteFile(path, size, sha256, blob_id))
     if len({f.path for f in files}) != len(files):
         raise RemoteError(f"{what}: the server lists a file twice; refused")
-    return RemoteRevision(repo, revision, commit, tuple(sorted(files, key=lambda f: f.path)), access,
-                          modified[:40] if modified else None)
+    return tuple(sorted(files, key=lambda f: f.path))
 
 
 def _list_tree(url: str, what: str, headers: dict[str, str]) -> list[Any]:

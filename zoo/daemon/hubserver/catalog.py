@@ -3,10 +3,12 @@ files with sizes and etags, who may read it), from the store's versions and the 
 
 - ``local/NAME`` repositories are zoo's imports and saves; their revisions are ``main`` (the newest), ``vN``
   and content ids.
-- Hub repositories: a commit is asked upstream once, ever (its listing is kept in ``$ZOO_HOME/remote/``);
-  a branch or tag is asked again when the answer is older than ``revalidate`` seconds, by one request
-  however many clients ask at once. When the upstream cannot be reached, what is stored for that ref is
-  served (and logged). Offline, only what is stored exists.
+- Hub repositories: a commit is listed upstream once, ever (its listing is kept in ``$ZOO_HOME/remote/``);
+  a branch or tag is asked again (one request, for its commit) when the answer is older than
+  ``revalidate`` seconds, in the background: until the answer comes, the commit it was is served, so a
+  cache hit never waits on the upstream. However many clients ask at once, the upstream is asked once.
+  When it cannot be reached, what is stored for that ref is served (and logged). Offline, only what is
+  stored exists.
 - ``vN`` names a stored version of either kind.
 
 Every method may be called from any thread. The answers that need no network and no lock are quick
@@ -59,6 +61,8 @@ class Catalog:
         self._versions: dict[str, tuple[int, list[Version]]] = {}  # repo -> (folder mtime, versions)
         self._inflight: dict[tuple[str, str], concurrent.futures.Future] = {}
         self._snapshots: dict[tuple, Snapshot] = {}  # built answers, by what they were built from
+        self._revalidating: set[tuple[str, str]] = set()
+        self._background = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="zoo-revalidate")
 
     # -- the store's versions, cached until their folder changes ----------------------------------
 
@@ -123,7 +127,9 @@ class Catalog:
         if remote.revision != remote.commit:
             self._refs[(remote.repo, remote.revision)] = (remote.commit, time.monotonic())
         path = self._listing_path(remote.repo, remote.commit)
-        if path.exists():
+        kept = self._listing(remote.repo, remote.commit) if path.exists() else None
+        self._commits[(remote.repo, remote.commit)] = remote
+        if kept is not None and kept.access == remote.access:
             return
         data = {"revision": remote.revision, "access": remote.access, "last_modified": remote.last_modified,
                 "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id}
@@ -150,7 +156,7 @@ class Catalog:
         if not mine:
             return future.result()
         try:
-            remote = hub.fetch_revision(repo, revision)
+            remote = hub.fetch_revision(repo, revision, known=lambda commit: self._listing(repo, commit))
             with self._lock:
                 self._remember(remote)
             future.set_result(remote)
@@ -181,13 +187,39 @@ class Catalog:
             commit = revision
         else:
             known = self._refs.get((repo, revision))
-            if known is None or time.monotonic() - known[1] > self.revalidate:
+            if known is None:
                 return None
+            if time.monotonic() - known[1] > self.revalidate:
+                self._revalidate(repo, revision)  # meanwhile the commit it was stays served: a hit never waits
             commit = known[0]
         listing = self._listing(repo, commit)
         if listing is None:
             return None
         return self._snapshot(repo, commit, listing, self._stored(repo, commit))
+
+    def _revalidate(self, repo: str, revision: str) -> None:
+        """Ask the upstream again what ``revision`` is, in the background (once, however many ask)."""
+        with self._lock:
+            if (repo, revision) in self._inflight or (repo, revision) in self._revalidating:
+                return
+            self._revalidating.add((repo, revision))
+        self._background.submit(self._refresh, repo, revision)
+
+    def _refresh(self, repo: str, revision: str) -> None:
+        try:
+            remote = self._ask_upstream(repo, revision)
+            log.debug("%s@%s revalidated: %s", repo, revision, remote.commit[:12])
+        except RemoteNotFoundError:
+            log.warning("%s@%s: gone upstream; no longer served", repo, revision)
+            self._refs.pop((repo, revision), None)
+        except Exception as exc:  # the upstream is down: keep serving what it was, ask again later
+            log.warning("%s@%s: could not revalidate (%s); still serving what it was", repo, revision, exc)
+            old = self._refs.get((repo, revision))
+            if old is not None:
+                self._refs[(repo, revision)] = (old[0], time.monotonic())
+        finally:
+            with self._lock:
+                self._revalidating.discard((repo, revision))
 
     def resolve(self, repo: str, revision: str | None) -> Snapshot:
         """The snapshot of ``repo@revision``, asking the upstream when needed (blocking)."""

@@ -271,6 +271,26 @@ def test_rm_and_gc(tmp_path, tiny_bert):
     assert type(zoo.load("a")).__name__ == "BertModel"
 
 
+def test_gc_counts_an_object_and_its_blob_link_once(tmp_path):
+    """An object no version lists and its blob (a hard link of it) free its bytes when both go; gc used to
+    count nothing for linked files, so the daemon's quota saw nothing to gain from collecting them."""
+    store = Store()
+    store._mkdirs()
+    data = b"w" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    obj = store.object_path(sha)
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    obj.write_bytes(data)
+    blob = store.layout.blob_path("org/name", sha)
+    blob.parent.mkdir(parents=True)
+    os.link(obj, blob)
+    plan = gc_plan(store, grace=0)
+    assert obj in plan.files and blob in plan.files and plan.freed == len(data)
+    os.unlink(blob)
+    os.link(obj, tmp_path / "elsewhere")  # a link the plan does not remove: nothing is freed
+    assert gc_plan(store, grace=0).freed == 0
+
+
 def test_second_import_of_unchanged_files_hashes_nothing(tmp_path, tiny_bert, monkeypatch):
     source = zoo.save(zoo.build(tiny_bert), tmp_path / "d")
     store = Store()

@@ -231,8 +231,10 @@ class _SlowUpstream(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, target: str, rate: int, corrupt: bool = False, match: str = ".safetensors") -> None:
+    def __init__(self, target: str, rate: int, corrupt: bool | int = False, match: str = ".safetensors") -> None:
+        """``corrupt``: True damages every matching body; a number, only that many of the first ones."""
         self.target, self.rate, self.finished, self.corrupt, self.match = target, rate, {}, corrupt, match
+        self.bodies = 0
         handler = type("H", (_SlowHandler,), {})
         super().__init__(("127.0.0.1", 0), handler)
 
@@ -263,7 +265,9 @@ class _SlowHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         slow = "/resolve/" in self.path and self.path.endswith(srv.match)
-        if slow and srv.corrupt and data:  # a hostile or broken upstream: one byte flipped
+        if slow:
+            srv.bodies += 1
+        if slow and data and (srv.corrupt is True or srv.bodies <= srv.corrupt):  # a hostile or broken upstream
             data = bytes([data[0] ^ 1]) + data[1:]
         try:
             for i in range(0, len(data), 256 << 10):
@@ -370,3 +374,108 @@ def test_a_stored_file_changed_on_disk_is_checked_before_it_is_served(tmp_path, 
         assert Path(got).read_bytes() == config.read_bytes()
     assert sum("/resolve/" in p and p.endswith("/config.json") for _, p in hub.requests()) == 1  # fetched again
     assert list((home / "quarantine").iterdir())  # the damaged copy was moved aside, not served
+
+
+def _get(daemon: HttpDaemon, path: str, headers: dict | None = None) -> tuple[int, dict, bytes, bool]:
+    """status, headers, body, and whether the body was cut short."""
+    import http.client
+
+    conn = http.client.HTTPConnection(daemon.host, daemon.port, timeout=120)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        try:
+            return response.status, dict(response.headers), response.read(), False
+        except http.client.IncompleteRead as cut:
+            return response.status, dict(response.headers), cut.partial, True
+    finally:
+        conn.close()
+
+
+def test_a_client_cut_off_a_damaged_download_gets_the_whole_file_when_it_resumes(tmp_path, hub, minilm_dir):
+    """Bytes of a try that failed its digest were streamed: a Range request for the rest would glue a good
+    tail to a bad head, so the daemon answers it with the whole file instead (200)."""
+    good = (minilm_dir / "tokenizer.json").read_bytes()
+    bad = _SlowUpstream(hub.endpoint, rate=400 << 10, corrupt=1, match="tokenizer.json")  # ~1 s a body
+    threading.Thread(target=bad.serve_forever, daemon=True).start()
+    try:
+        with HttpDaemon(tmp_path / "served", upstream=bad.endpoint) as daemon:
+            status, _, head, cut = _get(daemon, f"/{REPO}/resolve/main/tokenizer.json")
+            assert status == 200 and cut and 0 < len(head) < len(good)
+            assert head[:1] != good[:1]  # the client did receive a damaged first byte before the cut
+            status, headers, body, cut = _get(daemon, f"/{REPO}/resolve/main/tokenizer.json",
+                                              {"Range": f"bytes={len(head)}-"})
+            assert (status, cut) == (200, False) and "Content-Range" not in headers
+            assert body == good
+            assert bad.bodies == 2  # the damaged try and the good one
+    finally:
+        bad.shutdown()
+        bad.server_close()
+
+
+def test_one_file_at_two_commits_and_one_content_in_two_repos_download_at_once(tmp_path, hub):
+    """Transfers are keyed by content: the same path at two commits is two downloads, and one content in
+    two repositories is one download that both get."""
+    import concurrent.futures
+
+    one, two = os.urandom(3 << 20), os.urandom(3 << 20)
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    repo_a, repo_b = f"zoo-tests/a-{tag}", f"zoo-tests/b-{tag}"
+    first = hub.add_repo(repo_a, {"w.safetensors": one})
+    second = hub.add_repo(repo_a, {"w.safetensors": two})
+    hub.add_repo(repo_b, {"w.safetensors": two})
+    slow = _SlowUpstream(hub.endpoint, rate=2 << 20)  # 1.5 s a body
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    try:
+        with HttpDaemon(tmp_path / "served", upstream=slow.endpoint) as daemon:
+            paths = [f"/{repo_a}/resolve/{first}/w.safetensors", f"/{repo_a}/resolve/{second}/w.safetensors",
+                     f"/{repo_b}/resolve/main/w.safetensors"]
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                results = list(pool.map(lambda p: _get(daemon, p), paths))
+            assert [(r[0], r[3]) for r in results] == [(200, False)] * 3
+            assert [r[2] for r in results] == [one, two, two]
+        assert slow.bodies == 2  # the content both repositories hold was fetched once
+    finally:
+        slow.shutdown()
+        slow.server_close()
+
+
+def test_an_absent_file_names_its_commit_so_clients_remember_it(daemon, tmp_path):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    status, headers, _, _ = _get(daemon, f"/{REPO}/resolve/main/model.safetensors.index.json")
+    assert status == 404 and headers["X-Error-Code"] == "EntryNotFound" and len(headers["X-Repo-Commit"]) == 40
+    cache = tmp_path / "cache"
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(REPO, "model.safetensors.index.json", cache_dir=cache, endpoint=daemon.endpoint)
+    # transformers asks for optional files on every load; this is what spares it the request next time
+    assert list(cache.glob(f"models--*/.no_exist/{headers['X-Repo-Commit']}/model.safetensors.index.json"))
+
+
+def test_a_bad_paths_info_body_is_a_400(daemon):
+    request = urllib.request.Request(f"{daemon.endpoint}/api/models/{REPO}/paths-info/main", data=b"{",
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=30)
+    assert err.value.code == 400
+    assert "Traceback" not in daemon.log.read_text()
+
+
+@pytest.mark.slow
+def test_files_no_version_lists_yet_do_not_fill_the_quota_for_good(tmp_path, hub):
+    """A file fetched for another machine joins a version only once the files a load needs are there; until
+    then eviction (which removes versions) cannot see it. Under quota pressure it is collected."""
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    config = b'{"model_type": "bert"}'
+    repo_x, repo_y = f"zoo-tests/x-{tag}", f"zoo-tests/y-{tag}"
+    hub.add_repo(repo_x, {"config.json": config, "model.safetensors": os.urandom(40 << 20)})
+    hub.add_repo(repo_y, {"config.json": config, "model.safetensors": os.urandom(40 << 20)})
+    with HttpDaemon(tmp_path / "served", upstream=hub.endpoint,
+                    args=("--max-size", "60MB", "--orphan-grace", "1")) as daemon:
+        status, _, body, cut = _get(daemon, f"/{repo_x}/resolve/main/model.safetensors")
+        assert (status, cut, len(body)) == (200, False, 40 << 20)
+        assert not (daemon.home / "versions").exists() or not list((daemon.home / "versions").rglob("*.json"))
+        time.sleep(1.5)
+        status, _, body, cut = _get(daemon, f"/{repo_y}/resolve/main/model.safetensors")
+        assert (status, cut, len(body)) == (200, False, 40 << 20), body[:300]

@@ -168,13 +168,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     daemon = Daemon(Store(home, quiet=True), sock, group=args.group, max_size=max_size,
                     watch=[Path(w).expanduser() for w in args.watch], quiet_period=args.quiet_period,
                     poll=args.poll, http=http, tokens=Path(args.tokens).expanduser() if args.tokens else None,
-                    revalidate=args.revalidate if args.revalidate is not None else 60.0)
+                    revalidate=args.revalidate if args.revalidate is not None else 60.0,
+                    orphan_grace=args.orphan_grace if args.orphan_grace is not None else 600.0)
     return daemon.serve()
 
 
 DAEMON_SETTINGS = {"store": str, "socket": str, "group": str, "max_size": str, "watch": list,
                    "quiet_period": float, "poll": float, "http": str, "upstream": str, "offline": bool,
-                   "tokens": str, "revalidate": float, "tree_page_size": int, "send_timeout": float}
+                   "tokens": str, "revalidate": float, "tree_page_size": int, "send_timeout": float,
+                   "orphan_grace": float}
 
 
 def _daemon_config(args: argparse.Namespace) -> None:
@@ -445,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a branch's commit is trusted before the upstream is asked again (default 60)")
     p.add_argument("--tree-page-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--send-timeout", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--orphan-grace", type=float, default=None, help=argparse.SUPPRESS)
     add("pin", cmd_pin, "keep NAME (its newest version) or NAME@vN from quota eviction", name_arg="1")
     add("unpin", cmd_pin, "release a pin: NAME@vN, or every pin of NAME", name_arg="1")
     return parser

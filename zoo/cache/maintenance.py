@@ -117,12 +117,18 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
     plan = Plan("garbage collection")
     used = _referenced(store, set())
     now = time.time()
+    links: dict[tuple[int, int], list] = {}  # inode -> [size, its links, how many of them the plan removes]
+
+    def remove(path: Path, st: os.stat_result) -> None:
+        plan.files.append(path)
+        seen = links.setdefault((st.st_dev, st.st_ino), [st.st_size, st.st_nlink, 0])
+        seen[2] += 1
+
     if store.objects.is_dir():
         for obj in store.objects.glob("*/*"):
             st = _stat(obj)
             if obj.name not in used and st and now - st.st_ctime > grace:
-                plan.files.append(obj)
-                plan.freed += st.st_size if st.st_nlink <= 1 else 0
+                remove(obj, st)
     for repo_path in sorted(store.hub.glob("models--*")) if store.hub.is_dir() else []:
         versions = read_folder(store.layout.versions_root / repo_path.name)
         ids = {v.id for v in versions}
@@ -134,8 +140,9 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
         for blob in (repo_path / "blobs").glob("*"):
             st = _stat(blob)
             if blob.name not in etags and st and now - st.st_ctime > grace:
-                plan.files.append(blob)
-                plan.freed += st.st_size if st.st_nlink <= 1 else 0
+                remove(blob, st)
+    # an object and its blob are links of one inode: its bytes are freed when the plan removes every link
+    plan.freed += sum(size for size, nlink, removed in links.values() if removed >= nlink)
     for entry in store.tmp.iterdir() if store.tmp.is_dir() else []:
         if atomic.owner_alive(entry):
             continue

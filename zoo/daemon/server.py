@@ -110,7 +110,7 @@ class Daemon:
     def __init__(self, store: Store, sock_path: Path, *, group: str | None = None,
                  max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
                  poll: float | None = None, http: Any = None, tokens: Path | None = None,
-                 revalidate: float = 60.0) -> None:
+                 revalidate: float = 60.0, orphan_grace: float = 600.0) -> None:
         self.store = store
         self.drops = None
         if watch:
@@ -123,7 +123,15 @@ class Daemon:
             from . import evict
 
             def make_room(incoming: int, what: str, repo: str) -> None:
-                evict.make_room(store, max_size=max_size, incoming=incoming, what=what, busy=frozenset({repo}))
+                try:
+                    evict.make_room(store, max_size=max_size, incoming=incoming, what=what, busy=frozenset({repo}))
+                except evict.QuotaError:
+                    # Files fetched for other machines that no version lists yet (a repository's extra
+                    # files, a snapshot never finished) are not versions, so eviction cannot see them:
+                    # collect those older than orphan_grace (10 minutes), then try again.
+                    if not store.gc(grace=orphan_grace).freed:
+                        raise
+                    evict.make_room(store, max_size=max_size, incoming=incoming, what=what, busy=frozenset({repo}))
 
             store.make_room = make_room
         self.sock_path = sock_path

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ...cache import hub
 from ...cache.hub import RemoteFile, RemoteRevision
@@ -48,6 +48,15 @@ class Snapshot:
     last_modified: str | None = None
     remote: RemoteRevision | None = field(default=None, compare=False)  # the upstream's listing
     version: Version | None = field(default=None, compare=False)  # the stored version of this commit
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def memo(self, key: Any, build: Callable[[], Any]) -> Any:
+        """What ``build()`` returns, computed once per snapshot (tree pages, folders)."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
 
 
 class Catalog:
@@ -62,6 +71,7 @@ class Catalog:
         self._inflight: dict[tuple[str, str], concurrent.futures.Future] = {}
         self._snapshots: dict[tuple, Snapshot] = {}  # built answers, by what they were built from
         self._revalidating: set[tuple[str, str]] = set()
+        self._access: dict[str, str] = {}  # repo -> public/private/gated, as the upstream last said
         self._background = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="zoo-revalidate")
 
     # -- the store's versions, cached until their folder changes ----------------------------------
@@ -123,6 +133,7 @@ class Catalog:
         return self.store.home / "remote" / repo_folder(repo) / f"{commit}.json"
 
     def _remember(self, remote: RemoteRevision) -> None:
+        self._access[remote.repo] = remote.access  # a repository's access, as last asked: for all its commits
         self._commits[(remote.repo, remote.commit)] = remote
         if remote.revision != remote.commit:
             self._refs[(remote.repo, remote.revision)] = (remote.commit, time.monotonic())
@@ -251,7 +262,7 @@ class Catalog:
     def _known(self, repo: str) -> bool:
         """Whether ``repo`` exists: stored, or seen upstream."""
         with self._lock:
-            seen = any(r == repo for r, _ in self._commits) or any(r == repo for r, _ in self._refs)
+            seen = any(r == repo for r, _ in list(self._commits)) or any(r == repo for r, _ in list(self._refs))
         return seen or bool(self.versions(repo))
 
     def _check_names(self, repo: str, revision: str) -> None:
@@ -279,6 +290,8 @@ class Catalog:
     def _snapshot(self, repo: str, commit: str, remote: RemoteRevision | None, version: Version | None,
                   access: str | None = None) -> Snapshot:
         offline = self.offline()
+        if access is None:
+            access = self._access.get(repo)
         key = (repo, commit, id(remote), id(version), access, offline)
         found = self._snapshots.get(key)
         if found is not None and found.remote is remote and found.version is version:  # the very same inputs

@@ -32,11 +32,14 @@ class HubError(Exception):
     def __init__(self, status: int, code: str | None, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.commit: str | None = None  # an absent file: the commit it is absent from
 
     def headers(self) -> dict[str, str]:
         out = {"X-Error-Message": _header_text(self.message)}
         if self.code:
             out["X-Error-Code"] = self.code
+        if self.commit:
+            out["X-Repo-Commit"] = self.commit
         return out
 
     def body(self) -> dict[str, str]:
@@ -194,6 +197,16 @@ class ServedFile:
                 pointer = LFS_POINTER.format(sha256=self.etag, size=self.size)
                 out["lfs"] = {"sha256": self.etag, "size": self.size, "pointerSize": len(pointer)}
         return out
+
+
+def folders(files: list[ServedFile]) -> dict[str, list[str]]:
+    """Every folder of a listing, with the paths of the files under it."""
+    out: dict[str, list[str]] = {}
+    for f in files:
+        parts = f.path.split("/")
+        for depth in range(1, len(parts)):
+            out.setdefault("/".join(parts[:depth]), []).append(f.path)
+    return out
 
 
 def directory_entry(path: str, children: list[str]) -> dict[str, Any]:

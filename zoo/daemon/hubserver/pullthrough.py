@@ -31,6 +31,7 @@ class Transfer:
 
     def __init__(self, snap: Snapshot, f: ServedFile) -> None:
         self.snap, self.file = snap, f
+        self.asked: list[tuple[Snapshot, str]] = [(snap, f.path)]  # every snapshot that wants this content
         self.part: Path | None = None
         self.attempt = 0  # a new try (after a failed digest) starts the partial file again
         self.entry: FileEntry | None = None
@@ -38,6 +39,11 @@ class Transfer:
         self.done = False
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
+
+    def also(self, snap: Snapshot, f: ServedFile) -> None:
+        """Another snapshot (or repository) asks for the same content: it adopts the file too."""
+        if (snap.repo, snap.commit, f.path) not in {(s.repo, s.commit, p) for s, p in self.asked}:
+            self.asked.append((snap, f.path))
 
     def listen(self, callback: Callable[[], None]) -> None:
         """``callback()`` is called (from the download's thread) whenever the transfer moves on."""
@@ -71,46 +77,73 @@ class Transfer:
 
 
 class PullThrough:
-    def __init__(self, store: Store, catalog: Catalog, run_job: Callable[[tuple, Callable[[], Any]], Any]) -> None:
+    """Transfers by content (etag): two repositories holding the same file share one download, and each
+    snapshot that asked for it adopts it. At most ``max_downloads`` run at once; the others wait for a slot.
+
+    A transfer whose bytes were streamed and then failed (a damaged download, or one that started again)
+    taints its etag: a client that got those bytes may come back for the rest with ``Range``, and gluing a
+    good tail to a bad head would make a whole wrong file. So a tainted etag is always sent whole (200,
+    which clients take as "start again"). Taints are kept in ``$ZOO_HOME/remote/tainted/``, across restarts.
+    """
+
+    def __init__(self, store: Store, catalog: Catalog, run_job: Callable[[tuple, Callable[[], Any]], Any],
+                 *, max_downloads: int = 16) -> None:
         self.store, self.catalog, self.run_job = store, catalog, run_job
         self._lock = threading.Lock()
-        self._transfers: dict[tuple[str, str], Transfer] = {}
+        self._transfers: dict[str, Transfer] = {}
+        self._slots = threading.BoundedSemaphore(max_downloads)
+        self._tainted_dir = store.home / "remote" / "tainted"
 
     def transfer(self, snap: Snapshot, f: ServedFile) -> Transfer:
-        """The download of ``f``: the one in flight, or a new one."""
-        key = (snap.repo, f.etag)
+        """The download of ``f``: the one in flight (for this content, whichever repository asked), or a new one."""
         with self._lock:
-            found = self._transfers.get(key)
+            found = self._transfers.get(f.etag)
             if found is not None:
+                found.also(snap, f)
                 return found
-            transfer = self._transfers[key] = Transfer(snap, f)
-        self.run_job(("http-pull", snap.repo, f.path), lambda: self._run(transfer))
+            transfer = self._transfers[f.etag] = Transfer(snap, f)
+        self.run_job(("http-pull", snap.repo, f.etag), lambda: self._run(transfer))
         return transfer
+
+    def taint(self, etag: str) -> None:
+        try:
+            self.store._mkdir(self._tainted_dir)
+            self.store._write_text(self._tainted_dir / etag, "streamed bytes of a download that failed\n")
+        except OSError as exc:
+            log.warning("could not record the taint of %s: %s", etag, exc)
+
+    def tainted(self, etag: str) -> bool:
+        return (self._tainted_dir / etag).exists()
 
     def _run(self, transfer: Transfer) -> None:
         snap, f = transfer.snap, transfer.file
         try:
-            entry = self.store.fetch_file(snap.repo, snap.commit, served_remote_file(f),
-                                          on_bytes=transfer.on_bytes, on_part=transfer.on_part)
+            with self._slots:
+                entry = self.store.fetch_file(snap.repo, snap.commit, served_remote_file(f),
+                                              on_bytes=transfer.on_bytes, on_part=transfer.on_part)
         except BaseException as exc:
             log.warning("%s/%s@%s: the pull-through failed: %s", snap.repo, f.path, snap.commit[:12], exc)
+            with self._lock:
+                self._transfers.pop(f.etag, None)
             transfer.finish(error=exc)
             raise
-        finally:
-            with self._lock:
-                self._transfers.pop((snap.repo, f.etag), None)
+        with self._lock:
+            self._transfers.pop(f.etag, None)
+            asked = list(transfer.asked)
         transfer.finish(entry)
         log.info("%s/%s@%s: stored (%d bytes)", snap.repo, f.path, snap.commit[:12], f.size)
-        if snap.remote is None:
-            return
-        try:
-            version = self.store.adopt(snap.remote, [entry], refs=self.catalog.refs_to(snap.repo, snap.commit))
-        except Exception:  # the file is stored and was served; the version waits for the next file
-            log.exception("%s@%s: could not record the version", snap.repo, snap.commit[:12])
-            return
-        if version is not None:
-            self.catalog.forget(snap.repo)
-            log.info("%s %s (%s): %d files", snap.repo, version.name, snap.commit[:12], len(version.files))
+        for other, path in asked:
+            if other.remote is None:
+                continue
+            mine = FileEntry(path, entry.sha256, entry.size, entry.etag)
+            try:
+                version = self.store.adopt(other.remote, [mine], refs=self.catalog.refs_to(other.repo, other.commit))
+            except Exception:  # the file is stored and was served; the version waits for the next file
+                log.exception("%s@%s: could not record the version", other.repo, other.commit[:12])
+                continue
+            if version is not None:
+                self.catalog.forget(other.repo)
+                log.info("%s %s (%s): %d files", other.repo, version.name, other.commit[:12], len(version.files))
 
     def in_flight(self) -> int:
         with self._lock:

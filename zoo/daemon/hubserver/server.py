@@ -36,6 +36,7 @@ log = logging.getLogger("zoo.daemon")
 # 64 ms (p99), 256 KiB calls for about 5 ms at the same throughput (benchmarks/hubserver.py).
 CHUNK = 256 << 10
 MAX_BODY = 1 << 20  # a paths-info request
+MAX_PATHS = 1000  # paths in one paths-info request (aiohttp reads at most 1000 form fields)
 
 
 class HttpSettings:
@@ -179,7 +180,8 @@ class HubServer:
 
     def _tree(self, request: web.Request, req: protocol.Request, snap: Snapshot) -> web.Response:
         recursive = request.query.get("recursive", "").lower() in ("true", "1")
-        entries = protocol.tree(list(snap.files.values()), req.path, recursive)
+        entries = snap.memo(("tree", req.path, recursive),
+                            lambda: protocol.tree(list(snap.files.values()), req.path, recursive))
         if req.path and not entries:
             raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path)
         try:
@@ -194,20 +196,25 @@ class HubServer:
         return web.json_response(page, headers=headers)
 
     async def _paths_info(self, request: web.Request, snap: Snapshot) -> web.Response:
-        if (request.content_type or "").endswith("json"):
-            body = await request.json()
-            paths = body.get("paths") if isinstance(body, dict) else None
-        else:
-            paths = (await request.post()).getall("paths", [])
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or len(paths) > 10_000:
-            raise protocol.bad_request("paths-info takes a list of paths")
-        files = list(snap.files.values())
+        try:  # a body that trickles in holds nothing up for long
+            if (request.content_type or "").endswith("json"):
+                body = await asyncio.wait_for(request.json(), self.settings.header_timeout)
+                paths = body.get("paths") if isinstance(body, dict) else None
+            else:
+                paths = (await asyncio.wait_for(request.post(), self.settings.header_timeout)).getall("paths", [])
+        except asyncio.TimeoutError:
+            raise HubError(408, None, "the request body did not arrive in time") from None
+        except (ValueError, UnicodeDecodeError):
+            raise protocol.bad_request("paths-info takes a form or JSON body with 'paths'") from None
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or len(paths) > MAX_PATHS:
+            raise protocol.bad_request(f"paths-info takes a list of at most {MAX_PATHS} paths")
+        folders = snap.memo("folders", lambda: protocol.folders(list(snap.files.values())))
         out = []
         for path in dict.fromkeys(p.strip("/") for p in paths):
             if path in snap.files:
                 out.append(snap.files[path].entry())
-            elif any(f.path.startswith(path + "/") for f in files):
-                out.append(protocol.directory_entry(path, [f.path for f in files if f.path.startswith(path + "/")]))
+            elif path in folders:
+                out.append(protocol.directory_entry(path, folders[path]))
         return web.json_response(out)
 
     # -- files -------------------------------------------------------------------------------------
@@ -217,10 +224,13 @@ class HubServer:
         f = snap.files.get(req.path)
         if f is None:
             offline = self.catalog.offline() and snap.access != "local"
-            raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path, " (or not stored: this "
-                                           "zoo server is offline and serves only what it stores)" if offline else "")
+            error = protocol.entry_not_found(snap.repo, req.revision or "main", req.path, " (or not stored: this "
+                                             "zoo server is offline and serves only what it stores)" if offline else "")
+            error.commit = snap.commit  # huggingface_hub then remembers the file is absent in this commit
+            raise error
         where = self.catalog.content(snap, f)
-        if where == "repair" and snap.version is not None:  # changed on disk since checked: the store decides
+        if where == "repair" and snap.version is not None and request.method == "GET":
+            # changed on disk since it was checked: the store looks at it (and fetches it again if damaged)
             await asyncio.get_running_loop().run_in_executor(self.pool, self._repair, snap)
             snap = await self._snapshot(request, req.repo, req.revision)
             f = snap.files[req.path]
@@ -228,19 +238,24 @@ class HubServer:
         if where == "repair":
             where = None
         if where is None and request.method == "GET" and self.catalog.offline():
-            raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path,
-                                           " (not stored, and this zoo server is offline)")
+            error = protocol.entry_not_found(snap.repo, req.revision or "main", req.path,
+                                             " (not stored, and this zoo server is offline)")
+            error.commit = snap.commit
+            raise error
         if where is None and request.method == "GET" and snap.remote is None:
             raise HubError(502, None, f"{snap.repo}/{f.path}: not stored, and the upstream's listing is unknown")
         headers = protocol.file_headers(snap.commit, f)
         span = protocol.parse_range(request.headers.get("Range"), f.size)
+        if span is not None and self.pull.tainted(f.etag):
+            span = None  # a client may hold bytes of a failed download: it gets the whole file (see PullThrough)
         if span == "unsatisfiable":
             return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{f.size}"})
         start, end = span if isinstance(span, tuple) else (0, f.size)
         transfer = None
         if where is None and request.method == "GET" and end > start:
             transfer = self.pull.transfer(snap, f)
-            await self._started(transfer)  # a download that fails at once is an error status, not a cut body
+            if not await self._started(request, transfer):  # one that fails at once is an error status, not a cut body
+                return web.Response(status=499)  # nobody is listening
         response = web.StreamResponse(status=206 if isinstance(span, tuple) else 200, headers=headers)
         if isinstance(span, tuple):
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
@@ -266,8 +281,9 @@ class HubServer:
                 request.transport.abort()
         return response
 
-    async def _started(self, transfer: Transfer) -> None:
-        """Wait until ``transfer`` writes its file or ends; one that failed becomes the answer."""
+    async def _started(self, request: web.Request, transfer: Transfer) -> bool:
+        """Wait until ``transfer`` writes its file or ends (True); one that failed becomes the answer; False
+        when the client went away meanwhile."""
         loop = asyncio.get_running_loop()
         moved = asyncio.Event()
 
@@ -278,12 +294,14 @@ class HubServer:
         try:
             while transfer.part is None and not transfer.done:
                 moved.clear()
+                if request.transport is None or request.transport.is_closing():
+                    return False  # the client went away; the download goes on for the others
                 await _wait(moved, 1.0)
         finally:
             transfer.unlisten(wake)
         error = transfer.error
         if error is None:
-            return
+            return True
         if isinstance(error, HubError):
             raise error
         name = type(error).__name__
@@ -330,23 +348,32 @@ class HubServer:
         moved = asyncio.Event()
 
         def wake() -> None:
-            loop.call_soon_threadsafe(moved.set)
+            if not moved.is_set():  # one wake-up per turn of the loop, however many chunks arrived
+                loop.call_soon_threadsafe(moved.set)
 
         transfer.listen(wake)
-        pos, fobj, attempt = start, None, 0
+        pos, fobj, attempt, verified = start, None, 0, False
         size = transfer.file.size
         try:
             while pos < end:
                 moved.clear()
                 if transfer.error is not None:
+                    if pos > start:
+                        self.pull.taint(transfer.file.etag)
                     raise ConnectionResetError(f"the upstream download failed: {transfer.error}")
                 if transfer.done and transfer.entry is not None:
-                    if fobj is None:
-                        fobj = open(self.store.object_path(transfer.entry.sha256), "rb")
+                    if pos > start and attempt != transfer.attempt:  # what was sent came from a failed try
+                        self.pull.taint(transfer.file.etag)
+                        raise ConnectionResetError("the upstream download started again")
+                    if not verified:  # the rest from the stored object, never from a partial file
+                        if fobj is not None:
+                            fobj.close()
+                        fobj, verified = open(self.store.object_path(transfer.entry.sha256), "rb"), True
                     ready = end
                 elif transfer.part is not None:
                     if transfer.attempt != attempt:
                         if pos > start:
+                            self.pull.taint(transfer.file.etag)
                             raise ConnectionResetError("the upstream download started again")
                         if fobj is not None:
                             fobj.close()
@@ -388,7 +415,9 @@ class _ParserErrors(logging.Filter):
         self.counts = counts
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
             self.counts["refused by the HTTP parser"] += 1
             log.debug("refused by the HTTP parser: %s", str(record.exc_info[1]).splitlines()[0][:200])
             return False

@@ -778,9 +778,14 @@ class Store:
             existing = [v for v in self.versions(repo) if v.id == snap_id]
             if existing:
                 version = existing[-1]
+                fresh = {e.path: e for e in entries}
+                # a file fetched again (after a repair) keeps its place with the stat of its new object, so
+                # that the next load does not take it for changed and hash it again
+                kept = tuple(fresh[f.path] if f.path in fresh and fresh[f.path].sha256 == f.sha256 else f
+                             for f in version.files)
                 added = [e for e in entries if e.path not in {f.path for f in version.files}]
-                if added:  # more files of the same commit (pull --all): the version gains them
-                    files = (*version.files, *added)
+                if added or kept != version.files:  # and more files of the same commit (pull --all)
+                    files = (*kept, *added)
                     version = dataclasses.replace(version, files=files, total_size=sum(e.size for e in files))
                     self._write_text(version.manifest, version.to_json())
             else:

@@ -231,10 +231,13 @@ class _SlowUpstream(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, target: str, rate: int, corrupt: bool | int = False, match: str = ".safetensors") -> None:
-        """``corrupt``: True damages every matching body; a number, only that many of the first ones."""
+    def __init__(self, target: str, rate: int, corrupt: bool | int = False, match: str = ".safetensors",
+                 deny: str | None = None) -> None:
+        """``corrupt``: True damages every matching body; a number, only that many of the first ones.
+        ``deny``: files whose path contains it are listed but refused (404 EntryNotFound), as a hub does
+        for a gated or withdrawn file."""
         self.target, self.rate, self.finished, self.corrupt, self.match = target, rate, {}, corrupt, match
-        self.bodies = 0
+        self.bodies, self.deny = 0, deny
         handler = type("H", (_SlowHandler,), {})
         super().__init__(("127.0.0.1", 0), handler)
 
@@ -249,10 +252,19 @@ class _SlowHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def do_GET(self) -> None:
+    def do_HEAD(self) -> None:
+        self.do_GET(head=True)
+
+    def do_GET(self, head: bool = False) -> None:
         srv = self.server
+        if srv.deny and "/resolve/" in self.path and srv.deny in self.path:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization")}
-        request = urllib.request.Request(srv.target + self.path, headers=headers)
+        request = urllib.request.Request(srv.target + self.path, headers=headers, method="HEAD" if head else "GET")
         try:
             response = urllib.request.urlopen(request, timeout=60)
         except urllib.error.HTTPError as exc:
@@ -262,8 +274,10 @@ class _SlowHandler(BaseHTTPRequestHandler):
         for k, v in response.headers.items():
             if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", response.headers.get("Content-Length", "0") if head else str(len(data)))
         self.end_headers()
+        if head:
+            return
         slow = "/resolve/" in self.path and self.path.endswith(srv.match)
         if slow:
             srv.bodies += 1
@@ -479,3 +493,26 @@ def test_files_no_version_lists_yet_do_not_fill_the_quota_for_good(tmp_path, hub
         time.sleep(1.5)
         status, _, body, cut = _get(daemon, f"/{repo_y}/resolve/main/model.safetensors")
         assert (status, cut, len(body)) == (200, False, 40 << 20), body[:300]
+
+
+def test_content_stored_for_one_repository_is_served_under_another_only_if_the_upstream_serves_it(tmp_path, hub):
+    """The store keeps each content once. A repository whose listing names content stored for another one
+    (a gated one, say) gets it only after the upstream says it serves this repository that file."""
+    data = os.urandom(2 << 20)
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    mine, theirs, other = f"zoo-tests/mine-{tag}", f"zoo-tests/theirs-{tag}", f"zoo-tests/other-{tag}"
+    for repo in (mine, theirs, other):
+        hub.add_repo(repo, {"w.safetensors": data})
+    upstream = _SlowUpstream(hub.endpoint, rate=1 << 30, deny=theirs)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        with HttpDaemon(tmp_path / "served", upstream=upstream.endpoint) as daemon:
+            assert _get(daemon, f"/{mine}/resolve/main/w.safetensors")[2] == data
+            status, _, body, _ = _get(daemon, f"/{theirs}/resolve/main/w.safetensors")
+            assert status == 404 and data not in body
+            status, _, body, cut = _get(daemon, f"/{other}/resolve/main/w.safetensors")
+            assert (status, cut, body == data) == (200, False, True)
+            assert upstream.bodies == 1  # confirmed with a HEAD, not downloaded again
+    finally:
+        upstream.shutdown()
+        upstream.server_close()

@@ -302,6 +302,37 @@ def _list_files(repo: str, commit: str, what: str, headers: dict[str, str]) -> t
     return tuple(sorted(files, key=lambda f: f.path))
 
 
+def check_file(repo: str, commit: str, file: RemoteFile) -> None:
+    """Ask (``HEAD``) whether the hub serves ``file`` of ``repo@commit`` to this client, with the listed size
+    and digest: before content stored for another repository is handed out under this one's name."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    what = f"{repo}/{file.path}@{commit[:12]}"
+    _check_online(what)
+    setting = "HF_HUB_ETAG_TIMEOUT"
+    headers = build_hf_headers(token=_token())
+    headers["Accept-Encoding"] = "identity"
+    url = hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint())
+    try:
+        response = get_session().head(url, headers=headers, follow_redirects=True, timeout=_timeout(setting))
+    except Exception as exc:
+        raise _translate(exc, what, setting) from None
+    if response.status_code >= 400:
+        from huggingface_hub.utils import hf_raise_for_status
+
+        try:
+            hf_raise_for_status(response)
+        except Exception as exc:
+            raise _translate(exc, what, setting) from None
+        raise RemoteError(f"{what}: the hub answered HTTP {response.status_code}")
+    etag = (response.headers.get("X-Linked-Etag") or response.headers.get("ETag") or "").strip('"').removeprefix("W/").strip('"')
+    size = response.headers.get("X-Linked-Size") or response.headers.get("Content-Length")
+    if etag != file.etag or str(file.size) != (size or "").strip():
+        raise RemoteError(f"{what}: the hub describes this file as {etag[:12]}… of {size} bytes, its listing as "
+                          f"{file.etag[:12]}… of {file.size}; refused")
+
+
 def _list_tree(url: str, what: str, headers: dict[str, str]) -> list[Any]:
     """Every entry of a tree listing, following ``Link: rel=next`` pages: at most ``MAX_PAGES``, none
     twice, the token only sent to the endpoint's host."""

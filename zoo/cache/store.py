@@ -483,6 +483,12 @@ class Store:
             self._link_blob(repo, entry)
         return entry
 
+    def link_file(self, repo: str, entry: FileEntry) -> None:
+        """Content already stored becomes ``repo``'s too (its ``blobs/<etag>``), ahead of :meth:`adopt`."""
+        validate_repo_id(repo)
+        with _disk_errors(str(self.home)):
+            self._link_blob(repo, entry)
+
     def adopt(self, remote: Any, entries: Iterable[FileEntry], *, refs: Iterable[str] = ()) -> Version | None:
         """Files of ``remote`` (a :class:`~zoo.cache.hub.RemoteRevision`) fetched one by one become part of
         its version: added to the version of that commit if there is one, else a new version as soon as

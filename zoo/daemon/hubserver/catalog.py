@@ -322,7 +322,8 @@ class Catalog:
 
     def content(self, snap: Snapshot, f: ServedFile) -> Path | str | None:
         """Where ``f``'s content is stored: a path; ``"repair"`` when the stored object changed since it was
-        checked (the store must look at it before it is served); None when it is not stored."""
+        checked (the store must look at it before it is served); ``"confirm"`` when it was stored for
+        another repository (the upstream must say it serves this one the file); None when it is not stored."""
         layout = self.store.layout
         if f.sha256:
             path = layout.object_path(f.sha256)
@@ -333,7 +334,9 @@ class Catalog:
             if st is not None and st.st_size == f.size:
                 if f.mtime_ns and st.st_mtime_ns != f.mtime_ns:
                     return "repair"
-                return path
+                if f.mtime_ns or snap.access == "local" or layout.blob_path(snap.repo, f.etag).exists():
+                    return path
+                return "confirm"  # stored for another repository: see HubServer._confirm
             if st is not None or (f.mtime_ns and snap.version is not None):
                 return "repair"  # listed by a version, but changed or gone
         blob = layout.blob_path(snap.repo, f.etag)

@@ -145,6 +145,12 @@ class PullThrough:
                 self.catalog.forget(other.repo)
                 log.info("%s %s (%s): %d files", other.repo, version.name, other.commit[:12], len(version.files))
 
+    def joining_from_elsewhere(self, snap: Snapshot, f: ServedFile) -> bool:
+        """Whether ``f``'s content is being fetched for another repository right now."""
+        with self._lock:
+            found = self._transfers.get(f.etag)
+            return found is not None and all(s.repo != snap.repo for s, _ in found.asked)
+
     def in_flight(self) -> int:
         with self._lock:
             return len(self._transfers)

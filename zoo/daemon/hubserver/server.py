@@ -237,6 +237,14 @@ class HubServer:
             where = self.catalog.content(snap, f)
         if where == "repair":
             where = None
+        loop = asyncio.get_running_loop()
+        if request.method == "GET" and (where == "confirm" or where is None and self.pull.joining_from_elsewhere(snap, f)):
+            # the store's dedupe must not hand one repository's files out under another's name (one of them
+            # may be gated): the upstream says whether it serves this repository that file, then it is ours
+            await loop.run_in_executor(self.pool, self._confirm, snap, f, where == "confirm")
+            where = self.catalog.content(snap, f)
+        if where == "confirm":  # a HEAD: the metadata only
+            where = None
         if where is None and request.method == "GET" and self.catalog.offline():
             error = protocol.entry_not_found(snap.repo, req.revision or "main", req.path,
                                              " (not stored, and this zoo server is offline)")
@@ -322,6 +330,26 @@ class HubServer:
         from ..evict import record_use
 
         self.pool.submit(record_use, self.store, snap.repo, snap.version.name)
+
+    def _confirm(self, snap: Snapshot, f: ServedFile, stored: bool) -> None:
+        from ...cache import hub
+        from ...cache.manifests import FileEntry
+        from ...errors import RemoteError, RemoteNotFoundError
+        from .catalog import served_remote_file
+
+        try:
+            hub.check_file(snap.repo, snap.commit, served_remote_file(f))
+        except RemoteNotFoundError as exc:
+            raise HubError(404 if exc.code != "GatedRepo" else 401, exc.code or "EntryNotFound",
+                           f"{snap.repo}/{f.path}: the upstream does not serve it ({exc})") from None
+        except RemoteError as exc:
+            raise HubError(502, None, f"{snap.repo}/{f.path}: could not ask the upstream ({exc})") from None
+        if stored and f.sha256:
+            entry = FileEntry(f.path, f.sha256, f.size, f.etag)
+            self.store.link_file(snap.repo, entry)
+            if snap.remote is not None and self.store.adopt(snap.remote, [entry],
+                                                            refs=self.catalog.refs_to(snap.repo, snap.commit)):
+                self.catalog.forget(snap.repo)
 
     def _repair(self, snap: Snapshot) -> None:
         assert snap.version is not None

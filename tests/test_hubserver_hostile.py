@@ -19,6 +19,7 @@ import os
 import re
 import resource
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -635,6 +636,25 @@ def test_gated_repo_without_tokens_file_is_served_to_nobody(daemons, gated_hub, 
     status, h, _ = d.get(f"/api/models/{GATED}/revision/main", {"Authorization": f"Bearer {CLIENT_TOKEN}"})
     assert status == 401 and h.get("X-Error-Code") == "GatedRepo"
     assert "no tokens file" in h.get("X-Error-Message", "")
+
+
+def test_sighup_reads_the_tokens_file_again(daemons, gated_hub, tokens_file):
+    d = daemons("store", gated_hub.endpoint, args=("--tokens", str(tokens_file)), env={"HF_TOKEN": UPSTREAM_TOKEN})
+    path = f"/api/models/{GATED}/revision/main"
+    assert d.get(path, {"Authorization": f"Bearer {CLIENT_TOKEN}"})[0] == 200
+    assert d.get(path, {"Authorization": f"Bearer {WRONG_TOKEN}"})[0] == 401
+    tokens_file.write_text(f"{WRONG_TOKEN} bob\n")  # alice's token revoked, bob's added
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and d.get(path, {"Authorization": f"Bearer {WRONG_TOKEN}"})[0] != 200:
+        time.sleep(0.05)
+    assert d.get(path, {"Authorization": f"Bearer {WRONG_TOKEN}"})[0] == 200
+    assert d.get(path, {"Authorization": f"Bearer {CLIENT_TOKEN}"})[0] == 401
+    tokens_file.chmod(0o644)  # a file that became unsafe: the tokens read before stay in force
+    d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert d.proc.poll() is None and d.get(path, {"Authorization": f"Bearer {WRONG_TOKEN}"})[0] == 200
+    assert "chmod 600" in d.log.read_text()
 
 
 @pytest.mark.parametrize("mode, text, expect", [

@@ -346,14 +346,18 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
+        if self.http is not None:  # SIGHUP: read the tokens file again (tokens added or revoked)
+            signal.signal(signal.SIGHUP, lambda signum, frame: self.http.access.reload())
         if self.http is not None:
             try:
                 self.http.start()
             except OSError as exc:
                 server.server_close()
+                with contextlib.suppress(FileNotFoundError):
+                    self.sock_path.unlink()
                 raise InvalidArgumentError(f"cannot listen on {self.http.settings.host}:{self.http.settings.port}: "
                                            f"{exc.strerror or exc}; choose another --http address") from None
+        log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
         if self.drops is not None:
             self.drops.start()  # scans every watched folder first: what arrived while down is not missed
         if ready:

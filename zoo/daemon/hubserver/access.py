@@ -7,13 +7,15 @@
 - ``local/NAME`` (the team's imports and saves): to anyone without a tokens file; with one, to its holders.
 
 The tokens file has one token per line, optionally followed by a name for the log (``TOKEN  alice``);
-``#`` starts a comment. It must not be readable by others (mode 0600 or 0640), as an SSH key.
+``#`` starts a comment. It must not be readable by others (mode 0600 or 0640), as an SSH key. ``kill -HUP``
+the daemon to read it again after adding or revoking a token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from ...errors import InvalidArgumentError
 from .protocol import HubError
 
 RESTRICTED = ("private", "gated")
+log = logging.getLogger("zoo.daemon")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,19 @@ class Tokens:
 
 class Access:
     def __init__(self, tokens_file: str | os.PathLike[str] | None) -> None:
-        self.tokens = Tokens.load(Path(tokens_file)) if tokens_file else None
+        self.path = Path(tokens_file) if tokens_file else None
+        self.tokens = Tokens.load(self.path) if self.path else None
+
+    def reload(self) -> None:
+        """Read the tokens file again (``kill -HUP`` the daemon); a file that is now invalid keeps the old
+        tokens, and the log says why."""
+        if self.path is None:
+            return
+        try:
+            self.tokens = Tokens.load(self.path)
+            log.info("tokens file %s read again: %d tokens", self.path, len(self.tokens.digests))
+        except InvalidArgumentError as exc:
+            log.warning("%s; the tokens read before stay in force", exc)
 
     def check(self, repo: str, access: str | None, authorization: str | None) -> None:
         """Nothing when the client may read ``repo``; else the hub's answer for a gated or private one."""

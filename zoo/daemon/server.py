@@ -346,8 +346,13 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        if self.http is not None:  # SIGHUP: read the tokens file again (tokens added or revoked)
-            signal.signal(signal.SIGHUP, lambda signum, frame: self.http.access.reload())
+        def reload(signum: int, frame: Any) -> None:  # SIGHUP (systemctl reload): read the tokens file again
+            if self.http is not None:
+                self.http.access.reload()
+            else:
+                log.info("signal %d: nothing to read again (no --tokens)", signum)
+
+        signal.signal(signal.SIGHUP, reload)
         if self.http is not None:
             try:
                 self.http.start()

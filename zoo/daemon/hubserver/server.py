@@ -18,6 +18,7 @@ import resource
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,15 @@ MAX_BODY = 1 << 20  # a paths-info request
 MAX_PATHS = 1000  # paths in one paths-info request (aiohttp reads at most 1000 form fields)
 
 
+@dataclass
 class HttpSettings:
-    def __init__(self, host: str = "127.0.0.1", port: int = 8090, *, send_timeout: float = 60.0,
-                 header_timeout: float = 30.0, keepalive: float = 30.0, max_per_client: int = 128,
-                 page_size: int = 1000) -> None:
-        self.host, self.port = host, port
-        self.send_timeout, self.header_timeout, self.keepalive = send_timeout, header_timeout, keepalive
-        self.max_per_client, self.page_size = max_per_client, page_size
+    host: str = "127.0.0.1"
+    port: int = 8090
+    send_timeout: float = 60.0  # seconds a client may take to accept each CHUNK of a file
+    header_timeout: float = 30.0  # seconds from connecting to a request (and for a paths-info body)
+    keepalive: float = 30.0  # seconds an idle connection is kept between requests
+    max_per_client: int = 128  # connections one client address may hold
+    page_size: int = 1000  # entries of a tree listing per page, as the hub sends them
 
 
 class HubServer:

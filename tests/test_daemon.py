@@ -366,3 +366,11 @@ def test_drop_folder_that_fills_the_disk(tmp_path, tiny_bert):
             assert d.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_sighup_leaves_the_daemon_serving(daemon):
+    """systemd's `reload` sends SIGHUP: it must never stop a daemon (one without --tokens has nothing to read)."""
+    daemon.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert daemon.proc.poll() is None
+    assert DaemonStore(daemon.home).status()["pid"] == daemon.proc.pid

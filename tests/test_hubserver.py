@@ -198,10 +198,11 @@ def test_a_branch_is_revalidated_and_a_commit_never_asked_again(tmp_path, hub):
     from huggingface_hub import HfApi, hf_hub_download
 
     repo = f"zoo-tests/moving-{os.getpid()}-{time.monotonic_ns()}"
-    first = hub.add_repo(repo, {"config.json": b'{"model_type": "bert", "n": 1}'})
+    first = hub.add_repo(repo, {"config.json": b'{"model_type": "bert", "n": 1}'}, tag="release-1")
     with HttpDaemon(tmp_path / "served", upstream=hub.endpoint, args=("--revalidate", "1.5")) as daemon:
         api = HfApi(endpoint=daemon.endpoint)
         assert api.model_info(repo, revision="main").sha == first
+        assert api.model_info(repo, revision="release-1").sha == first  # a tag
         second = hub.add_repo(repo, {"config.json": b'{"model_type": "bert", "n": 2}'})
         hub.reset_counts()
         assert api.model_info(repo, revision="main").sha == first  # within the interval: not asked

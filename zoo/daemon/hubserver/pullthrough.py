@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from ...cache import hub
 from ...cache.manifests import FileEntry
 from ...cache.store import Store
 from .catalog import Catalog, Snapshot, served_remote_file
@@ -118,6 +119,10 @@ class PullThrough:
     def _run(self, transfer: Transfer) -> None:
         snap, f = transfer.snap, transfer.file
         try:
+            stored = f.sha256 is not None and self.store.object_path(f.sha256).exists()
+            if stored and not self.store.layout.blob_path(snap.repo, f.etag).exists():
+                # stored meanwhile for another repository: this one gets it once the upstream says it may
+                hub.check_file(snap.repo, snap.commit, served_remote_file(f))
             with self._slots:
                 entry = self.store.fetch_file(snap.repo, snap.commit, served_remote_file(f),
                                               on_bytes=transfer.on_bytes, on_part=transfer.on_part)

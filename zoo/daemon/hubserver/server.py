@@ -24,10 +24,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ...errors import ZooError
+from ...cache import hub
+from ...cache.manifests import FileEntry
+from ...errors import RemoteError, RemoteNotFoundError, ZooError
 from . import protocol
 from .access import Access
-from .catalog import Catalog, Snapshot
+from .catalog import Catalog, Snapshot, served_remote_file
 from .protocol import HubError, ServedFile
 from .pullthrough import PullThrough, Transfer
 
@@ -315,6 +317,8 @@ class HubServer:
             return True
         if isinstance(error, HubError):
             raise error
+        if isinstance(error, RemoteNotFoundError):
+            raise _refused(transfer.snap.repo, transfer.file.path, error)
         name = type(error).__name__
         status = 507 if name in ("QuotaError", "StoreFullError") else 502
         raise HubError(status, None, f"{transfer.snap.repo}/{transfer.file.path}: the pull from the upstream "
@@ -335,16 +339,12 @@ class HubServer:
         self.pool.submit(record_use, self.store, snap.repo, snap.version.name)
 
     def _confirm(self, snap: Snapshot, f: ServedFile, stored: bool) -> None:
-        from ...cache import hub
-        from ...cache.manifests import FileEntry
-        from ...errors import RemoteError, RemoteNotFoundError
-        from .catalog import served_remote_file
-
+        """The upstream serves ``snap.repo`` the file ``f`` (else the answer is its refusal); content stored
+        for another repository then becomes this one's too."""
         try:
             hub.check_file(snap.repo, snap.commit, served_remote_file(f))
         except RemoteNotFoundError as exc:
-            raise HubError(404 if exc.code != "GatedRepo" else 401, exc.code or "EntryNotFound",
-                           f"{snap.repo}/{f.path}: the upstream does not serve it ({exc})") from None
+            raise _refused(snap.repo, f.path, exc) from None
         except RemoteError as exc:
             raise HubError(502, None, f"{snap.repo}/{f.path}: could not ask the upstream ({exc})") from None
         if stored and f.sha256:
@@ -427,6 +427,12 @@ class HubServer:
             transfer.unlisten(wake)
             if fobj is not None:
                 fobj.close()
+
+
+def _refused(repo: str, path: str, exc: RemoteNotFoundError) -> HubError:
+    """The upstream does not serve ``repo`` the file ``path``: its answer, passed on."""
+    return HubError(401 if exc.code == "GatedRepo" else 404, exc.code or "EntryNotFound",
+                    f"{repo}/{path}: the upstream does not serve it ({exc})")
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -517,3 +517,70 @@ def test_content_stored_for_one_repository_is_served_under_another_only_if_the_u
     finally:
         upstream.shutdown()
         upstream.server_close()
+
+
+def test_no_answer_ends_on_bytes_of_a_damaged_download(tmp_path, hub, minilm_dir):
+    """A range that ends before the file does, and a client that went away and resumes later: neither
+    completes with bytes of a try that failed its digest."""
+    import socket
+
+    good = (minilm_dir / "tokenizer.json").read_bytes()
+    bad = _SlowUpstream(hub.endpoint, rate=400 << 10, corrupt=2, match="tokenizer.json")  # both tries damaged
+    threading.Thread(target=bad.serve_forever, daemon=True).start()
+    try:
+        with HttpDaemon(tmp_path / "served", upstream=bad.endpoint) as daemon:
+            # a client reads a little of the damaged stream, then goes away
+            leaver = socket.create_connection((daemon.host, daemon.port))
+            leaver.sendall(f"GET /{REPO}/resolve/main/tokenizer.json HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            got = b""
+            while len(got) < 4096:
+                got += leaver.recv(65536)
+            leaver.close()
+            # a chunked downloader asks for the first 100 kB only
+            status, _, body, cut = _get(daemon, f"/{REPO}/resolve/main/tokenizer.json", {"Range": "bytes=0-99999"})
+            assert cut or status != 206 or body == good[:100000]
+            deadline = time.monotonic() + 30  # the second try fails its digest too: the transfer ends
+            while time.monotonic() < deadline and "the pull-through failed" not in daemon.log.read_text():
+                time.sleep(0.05)
+            assert bad.bodies == 2
+        bad.corrupt = False
+        with HttpDaemon(tmp_path / "served", upstream=bad.endpoint) as daemon:  # restarted; the upstream heals
+            status, headers, body, cut = _get(daemon, f"/{REPO}/resolve/main/tokenizer.json", {"Range": "bytes=2000-"})
+            assert (status, cut, body) == (200, False, good)  # whole: the leaver may hold damaged bytes
+    finally:
+        bad.shutdown()
+        bad.server_close()
+
+
+def test_content_stored_while_a_pull_waits_for_its_lock_is_still_confirmed(tmp_path, hub):
+    """The file's lock is held (by another pull of the same content); meanwhile the content is stored. The
+    waiting repository still asks the upstream before it serves it."""
+    import hashlib
+
+    from zoo.cache.locks import locked
+
+    data = os.urandom(1 << 20)
+    sha = hashlib.sha256(data).hexdigest()
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    theirs = f"zoo-tests/locked-{tag}"
+    hub.add_repo(theirs, {"w.safetensors": data})
+    upstream = _SlowUpstream(hub.endpoint, rate=1 << 30, deny=theirs)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    home = tmp_path / "served"
+    try:
+        with HttpDaemon(home, upstream=upstream.endpoint) as daemon:
+            answer = {}
+            with locked(home / "locks" / f"blob-{sha}.lock", what="a test"):
+                worker = threading.Thread(target=lambda: answer.update(
+                    r=_get(daemon, f"/{theirs}/resolve/main/w.safetensors")))
+                worker.start()
+                time.sleep(1.0)  # the daemon's pull waits for the lock
+                obj = home / "objects" / "sha256" / sha[:2] / sha
+                obj.parent.mkdir(parents=True, exist_ok=True)
+                obj.write_bytes(data)  # stored meanwhile, as for another repository
+            worker.join(60)
+            status, _, body, _ = answer["r"]
+            assert status == 404 and data not in body
+    finally:
+        upstream.shutdown()
+        upstream.server_close()

@@ -284,3 +284,43 @@ def test_integer_tensors_for_float_weights_are_refused(tmp_path, tiny_bert):
     save_file(state, str(out / "model.safetensors"))
     with pytest.raises(zoo.CorruptCheckpointError, match=r"output\.dense\.weight: int32 where the model has float32"):
         zoo.load(out)
+
+
+def test_a_file_added_to_a_version_does_not_hide_a_damaged_one(hub_env, hub):
+    """Adding a file to a stored version (the hub server's pull-through) refreshes the stat only of what
+    was downloaded: a damaged file beside it stays visible to the next load, which fetches it again."""
+    from zoo.cache import hub as hub_client
+
+    store = Store()
+    version = store.pull("google-bert/bert-base-cased")
+    weights = _weights_entry(version)
+    _flip_a_byte(store.object_path(weights.sha256))
+    assert [e.path for e in store.missing_files(version)] == ["model.safetensors"]
+    remote = hub_client.fetch_revision("google-bert/bert-base-cased", version.id)
+    extra = next(f for f in remote.files if f.path == "tf_model.h5")
+    entry = store.fetch_file(remote.repo, remote.commit, extra)
+    version = store.adopt(remote, [entry])
+    assert "tf_model.h5" in {e.path for e in version.files}
+    assert [e.path for e in store.missing_files(version)] == ["model.safetensors"]
+
+
+def test_gc_during_a_pull_leaves_what_the_pull_stored(hub_env, hub, monkeypatch):
+    """The daemon collects files no version lists when its quota needs room (zoo.daemon.server); a pull in
+    progress has stored files that no version lists yet: they stay."""
+    from zoo.cache import hub as hub_client
+
+    store = Store()
+    real = hub_client.download
+    calls = []
+
+    def download(*args, **kwargs):
+        calls.append(args[2].path)
+        if len(calls) == 2:  # one file is stored; the quota asks for room now
+            store.gc(grace=0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hub_client, "download", download)
+    version = store.pull("google-bert/bert-base-cased")
+    assert len(calls) >= 2 and store.missing_files(version) == [] and store.verify() == []
+    assert not [o for o in store.objects.glob("*/*")
+                if o.name not in {e.sha256 for e in version.files}]  # and nothing else was kept

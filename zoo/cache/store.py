@@ -162,6 +162,7 @@ class Store:
         # What makes room before a write (the daemon's quota and LRU eviction); None: check free space only.
         self.make_room: Callable[[int, str, str], None] | None = None
         self._readable = False
+        self._pulling = _Held()  # objects stored by a pull of this process that has not committed yet
 
     # -- paths (see zoo.cache.layout) ------------------------------------------------------------
 
@@ -461,26 +462,36 @@ class Store:
         files = [f for f in remote.files if f.path in wanted]
         self._room_for(sum(f.size for f in files if not (f.sha256 and self.object_path(f.sha256).exists())),
                        f"the pull of {repo}@{revision}", repo)
-        entries = []
-        with self._bar(sum(f.size for f in files), f"pull {repo}") as bar:
-            for f in files:
-                entries.append(self._fetch(repo, remote.commit, f, bar.update))
-        return self._commit(repo, remote.commit, entries, source=f"hub:{hub.endpoint()}",
-                            revision=revision, refs=refs, access=remote.access)
+        entries: list[FileEntry] = []
+        downloaded: set[str] = set()
+        try:
+            with self._bar(sum(f.size for f in files), f"pull {repo}") as bar:
+                for f in files:
+                    entries.append(self._fetch(repo, remote.commit, f, bar.update, downloaded=downloaded))
+            return self._commit(repo, remote.commit, entries, source=f"hub:{hub.endpoint()}",
+                                revision=revision, refs=refs, access=remote.access, verified=downloaded)
+        finally:
+            self._pulling.release(e.sha256 for e in entries)
 
     def fetch_file(self, repo: str, commit: str, remote: Any, *, on_bytes: Callable[[int], None] = lambda n: None,
-                   on_part: Callable[[Path], None] | None = None) -> FileEntry:
+                   on_part: Callable[[Path], None] | None = None,
+                   confirm: Callable[[], None] | None = None) -> FileEntry:
         """One file of ``repo@commit`` into the store, with no version made for it yet (see :meth:`adopt`):
         what the daemon's HTTP pull-through does for a file a client asks for. ``on_part`` is told the
         partial file before each try, so that the file can be read while it arrives. Its blob is linked
-        (``blobs/<etag>``), so that it is found by its etag until a version lists it."""
+        (``blobs/<etag>``), so that it is found by its etag until a version lists it. ``confirm()`` is
+        called (under the file's lock) when the content turns out to be stored already, for whatever
+        repository: the daemon asks its upstream there whether ``repo`` may have it."""
         validate_repo_id(repo)
         self._mkdirs()
         if not (remote.sha256 and self.object_path(remote.sha256).exists()):
             self._room_for(remote.size, f"the download of {repo}/{remote.path}", repo)
-        entry = self._fetch(repo, commit, remote, on_bytes, on_part)
-        with _disk_errors(str(self.home)):
-            self._link_blob(repo, entry)
+        entry = self._fetch(repo, commit, remote, on_bytes, on_part, confirm=confirm)
+        try:
+            with _disk_errors(str(self.home)):
+                self._link_blob(repo, entry)
+        finally:
+            self._pulling.release([entry.sha256])  # linked: gc takes it only as what no version lists
         return entry
 
     def link_file(self, repo: str, entry: FileEntry) -> None:
@@ -501,10 +512,10 @@ class Store:
             for f in remote.files:
                 if f.path in known:
                     continue
-                if f.sha256 and self.object_path(f.sha256).exists():
+                blob = self.layout.blob_path(repo, f.etag)  # this repository's: fetched for it, or confirmed
+                if f.sha256 and self.object_path(f.sha256).exists() and blob.exists():
                     known[f.path] = FileEntry(f.path, f.sha256, f.size, f.etag)
                     continue
-                blob = self.layout.blob_path(repo, f.etag)
                 with contextlib.suppress(OSError):
                     if blob.stat().st_size == f.size:  # a small file fetched before: hashed again (cheap)
                         sha256, sha1, size = hash_file(blob, git_sha1=True)
@@ -521,17 +532,26 @@ class Store:
                                 revision=refs[0] if refs else remote.commit, refs=refs, access=remote.access)
 
     def _fetch(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None],
-               on_part: Callable[[Path], None] | None = None) -> FileEntry:
-        """One file into objects/: skipped when its content is stored, else downloaded (resuming a
-        dead process's partial file), checked against size and digest, and moved in."""
+               on_part: Callable[[Path], None] | None = None, *, confirm: Callable[[], None] | None = None,
+               downloaded: set[str] | None = None) -> FileEntry:
+        """One file into objects/: skipped when its content is stored (after ``confirm()``, when given),
+        else downloaded (resuming a dead process's partial file), checked against size and digest, and
+        moved in (its path added to ``downloaded``). Until the pull commits, gc leaves it alone."""
         from . import hub
 
-        if remote.sha256 and self.object_path(remote.sha256).exists():
+        def stored() -> bool:
+            if not (remote.sha256 and self.object_path(remote.sha256).exists()):
+                return False
+            if confirm is not None:
+                confirm()
+            self._pulling.add(remote.sha256)
             on_bytes(remote.size)
+            return True
+
+        if stored():
             return FileEntry(remote.path, remote.sha256, remote.size, remote.etag)
         with self._lock(f"blob-{remote.etag}", f"the download of {remote.path}"):
-            if remote.sha256 and self.object_path(remote.sha256).exists():
-                on_bytes(remote.size)
+            if stored():
                 return FileEntry(remote.path, remote.sha256, remote.size, remote.etag)
             part = self._adopt_part(remote.etag)
             for attempt in (1, 2):
@@ -549,7 +569,10 @@ class Store:
                         f"{remote.size} bytes and {remote.etag[:12]}…, twice. The server or a proxy is "
                         "serving damaged data; nothing was stored"
                     )
+            self._pulling.add(sha256)
             self._add_object(part, sha256)
+            if downloaded is not None:
+                downloaded.add(remote.path)
             return FileEntry(remote.path, sha256, remote.size, remote.etag)
 
     def _adopt_part(self, etag: str) -> Path:
@@ -775,7 +798,8 @@ class Store:
                 )
 
     def _commit(self, repo: str, snap_id: str, entries: list[FileEntry], *, source: str,
-                revision: str | None, refs: Iterable[str], access: str | None = None) -> Version:
+                revision: str | None, refs: Iterable[str], access: str | None = None,
+                verified: Iterable[str] = ()) -> Version:
         """Make a version visible: snapshot in place, then the manifest (exclusive create), then refs."""
         self._check_shards(repo, entries)
         entries = [dataclasses.replace(e, mtime_ns=self.object_path(e.sha256).stat().st_mtime_ns) for e in entries]
@@ -784,9 +808,10 @@ class Store:
             existing = [v for v in self.versions(repo) if v.id == snap_id]
             if existing:
                 version = existing[-1]
-                fresh = {e.path: e for e in entries}
-                # a file fetched again (after a repair) keeps its place with the stat of its new object, so
-                # that the next load does not take it for changed and hash it again
+                fresh = {e.path: e for e in entries if e.path in set(verified)}
+                # a file downloaded again (after a repair) keeps its place with the stat of its new object,
+                # so that the next load does not take it for changed and hash it again; a file merely found
+                # stored keeps the stat it was checked with (its damage, if any, stays visible)
                 kept = tuple(fresh[f.path] if f.path in fresh and fresh[f.path].sha256 == f.sha256 else f
                              for f in version.files)
                 added = [e for e in entries if e.path not in {f.path for f in version.files}]
@@ -972,6 +997,32 @@ class Store:
         if not dry_run:
             plan.execute()
         return plan
+
+
+class _Held:
+    """A multiset of sha256s, safe across threads: objects a pull in progress stored (gc leaves them)."""
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, sha256: str) -> None:
+        with self._lock:
+            self._counts[sha256] += 1
+
+    def release(self, sha256s: Iterable[str]) -> None:
+        with self._lock:
+            for sha in sha256s:
+                self._counts[sha] -= 1
+                if self._counts[sha] <= 0:
+                    del self._counts[sha]
+
+    def held(self) -> set[str]:
+        with self._lock:
+            return set(self._counts)
 
 
 def save_name(name: str) -> str:

@@ -220,14 +220,18 @@ class Catalog:
         try:
             remote = self._ask_upstream(repo, revision)
             log.debug("%s@%s revalidated: %s", repo, revision, remote.commit[:12])
-        except RemoteNotFoundError:
-            log.warning("%s@%s: gone upstream; no longer served", repo, revision)
-            self._refs.pop((repo, revision), None)
+        except RemoteNotFoundError as exc:
+            log.warning("%s@%s: gone upstream, or refused (%s); no longer served", repo, revision, exc.code)
+            with self._lock:
+                self._refs.pop((repo, revision), None)
+                if exc.code in ("RepoNotFound", "GatedRepo"):  # the repository went private or gated:
+                    self._access[repo] = "gated" if exc.code == "GatedRepo" else "private"  # its commits too
         except Exception as exc:  # the upstream is down: keep serving what it was, ask again later
             log.warning("%s@%s: could not revalidate (%s); still serving what it was", repo, revision, exc)
-            old = self._refs.get((repo, revision))
-            if old is not None:
-                self._refs[(repo, revision)] = (old[0], time.monotonic())
+            with self._lock:
+                old = self._refs.get((repo, revision))
+                if old is not None:
+                    self._refs[(repo, revision)] = (old[0], time.monotonic())
         finally:
             with self._lock:
                 self._revalidating.discard((repo, revision))

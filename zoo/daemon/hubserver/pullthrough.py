@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from .catalog import Catalog, Snapshot, served_remote_file
 from .protocol import ServedFile
 
 log = logging.getLogger("zoo.daemon")
+TAINT_DAYS = 1
 
 
 class Transfer:
@@ -35,6 +37,7 @@ class Transfer:
         self.asked: list[tuple[Snapshot, str]] = [(snap, f.path)]  # every snapshot that wants this content
         self.part: Path | None = None
         self.attempt = 0  # a new try (after a failed digest) starts the partial file again
+        self.streamed = False  # bytes of an unverified try went out to some client
         self.entry: FileEntry | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -84,7 +87,8 @@ class PullThrough:
     A transfer whose bytes were streamed and then failed (a damaged download, or one that started again)
     taints its etag: a client that got those bytes may come back for the rest with ``Range``, and gluing a
     good tail to a bad head would make a whole wrong file. So a tainted etag is always sent whole (200,
-    which clients take as "start again"). Taints are kept in ``$ZOO_HOME/remote/tainted/``, across restarts.
+    which clients take as "start again"). Taints are kept in ``$ZOO_HOME/remote/tainted/``, across restarts,
+    for :data:`TAINT_DAYS` days (a client that holds bad bytes longer than that starts again anyway).
     """
 
     def __init__(self, store: Store, catalog: Catalog, run_job: Callable[[tuple, Callable[[], Any]], Any],
@@ -106,6 +110,14 @@ class PullThrough:
         self.run_job(("http-pull", snap.repo, f.etag), lambda: self._run(transfer))
         return transfer
 
+    def _on_part(self, transfer: Transfer) -> Callable[[Path], None]:
+        def on_part(path: Path) -> None:
+            if transfer.streamed:  # a new try after one whose bytes went out: those clients hold bad bytes
+                self.taint(transfer.file.etag)
+            transfer.on_part(path)
+
+        return on_part
+
     def taint(self, etag: str) -> None:
         try:
             self.store._mkdir(self._tainted_dir)
@@ -114,22 +126,28 @@ class PullThrough:
             log.warning("could not record the taint of %s: %s", etag, exc)
 
     def tainted(self, etag: str) -> bool:
-        return (self._tainted_dir / etag).exists()
+        """Whether ``etag`` was tainted in the last :data:`TAINT_DAYS` days."""
+        try:
+            return time.time() - (self._tainted_dir / etag).stat().st_mtime < TAINT_DAYS * 86400
+        except OSError:
+            return False
 
     def _run(self, transfer: Transfer) -> None:
         snap, f = transfer.snap, transfer.file
-        try:
-            stored = f.sha256 is not None and self.store.object_path(f.sha256).exists()
-            if stored and not self.store.layout.blob_path(snap.repo, f.etag).exists():
-                # stored meanwhile for another repository: this one gets it once the upstream says it may
+        def confirm() -> None:  # the content is stored already: is it this repository's to have?
+            if not self.store.layout.blob_path(snap.repo, f.etag).exists():
                 hub.check_file(snap.repo, snap.commit, served_remote_file(f))
+
+        try:
             with self._slots:
-                entry = self.store.fetch_file(snap.repo, snap.commit, served_remote_file(f),
-                                              on_bytes=transfer.on_bytes, on_part=transfer.on_part)
+                entry = self.store.fetch_file(snap.repo, snap.commit, served_remote_file(f), confirm=confirm,
+                                              on_bytes=transfer.on_bytes, on_part=self._on_part(transfer))
         except BaseException as exc:
             log.warning("%s/%s@%s: the pull-through failed: %s", snap.repo, f.path, snap.commit[:12], exc)
             with self._lock:
                 self._transfers.pop(f.etag, None)
+            if transfer.streamed:  # some client holds bytes of it
+                self.taint(f.etag)
             transfer.finish(error=exc)
             raise
         with self._lock:

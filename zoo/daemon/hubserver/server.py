@@ -384,17 +384,13 @@ class HubServer:
 
         transfer.listen(wake)
         pos, fobj, attempt, verified = start, None, 0, False
-        size = transfer.file.size
         try:
             while pos < end:
                 moved.clear()
-                if transfer.error is not None:
-                    if pos > start:
-                        self.pull.taint(transfer.file.etag)
+                if transfer.error is not None:  # (the pull-through taints what was streamed)
                     raise ConnectionResetError(f"the upstream download failed: {transfer.error}")
                 if transfer.done and transfer.entry is not None:
                     if pos > start and attempt != transfer.attempt:  # what was sent came from a failed try
-                        self.pull.taint(transfer.file.etag)
                         raise ConnectionResetError("the upstream download started again")
                     if not verified:  # the rest from the stored object, never from a partial file
                         if fobj is not None:
@@ -404,7 +400,6 @@ class HubServer:
                 elif transfer.part is not None:
                     if transfer.attempt != attempt:
                         if pos > start:
-                            self.pull.taint(transfer.file.etag)
                             raise ConnectionResetError("the upstream download started again")
                         if fobj is not None:
                             fobj.close()
@@ -415,10 +410,13 @@ class HubServer:
                             await _wait(moved, 0.2)
                             continue
                         attempt = transfer.attempt
-                    ready = min(os.fstat(fobj.fileno()).st_size, end, size - 1)
+                    # the response's last byte waits for the digest: no answer ends on unverified bytes
+                    ready = min(os.fstat(fobj.fileno()).st_size, end - 1)
                 else:
                     ready = pos
                 if ready > pos:
+                    if not verified:
+                        transfer.streamed = True  # before the bytes go: a failure after this taints them
                     await self._send(request, fobj, pos, ready - pos)
                     pos = ready
                     continue

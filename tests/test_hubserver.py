@@ -584,3 +584,17 @@ def test_content_stored_while_a_pull_waits_for_its_lock_is_still_confirmed(tmp_p
     finally:
         upstream.shutdown()
         upstream.server_close()
+
+
+def test_http_settings_from_the_config_file(tmp_path, hub):
+    config = tmp_path / "zoo.toml"
+    config.write_text('[daemon]\noffline = true\nrevalidate = 5\ntree-page-size = 2\n')
+    hub.reset_counts()
+    with HttpDaemon(tmp_path / "served", upstream=hub.endpoint, args=("--config", str(config))) as daemon:
+        status, headers, _ = daemon.get(f"/api/models/{REPO}/revision/main")
+        assert status == 404 and "offline" in headers["X-Error-Message"]
+    assert hub.requests() == []  # offline, from the file
+    config.write_text('[daemon]\nhttp = 42\n')
+    out = subprocess.run([sys.executable, "-m", "zoo", "daemon", "--config", str(config), "--store",
+                          str(tmp_path / "other")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "http must be str" in out.stderr

@@ -318,6 +318,8 @@ def test_a_cold_file_streams_while_it_arrives_and_a_killed_download_resumes_with
             assert seen >= 20 << 20, "the client received less than 20 MB within a minute"
             # the client had 20 MB while the daemon was still receiving the file: streamed, not stored first
             assert not slow.finished, "the upstream had already sent the whole file"
+            jobs = daemon.status()["jobs"]  # and zoo daemon status shows the download with its progress
+            assert any(j["op"] == "http-pull" and 0 < j["done"] < j["total"] for j in jobs), jobs
             subprocess.run(pull, env=env, check=True, timeout=300)
             stored = next((client_home / "hub").rglob("snapshots/*/model.safetensors"))
             assert stored.read_bytes() == (minilm_dir / "model.safetensors").read_bytes()

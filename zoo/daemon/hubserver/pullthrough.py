@@ -138,10 +138,15 @@ class PullThrough:
             if not self.store.layout.blob_path(snap.repo, f.etag).exists():
                 hub.check_file(snap.repo, snap.commit, served_remote_file(f))
 
+        def on_bytes(n: int) -> None:
+            bar.update(n)
+            transfer.on_bytes(n)
+
         try:
-            with self._slots:
+            # the daemon's job progress (zoo daemon status), as for pulls through its socket
+            with self._slots, self.store._bar(f.size, f"pull {snap.repo}/{f.path}") as bar:
                 entry = self.store.fetch_file(snap.repo, snap.commit, served_remote_file(f), confirm=confirm,
-                                              on_bytes=transfer.on_bytes, on_part=self._on_part(transfer))
+                                              on_bytes=on_bytes, on_part=self._on_part(transfer))
         except BaseException as exc:
             log.warning("%s/%s@%s: the pull-through failed: %s", snap.repo, f.path, snap.commit[:12], exc)
             with self._lock:

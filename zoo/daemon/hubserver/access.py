@@ -24,7 +24,6 @@ from pathlib import Path
 from ...errors import InvalidArgumentError
 from .protocol import HubError
 
-RESTRICTED = ("private", "gated")
 log = logging.getLogger("zoo.daemon")
 
 

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -346,3 +347,20 @@ def test_hf_token_is_sent(hub_env, hub, monkeypatch):
     Store().pull("sentence-transformers/all-MiniLM-L6-v2")
     auth = hub.authorization()
     assert auth and set(auth) == {"Bearer hf_zoo_test_token"}
+
+
+def test_gc_removes_old_upstream_listings_of_commits_no_version_holds(tmp_path, tiny_bert):
+    """The hub server keeps the upstream's listing of each commit it was asked for; gc removes the old
+    ones whose commit no version holds (the server asks again if a client wants one)."""
+    store = Store()
+    version = store.import_dir(zoo.save(zoo.build(tiny_bert), tmp_path / "m"), "kept")
+    held = store.layout.listing_path(version.repo, version.id)
+    stale = store.layout.listing_path("org/name", "a" * 40)
+    young = store.layout.listing_path("org/name", "b" * 40)
+    for path in (held, stale, young):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    for path in (held, stale):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    plan = gc_plan(store)
+    assert stale in plan.files and held not in plan.files and young not in plan.files

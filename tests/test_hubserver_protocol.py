@@ -111,3 +111,22 @@ def test_tokens_file(tmp_path):
     open_access.check("local/x", "local", None)
     with pytest.raises(HubError, match="no tokens file"):
         open_access.check("org/x", "gated", "Bearer abcdefghijklmnopqrstuvwxyz")
+
+
+def test_a_taint_expires(tmp_path):
+    import os
+    import time
+
+    from zoo.cache.store import Store
+    from zoo.daemon.hubserver.catalog import Catalog
+    from zoo.daemon.hubserver.pullthrough import TAINT_DAYS, PullThrough
+
+    store = Store(tmp_path / "store")
+    store._mkdirs()  # as the daemon does when it starts
+    pull = PullThrough(store, Catalog(store), lambda key, work: None)
+    pull.taint("e" * 64)
+    assert pull.tainted("e" * 64) and not pull.tainted("f" * 64)
+    path = store.layout.tainted_path("e" * 64)
+    old = time.time() - TAINT_DAYS * 86400 - 60
+    os.utime(path, (old, old))
+    assert not pull.tainted("e" * 64) and not path.exists()

@@ -23,7 +23,9 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     │                                    (zoo.conversion), so later loads skip building its table
     ├── pins/, leases/, lru/             the daemon's eviction records (drawn in zoo.daemon.evict)
     ├── remote/models--org--name/<commit>.json   the upstream's listing of a commit, as the daemon's HTTP
-    │                                    server asked it once (zoo.daemon.hubserver.catalog)
+    │                                    server asked it once (zoo.daemon.hubserver.catalog); gc removes
+    │                                    the old ones of commits no version holds
+    ├── remote/tainted/<etag>            files whose unverified bytes went out (zoo.daemon.hubserver.pullthrough)
     ├── daemon.sock                      the daemon's socket, when one serves the store (zoo.daemon)
     ├── quarantine/                      objects that failed their digest
     ├── locks/                           filelock files (best-effort: see zoo.cache.locks)
@@ -120,3 +122,13 @@ class Layout:
 
     def lock_path(self, key: str) -> Path:
         return self.locks / f"{key}.lock"
+
+    @property
+    def remote(self) -> Path:
+        return self.home / "remote"
+
+    def listing_path(self, repo: str, commit: str) -> Path:
+        return self.remote / repo_folder(repo) / f"{commit}.json"
+
+    def tainted_path(self, etag: str) -> Path:
+        return self.remote / "tainted" / etag

@@ -143,6 +143,14 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
                 remove(blob, st)
     # an object and its blob are links of one inode: its bytes are freed when the plan removes every link
     plan.freed += sum(size for size, nlink, removed in links.values() if removed >= nlink)
+    # the hub server's listings of commits that no version holds (asked again if a client wants one)
+    for folder in store.layout.remote.glob("models--*") if store.layout.remote.is_dir() else []:
+        ids = {v.id for v in read_folder(store.layout.versions_root / folder.name)}
+        for listing in folder.glob("*.json"):
+            st = _stat(listing)
+            if listing.stem not in ids and st and now - st.st_mtime > grace:
+                plan.files.append(listing)
+                plan.freed += st.st_size
     for entry in store.tmp.iterdir() if store.tmp.is_dir() else []:
         if atomic.owner_alive(entry):
             continue

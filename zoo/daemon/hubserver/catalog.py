@@ -3,7 +3,8 @@ files with sizes and etags, who may read it), from the store's versions and the 
 
 - ``local/NAME`` repositories are zoo's imports and saves; their revisions are ``main`` (the newest), ``vN``
   and content ids.
-- Hub repositories: a commit is listed upstream once, ever (its listing is kept in ``$ZOO_HOME/remote/``);
+- Hub repositories: a commit is listed upstream once (its listing is kept in ``$ZOO_HOME/remote/``; gc
+  removes old listings of commits no version holds);
   a branch or tag is asked again (one request, for its commit) when the answer is older than
   ``revalidate`` seconds, in the background: until the answer comes, the commit it was is served, so a
   cache hit never waits on the upstream. However many clients ask at once, the upstream is asked once.
@@ -28,7 +29,6 @@ from typing import Any, Callable
 
 from ...cache import hub
 from ...cache.hub import RemoteFile, RemoteRevision
-from ...cache.layout import repo_folder
 from ...cache.manifests import Version
 from ...cache.store import Store
 from ...errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
@@ -115,7 +115,7 @@ class Catalog:
         found = self._commits.get(key)
         if found is not None:
             return found
-        path = self._listing_path(repo, commit)
+        path = self.store.layout.listing_path(repo, commit)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             found = RemoteRevision(repo, data["revision"], commit,
@@ -129,15 +129,13 @@ class Catalog:
         self._commits[key] = found
         return found
 
-    def _listing_path(self, repo: str, commit: str) -> Path:
-        return self.store.home / "remote" / repo_folder(repo) / f"{commit}.json"
 
     def _remember(self, remote: RemoteRevision) -> None:
         self._access[remote.repo] = remote.access  # a repository's access, as last asked: for all its commits
         self._commits[(remote.repo, remote.commit)] = remote
         if remote.revision != remote.commit:
             self._refs[(remote.repo, remote.revision)] = (remote.commit, time.monotonic())
-        path = self._listing_path(remote.repo, remote.commit)
+        path = self.store.layout.listing_path(remote.repo, remote.commit)
         kept = self._listing(remote.repo, remote.commit) if path.exists() else None
         self._commits[(remote.repo, remote.commit)] = remote
         if kept is not None and kept.access == remote.access:

@@ -97,7 +97,6 @@ class PullThrough:
         self._lock = threading.Lock()
         self._transfers: dict[str, Transfer] = {}
         self._slots = threading.BoundedSemaphore(max_downloads)
-        self._tainted_dir = store.home / "remote" / "tainted"
 
     def transfer(self, snap: Snapshot, f: ServedFile) -> Transfer:
         """The download of ``f``: the one in flight (for this content, whichever repository asked), or a new one."""
@@ -119,18 +118,23 @@ class PullThrough:
         return on_part
 
     def taint(self, etag: str) -> None:
+        path = self.store.layout.tainted_path(etag)
         try:
-            self.store._mkdir(self._tainted_dir)
-            self.store._write_text(self._tainted_dir / etag, "streamed bytes of a download that failed\n")
+            self.store._mkdir(path.parent)
+            self.store._write_text(path, "streamed bytes of a download that failed\n")
         except OSError as exc:
             log.warning("could not record the taint of %s: %s", etag, exc)
 
     def tainted(self, etag: str) -> bool:
-        """Whether ``etag`` was tainted in the last :data:`TAINT_DAYS` days."""
+        """Whether ``etag`` was tainted in the last :data:`TAINT_DAYS` days (an older taint is removed)."""
+        path = self.store.layout.tainted_path(etag)
         try:
-            return time.time() - (self._tainted_dir / etag).stat().st_mtime < TAINT_DAYS * 86400
+            if time.time() - path.stat().st_mtime < TAINT_DAYS * 86400:
+                return True
+            path.unlink()
         except OSError:
-            return False
+            pass
+        return False
 
     def _run(self, transfer: Transfer) -> None:
         snap, f = transfer.snap, transfer.file

@@ -19,6 +19,7 @@ few ``stat`` calls) and is the one writer of it in direct mode: every write goes
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -29,6 +30,7 @@ import os
 import pwd
 import shutil
 import stat
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -488,8 +490,7 @@ class Store:
             self._room_for(remote.size, f"the download of {repo}/{remote.path}", repo)
         entry = self._fetch(repo, commit, remote, on_bytes, on_part, confirm=confirm)
         try:
-            with _disk_errors(str(self.home)):
-                self._link_blob(repo, entry)
+            self.link_file(repo, entry)
         finally:
             self._pulling.release([entry.sha256])  # linked: gc takes it only as what no version lists
         return entry
@@ -504,6 +505,7 @@ class Store:
         """Files of ``remote`` (a :class:`~zoo.cache.hub.RemoteRevision`) fetched one by one become part of
         its version: added to the version of that commit if there is one, else a new version as soon as
         every file a load needs is stored. Returns the version, or None while files a load needs are missing."""
+        from .hub import endpoint
         from .select import select_files
 
         known = {e.path: e for e in entries}
@@ -525,8 +527,6 @@ class Store:
             wanted = select_files([f.path for f in remote.files])
             if not done and not wanted <= set(known):
                 return None
-            from .hub import endpoint
-
             refs = [r for r in refs if r != remote.commit]
             return self._commit(repo, remote.commit, list(known.values()), source=f"hub:{endpoint()}",
                                 revision=refs[0] if refs else remote.commit, refs=refs, access=remote.access)
@@ -808,7 +808,8 @@ class Store:
             existing = [v for v in self.versions(repo) if v.id == snap_id]
             if existing:
                 version = existing[-1]
-                fresh = {e.path: e for e in entries if e.path in set(verified)}
+                verified = set(verified)
+                fresh = {e.path: e for e in entries if e.path in verified}
                 # a file downloaded again (after a repair) keeps its place with the stat of its new object,
                 # so that the next load does not take it for changed and hash it again; a file merely found
                 # stored keeps the stat it was checked with (its damage, if any, stays visible)
@@ -1003,9 +1004,6 @@ class _Held:
     """A multiset of sha256s, safe across threads: objects a pull in progress stored (gc leaves them)."""
 
     def __init__(self) -> None:
-        import collections
-        import threading
-
         self._lock = threading.Lock()
         self._counts: collections.Counter[str] = collections.Counter()
 

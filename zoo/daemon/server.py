@@ -123,15 +123,17 @@ class Daemon:
             from . import evict
 
             def make_room(incoming: int, what: str, repo: str) -> None:
-                try:
-                    evict.make_room(store, max_size=max_size, incoming=incoming, what=what, busy=frozenset({repo}))
-                except evict.QuotaError:
-                    # Files fetched for other machines that no version lists yet (a repository's extra
-                    # files, a snapshot never finished) are not versions, so eviction cannot see them:
-                    # collect those older than orphan_grace (10 minutes), then try again.
-                    if not store.gc(grace=orphan_grace).freed:
-                        raise
-                    evict.make_room(store, max_size=max_size, incoming=incoming, what=what, busy=frozenset({repo}))
+                for last in (False, True):
+                    try:
+                        evict.make_room(store, max_size=max_size, incoming=incoming, what=what,
+                                        busy=frozenset({repo}))
+                        return
+                    except evict.QuotaError:
+                        # Files fetched for other machines that no version lists yet (a repository's extra
+                        # files, a snapshot never finished) are not versions, so eviction cannot see them:
+                        # collect those older than orphan_grace (10 minutes), then try once more.
+                        if last or not store.gc(grace=orphan_grace).freed:
+                            raise
 
             store.make_room = make_room
         self.sock_path = sock_path
@@ -346,6 +348,7 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
         def reload(signum: int, frame: Any) -> None:  # SIGHUP (systemctl reload): read the tokens file again
             if self.http is not None:
                 self.http.access.reload()

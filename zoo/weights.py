@@ -210,9 +210,27 @@ def _corrupt(path: Path, problem: str) -> CorruptCheckpointError:
     )
 
 
+MAX_NAME_BYTES = 255  # the longest file name Linux and macOS file systems take
+
+
 def _safe_shard_name(index_path: Path, name: object) -> str:
-    if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
-        raise CorruptCheckpointError(f"{index_path} names shard {name!r}, which is not a plain file name")
+    """A shard name an index may give: a plain file name in the index's folder (no NUL, no ``/`` or ``\\``,
+    not ``.``/``..``/hidden, at most 255 bytes), so that no path outside the folder is ever opened."""
+    problem = (
+        "it is not a string" if not isinstance(name, str)
+        else "it is empty" if not name
+        else "it holds a NUL character" if "\0" in name
+        else "it holds a path separator (shards sit beside the index)" if "/" in name or "\\" in name
+        else "it is a hidden or relative name" if name.startswith(".")
+        else f"it is {len(name.encode('utf-8', 'surrogateescape'))} bytes long; file names hold at most "
+             f"{MAX_NAME_BYTES}" if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+        else ""
+    )
+    if problem:
+        raise CorruptCheckpointError(
+            f"{index_path} names shard {_short(name)}, which is not a plain file name ({problem}). The index "
+            "is damaged or was not written by save_pretrained or zoo.save; download or save the checkpoint again"
+        )
     return name
 
 
@@ -352,7 +370,7 @@ def _load_bin(path: Path) -> dict[str, "torch.Tensor"]:
 
     import torch
 
-    mmap = _check_bin(path)
+    mmap = check_bin(path)
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -389,7 +407,7 @@ def _load_bin(path: Path) -> dict[str, "torch.Tensor"]:
 TAR_MAGIC_OFFSET = 257  # POSIX tar: "ustar" at byte 257 of the first header
 
 
-def _check_bin(path: Path) -> bool:
+def check_bin(path: Path) -> bool:
     """Check a ``.bin`` before torch reads it; True when it may be memory-mapped.
 
     A zip-format file (torch >= 1.6) is checked record by record: every storage its pickle names must

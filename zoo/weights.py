@@ -648,9 +648,9 @@ def _write_aligned(tensors: dict[str, "torch.Tensor"], path: Path) -> None:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for name in order:
-            t = tensors[name].detach().contiguous().cpu()
+            t = tensors[name].detach().contiguous().cpu().reshape(-1)  # 1-d first: a 0-dim tensor has no byte view
             if t.numel():
-                f.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+                f.write(memoryview(t.view(torch.uint8).numpy()))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

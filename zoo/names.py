@@ -27,12 +27,19 @@ def _valid_part(part: str) -> bool:
     return bool(_NAME.match(part)) and ".." not in part and "--" not in part
 
 
+def _shown(text: object) -> str:
+    """``text`` as an error message quotes it: at most 60 characters (a name of thousands, or one with a NUL
+    or control characters, is still one readable line)."""
+    if not isinstance(text, str) or len(text) <= 60:
+        return repr(text)
+    return repr(text[:60]) + f"... ({len(text)} characters)"
+
+
 def validate_name(name: str) -> str:
     """A zoo name: letters, digits, ``.``, ``_``, ``-``; no ``/``, no ``..``, no ``--``."""
     if not isinstance(name, str) or not _valid_part(name):
-        shown = name if not isinstance(name, str) or len(name) <= 60 else name[:60] + f"... ({len(name)} characters)"
         raise InvalidNameError(
-            f"invalid name {shown!r}: use letters, digits, '.', '_' and '-' (at most 96, no '..' or '--'), "
+            f"invalid name {_shown(name)}: use letters, digits, '.', '_' and '-' (at most 96, no '..' or '--'), "
             "starting with a letter or digit, e.g. 'my-bert'"
         )
     return name
@@ -42,9 +49,8 @@ def validate_revision(revision: str) -> str:
     """A branch, tag, commit or zoo version (``main``, ``v2``, ``<sha>``): no ``/``, no ``..``."""
     if (not isinstance(revision, str) or not revision or len(revision) > MAX_REVISION or "/" in revision
             or ".." in revision or revision.startswith(".") or not revision.isprintable()):
-        shown = revision if not isinstance(revision, str) or len(revision) <= 60 else revision[:60] + "..."
         raise InvalidNameError(
-            f"invalid revision {shown!r}: expected e.g. main, v2 or a commit id (at most {MAX_REVISION} "
+            f"invalid revision {_shown(revision)}: expected e.g. main, v2 or a commit id (at most {MAX_REVISION} "
             "printable characters, no '/' or '..')"
         )
     return revision
@@ -55,7 +61,7 @@ def validate_repo_id(repo_id: str) -> str:
     parts = repo_id.split("/") if isinstance(repo_id, str) else []
     if not 1 <= len(parts) <= 2 or not all(_valid_part(p) for p in parts):
         raise InvalidNameError(
-            f"invalid hub repository id {repo_id!r}: expected 'org/name' or 'name' "
+            f"invalid hub repository id {_shown(repo_id)}: expected 'org/name' or 'name' "
             "(letters, digits, '.', '_', '-'; no '..' or '--', no leading '/')"
         )
     return repo_id

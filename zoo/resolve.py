@@ -81,10 +81,10 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     else:
         prefix, body = "", ref
     base, _, revision = body.partition("@")
-    if not prefix and (base.count("/") > 1 or (Path(body).is_dir() and not _is_name(base))):
+    if not prefix and (base.count("/") > 1 or (_is_dir(body) and not _is_name(base))):
         return Target("dir", path=Path(body).expanduser())  # a/b/c is a path: hub ids have one '/'
     revision = validate_revision(revision) if revision else None
-    is_dir = not prefix and revision is None and Path(base).is_dir()
+    is_dir = not prefix and revision is None and _is_dir(base)
     if prefix == "hf" or (not prefix and "/" in base):
         if base.split("/")[0] == LOCAL_NAMESPACE:
             raise InvalidNameError(f"{ref!r}: the namespace 'local' holds your imports; write local:{base.split('/', 1)[1]}")
@@ -121,6 +121,15 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
         f"({store.home}).{hint} Use org/name for a hub repository, ./{base} for a directory; "
         "zoo ls lists cached names and zoo plugins the known ones"
     )
+
+
+def _is_dir(text: str) -> bool:
+    """Whether ``text`` is a directory here; False for what cannot be a path at all (a component over
+    255 bytes, a NUL): such text is then judged as a name, and refused as one, with zoo's error."""
+    try:
+        return Path(text).expanduser().is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _is_name(text: str) -> bool:

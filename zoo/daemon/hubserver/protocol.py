@@ -136,7 +136,8 @@ def parse(raw_path: str, method: str) -> Request:
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """``Range: bytes=a-b`` -> (start, end exclusive); None when absent or not one byte range (the whole
-    file is sent, as RFC 9110 allows); ``"unsatisfiable"`` for a range that starts past the end."""
+    file is sent, as RFC 9110 allows); ``"unsatisfiable"`` for a range that starts past the end. Numbers
+    of any length are read (one of 5,000 digits is past the end of every file, not an error)."""
     if not header:
         return None
     match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
@@ -144,17 +145,24 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
         return None
     first, last = match.group(1), match.group(2)
     if not first:  # a suffix: the last N bytes
-        n = int(last)
+        n = _position(last)
         if n == 0:
             return "unsatisfiable"
         return max(size - n, 0), size
-    start = int(first)
-    end = min(int(last) + 1, size) if last else size
-    if last and int(last) < start:
+    start = _position(first)
+    end = min(_position(last) + 1, size) if last else size
+    if last and _position(last) < start:
         return None
     if start >= size:
         return "unsatisfiable"
     return start, end
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range header; past 2**63 (beyond any file) as 2**63, so that a number of
+    thousands of digits is neither converted (Python refuses over 4,300) nor an error."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else 1 << 63
 
 
 # -- answers -----------------------------------------------------------------------------------------

@@ -143,6 +143,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             if key not in {"pid", "uptime", "store", "socket", "clients", "jobs"}:
                 print(f"  {key}: {json.dumps(value)}")
         return 0
+    from .daemon.server import require_extras
+
+    require_extras(watch=bool(args.watch), http=bool(args.http))  # before anything is created
     logging.basicConfig(level=logging.INFO, format="%(asctime)s zoo daemon: %(message)s", stream=sys.stderr)
     from .cache.store import Store
 
@@ -409,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.add_argument("--name", required=True)
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--copy", dest="link", action="store_false",
+    # default=False on the first action: argparse takes the first action's default for a shared dest,
+    # and store_false's own default (True) would make a plain `zoo import` link and chmod the user's files
+    how.add_argument("--copy", dest="link", action="store_false", default=False,
                      help="copy the files (the default): DIR stays exactly as it is")
     how.add_argument("--link", dest="link", action="store_true",
                      help="hard-link instead of copying: no second copy on disk, but DIR's files become read-only")

@@ -729,10 +729,14 @@ class Store:
         return dest
 
     def _link_blob(self, repo: str, entry: FileEntry) -> Path:
+        """Make ``repo``'s ``blobs/<etag>`` (the path every snapshot link of the content leads to) the
+        stored object itself. A blob that is another inode (the damaged one a repair set aside, a file put
+        there by hand) is replaced, never trusted for its size: after this, the path loads open is the
+        verified object."""
         blob = self.layout.blob_path(repo, entry.etag)
         obj = self.object_path(entry.sha256)
         try:
-            if blob.stat().st_size == entry.size:
+            if os.path.samestat(blob.stat(), obj.stat()):
                 return blob
         except OSError:
             pass
@@ -897,9 +901,15 @@ class Store:
             sha256, _, size = hash_file(obj, on_bytes)
             if sha256 == entry.sha256 and size == entry.size:
                 return None
+            damaged = obj.stat()
             self._mkdir(self.quarantine)
             os.replace(obj, self.quarantine / f"{entry.sha256}.{int(time.time())}")
             problem = f"content changed (size {size}, sha256 {sha256[:12]}…)"
+            copies = list(copies)
+            for copy in copies:  # the blobs that are the damaged inode: no path may lead to it any more
+                with contextlib.suppress(OSError):
+                    if os.path.samestat(copy.stat(), damaged):
+                        copy.unlink()
         else:
             on_bytes(entry.size)
             problem = "missing from the store"

@@ -1,0 +1,108 @@
+"""The store's promises, checked through the doors a user uses: the ``zoo`` command in a subprocess and
+``zoo.load`` in a fresh process, asserting the invariant itself (the source file's bytes, mode, inode and
+link count; the loaded tensors against the reference checkpoint)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_python
+
+
+def zoo_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def _snapshot_of_files(directory: Path) -> dict[str, tuple]:
+    """What `zoo import` must leave as it was: every file's bytes, mode, inode and link count."""
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        st = path.lstat()
+        out[path.relative_to(directory).as_posix()] = (
+            path.read_bytes() if path.is_file() else None, st.st_mode, st.st_ino, st.st_nlink)
+    return out
+
+
+def _saved_tiny(tmp_path: Path, tiny_bert: dict) -> Path:
+    """A folder as a user has one: written by transformers' save_pretrained (config, weights)."""
+    result = run_python(f"""
+        import zoo
+        zoo.build({tiny_bert!r}).save_pretrained({str(tmp_path / 'src')!r})
+    """)
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "src"
+
+
+@pytest.mark.parametrize("flags", [[], ["--copy"]])
+def test_zoo_import_default_and_copy_leave_the_folder_exactly_as_it_was(tmp_path, tiny_bert, flags):
+    src = _saved_tiny(tmp_path, tiny_bert)
+    before = _snapshot_of_files(src)
+    result = zoo_cli("-q", "import", str(src), "--name", "mine", *flags)
+    assert result.returncode == 0, result.stderr
+    assert _snapshot_of_files(src) == before  # bytes, mode, inode, link count
+    # and the store's copy is its own inode: writing the source later never changes the version
+    weights = src / "model.safetensors"
+    os.chmod(weights, 0o644)
+    with open(weights, "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\x00")
+    check = zoo_cli("-q", "verify", "local:mine")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_zoo_import_link_is_the_one_that_links(tmp_path, tiny_bert):
+    src = _saved_tiny(tmp_path, tiny_bert)
+    ino = (src / "model.safetensors").stat().st_ino
+    result = zoo_cli("-q", "import", str(src), "--name", "mine", "--link")
+    assert result.returncode == 0, result.stderr
+    st = (src / "model.safetensors").stat()
+    assert st.st_ino == ino and st.st_nlink >= 2  # asked for: the store shares the inode
+    assert st.st_mode & 0o222 == 0  # and says so: the file is read-only now
+
+
+def _load_and_compare(minilm_dir: Path) -> subprocess.CompletedProcess:
+    """A fresh process: zoo.load of the cached name against the reference checkpoint, tensor by tensor."""
+    return run_python(f"""
+        import warnings, torch, zoo
+        warnings.simplefilter("ignore")
+        got = zoo.load("bert-base-cased").state_dict()
+        ref = zoo.load({str(minilm_dir)!r}).state_dict()
+        assert got.keys() == ref.keys()
+        bad = [k for k in ref if not torch.equal(got[k], ref[k])]
+        print("DIFFERENT", len(bad), bad[:3])
+    """)
+
+
+@pytest.mark.slow
+def test_a_hub_file_damaged_in_place_never_loads_as_wrong_weights(hub_env, hub, minilm_dir):
+    """Pull, flip one byte of the weights in place (size unchanged; object and blob are one inode), load."""
+    pulled = zoo_cli("-q", "pull", "bert-base-cased", env=hub_env)
+    assert pulled.returncode == 0, pulled.stderr
+    home = Path(os.environ["ZOO_HOME"])
+    weights = next(home.glob("hub/models--google-bert--bert-base-cased/snapshots/*/model.safetensors"))
+    blob = weights.resolve()
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:  # a bad disk or a stray write: same size, new mtime
+        f.seek(blob.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    for attempt in range(2):  # the repaired load, then a warm one: both exact, and only one fetch
+        hub.reset_counts()
+        result = _load_and_compare(minilm_dir)
+        assert result.returncode == 0, result.stderr
+        assert "DIFFERENT 0 []" in result.stdout, (attempt, result.stdout)
+        gets = hub.gets_per_file().get("model.safetensors", 0)
+        assert gets == (1 if attempt == 0 else 0), (attempt, gets)
+    # every path a load can open leads to the verified bytes, and verify says so
+    obj_ino = weights.resolve().stat().st_ino
+    entry = next(f for f in json.loads(next(home.glob("versions/models--google-bert--bert-base-cased/v*.json"))
+                                       .read_text())["files"] if f["path"] == "model.safetensors")
+    assert (home / "objects" / "sha256" / entry["sha256"][:2] / entry["sha256"]).stat().st_ino == obj_ino
+    verified = zoo_cli("verify", env=hub_env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -106,3 +106,26 @@ def test_a_hub_file_damaged_in_place_never_loads_as_wrong_weights(hub_env, hub, 
     assert (home / "objects" / "sha256" / entry["sha256"][:2] / entry["sha256"]).stat().st_ino == obj_ino
     verified = zoo_cli("verify", env=hub_env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_zoo_gc_frees_and_counts_what_a_killed_writer_left_in_folders(tmp_path):
+    """A process killed while staging (zoo.save's folder in tmp/) leaves files inside a folder: zoo gc
+    removes them and counts their bytes (it counted only loose files)."""
+    killed = run_python("""
+        import os, signal, zoo
+        from zoo.cache import Store
+        with Store().staging("save-x") as folder:
+            (folder / "model.safetensors").write_bytes(os.urandom(3 * 2**20))
+            (folder / "sub").mkdir()
+            (folder / "sub" / "b.bin").write_bytes(os.urandom(2**20))
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert killed.returncode == -9
+    tmp = Path(os.environ["ZOO_HOME"]) / "tmp"
+    assert [p for p in tmp.iterdir()]  # the leftover is there
+    dry = zoo_cli("gc", "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert "4.0 MB" in dry.stdout or "4.2 MB" in dry.stdout, dry.stdout
+    done = zoo_cli("-q", "gc")
+    assert done.returncode == 0, done.stderr
+    assert list(tmp.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,10 +156,26 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
         if atomic.owner_alive(entry):
             continue
         (plan.dirs if entry.is_dir() and not entry.is_symlink() else plan.files).append(entry)
-        st = _stat(entry, follow=False)
-        if st and entry.is_file():
-            plan.freed += st.st_size
+        plan.freed += _tree_bytes(entry)
     return plan
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes deleting ``path`` (a file or a whole folder, as a dead process's staging folder) frees: every
+    regular file in it, counted once, and only where no link outside it keeps the inode (a file that was
+    already moved into objects/ frees nothing)."""
+    st = _stat(path, follow=False)
+    if st is None:
+        return 0
+    if not os.path.isdir(path) or os.path.islink(path):
+        return st.st_size if os.path.isfile(path) and not os.path.islink(path) and st.st_nlink <= 1 else 0
+    inodes: dict[tuple[int, int], list[int]] = {}  # inode -> [size, its links, links of it inside path]
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            st = _stat(Path(root) / name, follow=False)
+            if st and stat.S_ISREG(st.st_mode):
+                inodes.setdefault((st.st_dev, st.st_ino), [st.st_size, st.st_nlink, 0])[2] += 1
+    return sum(size for size, nlink, inside in inodes.values() if inside >= nlink)
 
 
 @dataclass(frozen=True)

@@ -151,14 +151,14 @@ def load(
     ``output_loading_info=True`` returns ``(model, LoadReport)``.
     """
     require("torch", TORCH_INSTALL, needed_by="zoo.load")
-    from . import conversion, modeling, weights
+    from . import checkpoint, conversion, modeling, weights
 
     strict = _strict(strict)
     dtype = _dtype(dtype)
     cfg = load_config(ref, registry=registry, store=store)
     _check_version(cfg, strict)
     head = cfg.architecture.head_for(task, list(cfg.architectures))
-    files = weights.open_weights(cfg.path)  # every shard checked before anything is built
+    files = checkpoint.open_folder(cfg.path, cfg.raw).weights  # the folder checked before anything is built
     cls = resolve_class(cfg.architecture.heads[head], cfg.plugin)
     reason = _transformers_loading(cfg, head)
     if reason:  # the fast path is not proven right for this class: transformers loads it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -156,9 +157,23 @@ _SIZE_KEY = re.compile(r"(?:^|_)sizes?$|^(?:num|n)_|^max_position_embeddings$")
 _NONZERO_KEY = re.compile(r"(?:^|_)heads?$|^(?:hidden_size|d_model|n_embd)$")
 
 
+# Keys that give a number of layers (num_hidden_layers, n_layer, encoder_layers, Swin's depths): each layer
+# is built as modules, which takes milliseconds each even without memory (on the meta device), so a count
+# far past any published model's (the largest have under 200) would keep a build busy for hours.
+_LAYERS_KEY = re.compile(r"(?:^|_)layers?$|^depths$")
+MAX_LAYERS = 1024
+
+
+def max_layers() -> int:
+    """The most layers zoo builds: ``ZOO_MAX_LAYERS``, else :data:`MAX_LAYERS`."""
+    value = os.environ.get("ZOO_MAX_LAYERS", "").strip()
+    return int(value) if value.isdigit() else MAX_LAYERS
+
+
 def check_sizes(raw: dict[str, Any], where: str) -> None:
     """Refuse sizes no model can have (a negative size or count, zero heads or width) with the field's
-    name, before a plugin divides by them or allocates them. Looks into nested configs (text_config, ...)."""
+    name, before a plugin divides by them or allocates them, and a number of layers past
+    :func:`max_layers`. Looks into nested configs (text_config, ...)."""
     pending: list[tuple[str, dict[str, Any]]] = [("", raw)]
     while pending:
         prefix, mapping = pending.pop()
@@ -167,6 +182,8 @@ def check_sizes(raw: dict[str, Any], where: str) -> None:
             if isinstance(value, dict) and prefix.count(".") < 4:
                 pending.append((name + ".", value))
                 continue
+            if isinstance(key, str) and _LAYERS_KEY.search(key):
+                _check_layers(name, value, where)
             if not isinstance(key, str) or not _SIZE_KEY.search(key) and not _NONZERO_KEY.search(key):
                 continue
             numbers = value if isinstance(value, list) else [value]
@@ -182,6 +199,25 @@ def check_sizes(raw: dict[str, Any], where: str) -> None:
                         f"{where}: {name} is {value!r}, but it must be {need}. Fix the value in config.json "
                         "(compare with the architecture's documented defaults) or save the model again"
                     )
+
+
+def _check_layers(name: str, value: Any, where: str) -> None:
+    counts = [n for n in (value if isinstance(value, list) else [value])
+              if isinstance(n, int) and not isinstance(n, bool) and n > 0]
+    # Swin's depths are the layers of each stage; other lists name layers by index (cross_attention_layers)
+    total = sum(counts) if name.rpartition(".")[2] == "depths" else max(counts, default=0)
+    limit = max_layers()
+    if total > limit:
+        raise ConfigError(
+            f"{where}: {name} is {_short_value(value)}, more layers than zoo builds (at most {limit}; the largest "
+            "published models have under 200). Fix the value in config.json (it is likely a typo), or set "
+            "ZOO_MAX_LAYERS to a larger limit if the model really has that many"
+        )
+
+
+def _short_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def _fields_holding(raw: dict[str, Any], value: object) -> list[tuple[str, Any]]:

@@ -429,6 +429,11 @@ def check_bin(path: Path) -> bool:
                     "safetensors.torch.save_file (or model.save_pretrained / zoo.save)"
                 )
             if not zipfile.is_zipfile(f):
+                if head.startswith(b"PK"):
+                    raise _bad_bin(path, "it begins as a zip archive but its central directory (written last) "
+                                         "cannot be read: the file is truncated")
+                if not head.startswith(b"\x80"):
+                    raise _bad_bin(path, "it is neither a zip archive (torch >= 1.6) nor a pickle (older torch)")
                 return False  # the legacy pickle format (torch < 1.6): torch reads it without a mapping
             f.seek(0)
             with zipfile.ZipFile(f) as archive:

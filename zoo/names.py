@@ -4,8 +4,12 @@ and ``vN`` version numbers. The one module that knows how these are spelt.
 - a name (``my-bert``): letters, digits, ``.``, ``_``, ``-``, at most 96, no ``..`` and no ``--`` (the
   hub cache folder ``models--org--name`` uses ``--`` as its separator, so ``a--b`` could alias ``a/b``);
 - a hub repository id: ``name`` or ``org/name``, each part a name as above;
-- a revision: a branch, tag, commit or zoo version (``main``, ``v2``, ``<sha>``), printable, at most
-  128 characters, no ``/`` and no ``..``;
+- a revision: a branch, tag, commit or zoo version (``main``, ``v2``, ``<sha>``, ``zoo:v2``), printable, at
+  most 128 characters, no ``/`` and no ``..``;
+- zoo's own versions are ``zoo:vN`` everywhere (a ``:`` is never part of a git ref name, so this spelling
+  cannot mean an upstream's branch or tag). The plain ``vN`` is zoo's version for ``local/`` names; for a hub
+  repository it is the upstream's ref over the hub protocol, and in Python and the CLI zoo's version unless the
+  upstream is known to have a ref of that name (then it is refused as ambiguous: :mod:`zoo.resolve`);
 - imports and saves live in the reserved namespace ``local``: the name ``my-bert`` is the repository
   ``local/my-bert``, and ``local:my-bert`` names it explicitly.
 """
@@ -21,6 +25,7 @@ MAX_REVISION = 128
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _VERSION = re.compile(r"^v([1-9][0-9]{0,8})$")
+ZOO_PREFIX = "zoo:"
 
 
 def _valid_part(part: str) -> bool:
@@ -46,12 +51,14 @@ def validate_name(name: str) -> str:
 
 
 def validate_revision(revision: str) -> str:
-    """A branch, tag, commit or zoo version (``main``, ``v2``, ``<sha>``): no ``/``, no ``..``."""
+    """A branch, tag, commit or zoo version (``main``, ``v2``, ``<sha>``, ``zoo:v2``): no ``/``, no ``..``, no
+    ``:`` but in ``zoo:vN`` (git refuses ``:`` in ref names)."""
     if (not isinstance(revision, str) or not revision or len(revision) > MAX_REVISION or "/" in revision
-            or ".." in revision or revision.startswith(".") or not revision.isprintable()):
+            or ".." in revision or revision.startswith(".") or not revision.isprintable()
+            or (":" in revision and zoo_version(revision) is None)):
         raise InvalidNameError(
-            f"invalid revision {_shown(revision)}: expected e.g. main, v2 or a commit id (at most {MAX_REVISION} "
-            "printable characters, no '/' or '..')"
+            f"invalid revision {_shown(revision)}: expected a branch, tag or commit id (e.g. main), or zoo:vN for "
+            f"zoo's own version N (at most {MAX_REVISION} printable characters, no '/' or '..', ':' only in zoo:vN)"
         )
     return revision
 
@@ -71,6 +78,13 @@ def version_number(spec: str | None) -> int | None:
     """``"v3"`` -> 3; anything else (a branch, a commit, None) -> None."""
     match = _VERSION.match(spec) if isinstance(spec, str) else None
     return int(match.group(1)) if match else None
+
+
+def zoo_version(spec: str | None) -> int | None:
+    """``"zoo:v3"`` -> 3 (zoo's own version, never an upstream's ref); anything else -> None."""
+    if isinstance(spec, str) and spec.startswith(ZOO_PREFIX):
+        return version_number(spec[len(ZOO_PREFIX):])
+    return None
 
 
 def local_repo(name: str) -> str:

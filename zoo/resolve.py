@@ -8,7 +8,11 @@ Forms of ``ref``:
   ``zoo import`` / ``zoo.save(model, "NAME")``; a bare name means either, and if both exist zoo asks
   for the prefixed form;
 - a hub repository ``org/name`` or ``hf:name``;
-- any name may end in ``@REV``: ``@v2`` (a zoo version), ``@main`` (a branch or tag), ``@<commit>``.
+- any name may end in ``@REV``: ``@zoo:v2`` (zoo's version 2), ``@main`` (a branch or tag), ``@<commit>``.
+  ``@v2`` is zoo's version 2 too, except for a hub repository whose upstream is known (from what the store
+  recorded: pulls, the hub server's listings) to have a branch or tag ``v2``: that is refused as ambiguous,
+  naming ``@zoo:v2`` and the upstream ref's commit. Nothing is asked upstream to decide it (warm loads make
+  no request).
 
 Parsing only: no network request, no write. Making a parsed name present is the store's job
 (:meth:`zoo.cache.store.Store.ensure`).
@@ -31,6 +35,8 @@ from .names import (
     validate_name,
     validate_repo_id,
     validate_revision,
+    version_number,
+    zoo_version,
 )
 
 
@@ -49,6 +55,8 @@ class Target:
         if self.kind == "dir":
             return str(self.path)
         name = self.repo if self.kind == "hub" else f"local:{display_name(self.repo)}"
+        if self.kind == "hub" and version_number(self.revision) is not None:
+            return f"{name}@zoo:{self.revision}"  # the spelling that cannot mean an upstream's ref
         return f"{name}@{self.revision}" if self.revision else name
 
 
@@ -73,9 +81,10 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
         return Target("dir", path=path)
     if not isinstance(ref, str) or not ref:
         raise InvalidNameError(f"expected a path or a name, got {ref!r}")
-    prefix, sep, rest = ref.partition(":")
+    head, at, tail = ref.partition("@")  # a ':' after the '@' is part of the revision (zoo:v2)
+    prefix, sep, rest = head.partition(":")
     if sep and prefix in ("hf", "local"):
-        body = rest
+        body = rest + at + tail
     elif sep:
         raise InvalidNameError(f"unknown prefix {prefix + ':'!r} in {ref!r}; use dir:, hf: or local:")
     else:
@@ -84,6 +93,10 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     if not prefix and (base.count("/") > 1 or (_is_dir(body) and not _is_name(base))):
         return Target("dir", path=Path(body).expanduser())  # a/b/c is a path: hub ids have one '/'
     revision = validate_revision(revision) if revision else None
+    number = zoo_version(revision)
+    explicit = number is not None
+    if explicit:
+        revision = f"v{number}"  # the store's spelling: there, vN is always zoo's version
     is_dir = not prefix and revision is None and _is_dir(base)
     if prefix == "hf" or (not prefix and "/" in base):
         if base.split("/")[0] == LOCAL_NAMESPACE:
@@ -92,7 +105,10 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
         if is_dir and store.versions(repo):
             raise AmbiguousNameError(f"{base!r} could mean hf:{base} (cached) or ./{base} (the directory here); "
                                      "write one of these forms")
-        return Target("dir", path=Path(base)) if is_dir else Target("hub", repo=repo, revision=revision)
+        if is_dir:
+            return Target("dir", path=Path(base))
+        _check_version_spelling(store, repo, revision, explicit)
+        return Target("hub", repo=repo, revision=revision)
     repo = local_repo(base)
     if prefix == "local":
         return Target("local", repo=repo, revision=revision)
@@ -110,6 +126,7 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
     if is_dir:
         return Target("dir", path=Path(base))
     if row is not None:
+        _check_version_spelling(store, row.item.repo, revision, explicit)
         return Target("hub", repo=row.item.repo, revision=revision, default_revision=row.item.revision)
     if local:
         return Target("local", repo=repo, revision=revision)
@@ -121,6 +138,53 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
         f"({store.home}).{hint} Use org/name for a hub repository, ./{base} for a directory; "
         "zoo ls lists cached names and zoo plugins the known ones"
     )
+
+
+def _check_version_spelling(store: Any, repo: str, revision: str | None, explicit: bool) -> None:
+    """``repo@vN`` (not ``@zoo:vN``) of a hub repository whose upstream is known to have a branch or tag
+    ``vN``: refused, with both spellings."""
+    if explicit or version_number(revision) is None:
+        return
+    commit = recorded_upstream_ref(store, repo, revision)
+    if commit is not None:
+        raise AmbiguousNameError(
+            f"{repo}@{revision} could mean zoo's version {revision} (write {repo}@zoo:{revision}) or the "
+            f"upstream's branch or tag {revision!r}, last seen at commit {commit} (write {repo}@{commit}); "
+            "zoo's own versions are always zoo:vN"
+        )
+
+
+def recorded_upstream_ref(store: Any, repo: str, ref: str) -> str | None:
+    """The commit the store recorded for the upstream's branch or tag ``ref`` of hub repository ``repo``, or
+    None: reads only, no request. Records, in this order: the hub cache's ``refs/<ref>`` (except the
+    ``refs/vN`` the store writes for its own version N); a version pulled (or fetched by the hub server) as
+    ``repo@ref``; the hub server's listing of a commit it asked for as ``ref``."""
+    import json
+
+    versions = store.versions(repo)
+    number = version_number(ref)
+    own = next((v.id for v in versions if v.number == number), None)
+    try:
+        target = store.layout.ref_path(repo, ref).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        target = ""
+    if target and (number is None or (own is not None and target != own)):
+        return target
+    for version in reversed(versions):
+        if version.revision == ref:
+            return version.id
+    folder = store.layout.listing_path(repo, "0" * 40).parent
+    try:
+        listings = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for listing in listings:
+        try:
+            if json.loads(listing.read_text(encoding="utf-8")).get("revision") == ref:
+                return listing.stem
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def _is_dir(text: str) -> bool:

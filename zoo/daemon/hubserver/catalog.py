@@ -2,7 +2,7 @@
 files with sizes and etags, who may read it), from the store's versions and the upstream's metadata.
 
 - ``local/NAME`` repositories are zoo's imports and saves; their revisions are ``main`` (the newest), ``vN``
-  and content ids.
+  (or ``zoo:vN``) and content ids.
 - Hub repositories: a commit is listed upstream once (its listing is kept in ``$ZOO_HOME/remote/``; gc
   removes old listings of commits no version holds);
   a branch or tag is asked again (one request, for its commit) when the answer is older than
@@ -10,7 +10,9 @@ files with sizes and etags, who may read it), from the store's versions and the 
   cache hit never waits on the upstream. However many clients ask at once, the upstream is asked once.
   When it cannot be reached, what is stored for that ref is served (and logged). Offline, only what is
   stored exists.
-- ``vN`` names a stored version of either kind.
+- ``zoo:vN`` names a stored version of either kind. For a hub repository every other revision, ``vN``
+  included, means what it means upstream (a client of the hub protocol cannot know zoo's conventions): its
+  branch or tag ``v1`` is the upstream's, asked for like ``main``, never zoo's version 1.
 
 Every method may be called from any thread. The answers that need no network and no lock are quick
 (:meth:`Catalog.cached`), so the event loop asks them itself and hands the rest to a worker thread.
@@ -32,7 +34,8 @@ from ...cache.hub import RemoteFile, RemoteRevision
 from ...cache.manifests import Version
 from ...cache.store import Store
 from ...errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
-from ...names import is_local, validate_repo_id, validate_revision, version_number
+from ...names import is_local, validate_repo_id, validate_revision, version_number, zoo_version
+from ...resolve import recorded_upstream_ref
 from . import protocol
 from .protocol import HubError, ServedFile
 
@@ -90,20 +93,23 @@ class Catalog:
         return versions
 
     def _stored(self, repo: str, revision: str) -> Version | None:
-        """The stored version ``revision`` names (vN, a ref zoo recorded, a commit); no network."""
+        """The stored version ``revision`` names (``zoo:vN``, ``vN`` of a local name, an upstream ref zoo
+        recorded, a commit); no network."""
         versions = self.versions(repo)
         if not versions:
             return None
-        number = version_number(revision)
+        number = zoo_version(revision) or (version_number(revision) if is_local(repo) else None)
         if number is not None:
             return next((v for v in versions if v.number == number), None)
         if protocol.is_commit(revision):
             return next((v for v in reversed(versions) if v.id == revision), None)
-        if is_local(repo) and revision == "main":
-            return versions[-1]
-        try:
-            target = self.store.layout.ref_path(repo, revision).read_text().strip()
-        except (OSError, UnicodeDecodeError):
+        if is_local(repo):
+            if revision == "main":
+                return versions[-1]
+            return None
+        try:  # an upstream ref: what the store recorded of it (never zoo's own refs/vN)
+            target = recorded_upstream_ref(self.store, repo, revision)
+        except OSError:
             return None
         return next((v for v in reversed(versions) if v.id == target), None)
 
@@ -187,7 +193,7 @@ class Catalog:
         if is_local(repo):
             return self._local(repo, revision)
         offline = self.offline()
-        if version_number(revision) is not None or offline:
+        if zoo_version(revision) is not None or offline:  # zoo's own version, or only what is stored
             version = self._stored(repo, revision)
             if version is None:
                 raise self._absent(repo, revision, offline)

@@ -129,3 +129,23 @@ def test_zoo_gc_frees_and_counts_what_a_killed_writer_left_in_folders(tmp_path):
     done = zoo_cli("-q", "gc")
     assert done.returncode == 0, done.stderr
     assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["no weights", "not safetensors", "no folder"])
+def test_zoo_import_refuses_what_a_load_would_refuse_and_stores_nothing(tmp_path, tiny_bert, damage):
+    src = _saved_tiny(tmp_path, tiny_bert)
+    if damage == "no weights":
+        (src / "model.safetensors").unlink()
+        expected = "weights"
+    elif damage == "not safetensors":
+        (src / "model.safetensors").write_bytes(b"this is not a safetensors file, but it is long enough" * 10)
+        expected = "model.safetensors"
+    else:
+        src = tmp_path / "does" / "not" / "exist"
+        expected = "no such directory"
+    result = zoo_cli("-q", "import", str(src), "--name", "mine")
+    assert result.returncode != 0
+    assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "has no config.json" not in result.stderr
+    listed = zoo_cli("versions", "local:mine")
+    assert "v1" not in listed.stdout  # no version was made

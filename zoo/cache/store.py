@@ -39,7 +39,6 @@ from typing import Any, Callable, Iterable, Iterator
 from ..errors import (
     AmbiguousNameError,
     CheckpointNotFoundError,
-    ConfigError,
     CorruptCheckpointError,
     IntegrityError,
     OfflineError,
@@ -632,13 +631,13 @@ class Store:
     @classmethod
     def _import_source(cls, directory: str | os.PathLike[str], *, contained: bool = False
                        ) -> tuple[Path, list[tuple[str, Path, int]]]:
-        """The resolved folder an import reads, and its files; a folder without config.json is refused."""
+        """The resolved folder an import reads, and its files. What a load would refuse is refused here,
+        before anything is stored, by the one check loads use (:func:`zoo.checkpoint.check_folder`): a
+        missing folder, no or a bad config.json, no weights, a damaged or incomplete weights file."""
+        from ..checkpoint import check_folder
+
         directory = Path(directory).expanduser().resolve()
-        if not (directory / "config.json").is_file():
-            raise ConfigError(
-                f"{directory} has no config.json: zoo import takes a directory written by zoo.save or "
-                "save_pretrained"
-            )
+        check_folder(directory)
         return directory, cls._import_files(directory, contained=contained)
 
     @staticmethod

@@ -340,7 +340,7 @@ def test_generation_config_json_beside_the_weights(tmp_path, capsys):
     assert report.generation_config == "config.json" and ours.generation_config.max_new_tokens is None
     _assert_same(ours, _auto(arch.saved, tmp_path / "gen"), arch.inputs(config))
     # zoo info says where it came from.
-    assert main(["info", str(tmp_path / "resaved")]) == 0
+    assert main(["info", str(tmp_path / "resaved"), "--load"]) == 0
     out = capsys.readouterr().out
     assert "plugin:               transformers" in out and "generation config from generation_config.json" in out
 
@@ -379,7 +379,7 @@ def test_classes_not_proven_on_the_fast_path_are_loaded_by_transformers(tmp_path
     assert report.loader == "transformers" and report.note == "not proven for this class (a test)"
     _assert_same(ours, _auto(arch.saved, tmp_path), arch.inputs(config))
     monkeypatch.setattr(api, "_default", registry)
-    assert main(["info", str(tmp_path)]) == 0
+    assert main(["info", str(tmp_path), "--load"]) == 0
     out = capsys.readouterr().out
     assert "by transformers' from_pretrained, not zoo's fast path: not proven for this class (a test)" in out
     # The plugin's table is data: model_type (or model_type:Class) -> why.

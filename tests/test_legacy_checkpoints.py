@@ -182,7 +182,7 @@ def test_transformers_conversions_merge_experts(tmp_path):
 
 @pytest.mark.slow
 def test_info_shows_the_renames(legacy_safetensors):
-    result = subprocess.run([sys.executable, "-m", "zoo", "info", str(legacy_safetensors)],
+    result = subprocess.run([sys.executable, "-m", "zoo", "info", str(legacy_safetensors), "--load"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "28 legacy key renames applied" in result.stdout

@@ -47,37 +47,31 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .api import load_config
-    from . import weights
+    """From config.json and the weights' headers only (no torch, no tensor data); ``--load`` also loads."""
+    from .describe import describe
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cfg = load_config(args.path)
-    head = cfg.architecture.head_for(None, list(cfg.architectures))
-    files = weights.open_weights(cfg.path)
-    params = sum(i.numel for _, i in files.tensor_infos() if i.dtype[0] in "FB" and i.dtype != "BOOL") if files.headers else None
-    dtypes = sorted({info.dtype for _, info in files.tensor_infos()})
-    print(f"path:                 {cfg.path}")
-    print(f"model_type:           {cfg.model_type}")
-    print(f"plugin:               {cfg.plugin}")
-    print(f"head:                 {head}")
-    saved = cfg.raw.get("transformers_version")
-    if cfg.transformers_version is None and saved is not None:  # recorded, but not a version: say so
-        from .compat import check_transformers_version
-
-        advice = check_transformers_version(saved)
+    info = describe(args.path)
+    if args.json and not args.load:
+        print(json.dumps(info.as_json(), indent=2))
+        return 0
+    print(f"path:                 {info.path}")
+    print(f"model_type:           {info.model_type}")
+    print(f"plugin:               {info.plugin}")
+    print(f"head:                 {info.head}")
+    print(f"transformers_version: {info.transformers_version}")
+    print(f"  advice:             {info.advice.message}")
+    print(f"weights:              {info.format}" + (f" ({', '.join(info.dtypes)})" if info.dtypes else ""))
+    if info.tensors is None:
+        print("tensors:              (legacy .bin: not counted without loading; zoo info --load counts them)")
     else:
-        advice = cfg.version_advice
-    shown = cfg.transformers_version or ("not recorded" if saved is None else "unreadable")
-    print(f"transformers_version: {shown}")
-    print(f"  advice:             {advice.message}")
-    print(f"weights:              {files.format}" + (f" ({', '.join(dtypes)})" if dtypes else ""))
-    print(f"parameters:           {params:,}" if params is not None else "parameters:           (legacy .bin: not counted)")
+        print(f"tensors:              {info.tensors:,}")
+        print(f"parameters:           {info.parameters:,}")
+        for dtype, nbytes in info.dtypes.items():
+            print(f"  {dtype:<8} {_human(nbytes):>12}")
     print("files:")
-    for path in sorted(cfg.path.rglob("*")):
-        if path.is_file():
-            print(f"  {path.stat().st_size:>14,}  {path.relative_to(cfg.path)}")
-    return _print_load(cfg.path, head)
+    for rel, size in info.files:
+        print(f"  {size:>14,}  {rel}")
+    return _print_load(info.path, info.head) if args.load else 0
 
 
 def _print_load(path: Path, head: str) -> int:
@@ -89,7 +83,7 @@ def _print_load(path: Path, head: str) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report below says it all
-            _, report = load(path, output_loading_info=True)
+            model, report = load(path, output_loading_info=True)
     except ZooError as exc:
         print(f"{label:<22}fails: {exc}")
         return 1
@@ -98,6 +92,10 @@ def _print_load(path: Path, head: str) -> int:
     else:
         print(f"{label:<22}{head}, " + ("as saved: no renames or conversions" if not report.conversions else
                                          "with the conversions below"))
+    from .describe import loaded_figures
+
+    figures = loaded_figures(model)
+    print(f"  {figures['tensors']:,} tensors, {figures['parameters']:,} parameters as loaded")
     if report.generation_config:
         print(f"  generation config from {report.generation_config}")
     for line in summary(report.conversions):
@@ -394,7 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("info", parents=[common],
                        help="describe a saved directory: model_type, plugin, head, versions, files")
-    p.add_argument("path", help="a directory written by zoo.save or save_pretrained")
+    p.add_argument("path", help="a directory written by zoo.save or save_pretrained, or a cached name")
+    p.add_argument("--load", action="store_true",
+                   help="also load the model (as zoo.load does) and say what the load does to it")
+    p.add_argument("--json", action="store_true", help="the figures as JSON (without --load)")
     p.set_defaults(func=cmd_info)
 
     def add(name: str, func, help: str, *, name_arg: str | None = None, dry_run: bool = False) -> argparse.ArgumentParser:

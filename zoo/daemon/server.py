@@ -152,6 +152,15 @@ class Daemon:
 
             self.http = make_server(store, http, run_job=self.run_shared, tokens=tokens, revalidate=revalidate)
             self.extras.append(self.http.status)
+        from .scrub import Scrubber, rate_from_env  # bit rot a stat cannot see, found at a bounded rate
+
+        self.scrubber = Scrubber(store, rate_from_env(), on_damage=self._scrubbed_damage)
+        self.extras.append(self.scrubber.status)
+
+    def _scrubbed_damage(self, etags: list[str]) -> None:
+        if self.http is not None:  # a client that got those bytes and resumes is sent the whole file
+            for etag in etags:
+                self.http.pull.taint(etag)
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -368,11 +377,13 @@ class Daemon:
         log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
         if self.drops is not None:
             self.drops.start()  # scans every watched folder first: what arrived while down is not missed
+        self.scrubber.start()
         if ready:
             ready()
         try:
             server.serve_forever(poll_interval=0.5)
         finally:
+            self.scrubber.stop()
             if self.drops is not None:
                 self.drops.stop()
             if self.http is not None:

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import resource
 import threading
 import time
 from collections import Counter
@@ -30,8 +29,10 @@ from ...errors import RemoteError, RemoteNotFoundError, ZooError
 from . import protocol
 from .access import Access
 from .catalog import Catalog, Snapshot, served_remote_file
+from .limits import Guard, ParserErrors, raise_fd_limit
 from .protocol import HubError, ServedFile
 from .pullthrough import PullThrough, Transfer
+from .verify import Check, Verifier
 
 log = logging.getLogger("zoo.daemon")
 # Bytes per sendfile call; each must go out within send_timeout. asyncio hands the whole count to one
@@ -58,6 +59,7 @@ class HubServer:
         self.catalog, self.pull, self.access, self.settings = catalog, pull, access, settings
         self.store = catalog.store
         self.pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="zoo-http")
+        self.verifier = Verifier(self.pool, self._quarantine)  # a stored file's first serve checks its digest
         self.loop: asyncio.AbstractEventLoop | None = None
         self.address: tuple[str, int] | None = None
         self.counts: Counter[str] = Counter()
@@ -73,7 +75,7 @@ class HubServer:
 
     def start(self) -> None:
         """Bind and serve in a thread; returns once listening (raises what binding raised)."""
-        _raise_fd_limit()
+        raise_fd_limit()
         self._thread = threading.Thread(target=self._main, name="zoo-http", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -91,10 +93,10 @@ class HubServer:
         host, port = self.address or (self.settings.host, self.settings.port)
         return {"http": {"address": f"http://{_netloc(host, port)}", "requests": dict(self.counts),
                          "bytes_sent": self.bytes_sent, "pulls_in_flight": self.pull.in_flight(),
-                         "connections": sum(self._per_client.values())}}
+                         "connections": sum(self._per_client.values()), **self.verifier.status()}}
 
     def _main(self) -> None:
-        logging.getLogger("aiohttp.server").addFilter(_ParserErrors(self.counts))
+        logging.getLogger("aiohttp.server").addFilter(ParserErrors(self.counts))
         self.loop = asyncio.new_event_loop()
         try:
             self.loop.run_until_complete(self._serve())
@@ -133,10 +135,10 @@ class HubServer:
             await runner.cleanup()
 
     def _protocol_factory(self, server: Any) -> Any:
-        """aiohttp's connection handler, behind a :class:`_Guard`."""
+        """aiohttp's connection handler, behind a :class:`Guard`."""
 
-        def factory() -> _Guard:
-            return _Guard(server(), self)
+        def factory() -> Guard:
+            return Guard(server(), self)
 
         return factory
 
@@ -144,7 +146,7 @@ class HubServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         guard = request.transport.get_protocol() if request.transport is not None else None
-        if isinstance(guard, _Guard):
+        if isinstance(guard, Guard):
             guard.served = True
         started = time.monotonic()
         try:
@@ -281,7 +283,11 @@ class HubServer:
         try:
             if isinstance(where, Path):
                 with open(where, "rb") as fobj:
-                    await self._send(request, fobj, start, end - start)
+                    check = self.verifier.check(fobj, f)
+                    if check is None:  # checked by this process, unchanged since
+                        await self._send(request, fobj, start, end - start)
+                    else:
+                        await self._send_checked(request, fobj, check, start, end)
             else:
                 assert transfer is not None
                 await self._send_arriving(request, transfer, start, end)
@@ -354,6 +360,20 @@ class HubServer:
                                                             refs=self.catalog.refs_to(snap.repo, snap.commit)):
                 self.catalog.forget(snap.repo)
 
+    def _quarantine(self, f: ServedFile) -> None:
+        """A stored file failed its digest when served: quarantined the way ``zoo verify`` does it (every
+        repository whose versions list it is verified), and its etag tainted (a client that got some of its
+        bytes and resumes with ``Range`` is sent the whole file). The next request fetches it again."""
+        self.pull.taint(f.etag)
+        repos = sorted({v.repo for v in self.store.iter_versions() if any(e.etag == f.etag for e in v.files)})
+        for repo in repos:
+            for version, entry, problem in self.store.verify(repo):
+                log.warning("%s %s/%s: %s", repo, version.name, entry.path, problem)
+            self.catalog.forget(repo)
+        if not repos:
+            log.warning("%s: damaged, and no version lists it (a file fetched for a version not complete yet): it "
+                        "stays until zoo gc collects it; every request for it is cut off", f.path)
+
     def _repair(self, snap: Snapshot) -> None:
         assert snap.version is not None
         self.store.ensure(snap.repo, snap.version.name)
@@ -371,6 +391,33 @@ class HubServer:
             await asyncio.wait_for(loop.sendfile(transport, fobj, offset, n), self.settings.send_timeout)
             offset, count = offset + n, count - n
             self.bytes_sent += n
+
+    async def _send_checked(self, request: web.Request, fobj: Any, check: Check, start: int, end: int) -> None:
+        """Bytes ``start:end`` of a stored file while its digest is checked: what the hash has passed goes
+        out, the response's last byte only once the whole file matched; a file that failed cuts the
+        connection (after it was quarantined, so a retry gets good bytes)."""
+        loop = asyncio.get_running_loop()
+        moved = asyncio.Event()
+
+        def wake() -> None:
+            if not moved.is_set():
+                loop.call_soon_threadsafe(moved.set)
+
+        check.listen(wake)
+        pos = start
+        try:
+            while pos < end:
+                moved.clear()
+                if check.done and not check.ok:
+                    raise ConnectionResetError("the stored file failed its digest")
+                ready = end if check.done else min(check.hashed, end - 1)
+                if ready > pos:
+                    await self._send(request, fobj, pos, ready - pos)
+                    pos = ready
+                    continue
+                await _wait(moved, 1.0)
+        finally:
+            check.unlisten(wake)
 
     async def _send_arriving(self, request: web.Request, transfer: Transfer, start: int, end: int) -> None:
         """Bytes ``start:end`` of a file being downloaded, as they arrive. The file's last byte goes out
@@ -438,86 +485,6 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(event.wait(), seconds)
     except asyncio.TimeoutError:
         pass
-
-
-class _ParserErrors(logging.Filter):
-    """aiohttp logs each request its parser refuses (a 100 KB header, a bad Content-Length) with a whole
-    traceback: a hostile client could fill the log. They are counted in the status instead, and logged as
-    one line at debug level."""
-
-    def __init__(self, counts: Counter[str]) -> None:
-        super().__init__()
-        self.counts = counts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError
-
-        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
-            self.counts["refused by the HTTP parser"] += 1
-            log.debug("refused by the HTTP parser: %s", str(record.exc_info[1]).splitlines()[0][:200])
-            return False
-        return True
-
-
-class _Guard(asyncio.Protocol):
-    """In front of aiohttp's handler for one connection: at most ``max_per_client`` connections per client
-    address, and a request within ``header_timeout`` seconds of connecting (or the connection is closed)."""
-
-    def __init__(self, inner: Any, server: HubServer) -> None:
-        self.inner, self.server = inner, server
-        self.peer: str | None = None
-        self.served = False
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: Any) -> None:
-        server = self.server
-        peer = (transport.get_extra_info("peername") or ("?",))[0]
-        if server._per_client[peer] >= server.settings.max_per_client:
-            server.counts["refused: too many connections"] += 1
-            transport.abort()
-            return
-        server._per_client[peer] += 1
-        self.peer = peer
-        self.timer = asyncio.get_running_loop().call_later(server.settings.header_timeout, self._late, transport)
-        self.inner.connection_made(transport)
-
-    def _late(self, transport: Any) -> None:
-        if not self.served and not transport.is_closing():
-            self.server.counts["closed: no request in time"] += 1
-            transport.abort()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self.peer is None:
-            return
-        counts = self.server._per_client
-        counts[self.peer] -= 1
-        if counts[self.peer] <= 0:
-            del counts[self.peer]
-        if self.timer is not None:
-            self.timer.cancel()
-        self.inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-
-def _raise_fd_limit() -> None:
-    """Each connection and each file being sent holds a descriptor: take what the hard limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
-        except (ValueError, OSError):
-            pass
 
 
 def _netloc(host: str, port: int) -> str:

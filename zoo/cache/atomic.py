@@ -9,10 +9,12 @@ second writer must not overwrite the first.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -102,17 +104,89 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def owner_alive(path: Path) -> bool:
+def _started_after(pid: int, when: float) -> bool:
+    """Whether process ``pid`` started after ``when`` (wall clock): then it cannot have made a file last
+    changed at ``when``, and holds the pid of the file's owner that is gone (pid reuse). False if unknown."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") > when + 2  # btime is whole seconds
+
+
+def owner_alive(path: Path, *, startup: bool = False) -> bool:
     """Whether the process that named the temporary ``path`` may still be using it. Another host's
-    processes cannot be asked: its files count as live for a day."""
+    processes cannot be asked: its files count as live for a day. ``startup=True``: this process has
+    made no temporary yet, so one named with its pid is a dead predecessor's (pid reuse in a container)."""
     parts = path.name.lstrip(".").split(".")
     try:
         host, pid = parts[0], int(parts[1])
     except (IndexError, ValueError):
         return False
+    try:
+        changed = path.lstat().st_ctime
+    except OSError:
+        return False
     if host != HOST:
-        try:
-            return time.time() - path.lstat().st_mtime < STALE_FOREIGN
-        except OSError:
-            return False
-    return pid == os.getpid() or _pid_alive(pid)
+        return time.time() - changed < STALE_FOREIGN
+    if pid == os.getpid():
+        return not startup
+    return _pid_alive(pid) and not _started_after(pid, changed)
+
+
+def tree_bytes(path: Path) -> int:
+    """The bytes that removing ``path`` (a file, or a folder with everything in it) frees: the sizes of
+    its files that have no other link (a file also stored elsewhere frees nothing)."""
+    total = 0
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1 else 0
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fst = os.lstat(os.path.join(root, name))
+                if stat.S_ISREG(fst.st_mode) and fst.st_nlink <= 1:
+                    total += fst.st_size
+    return total
+
+
+def dead_temporaries(tmp_dir: Path, *, keep: tuple[str, ...] = (), startup: bool = False) -> list[tuple[Path, int]]:
+    """(temporary, bytes its removal frees) for every entry of ``tmp_dir`` whose owner is gone, except
+    names ending in ``keep`` (``.part``: partial downloads that the next pull resumes)."""
+    out = []
+    try:
+        entries = sorted(tmp_dir.iterdir())
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.name.endswith(keep) if keep else False:
+            continue
+        if not owner_alive(entry, startup=startup):
+            out.append((entry, tree_bytes(entry)))
+    return out
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a temporary file or folder (never following a symlink out of it)."""
+    try:
+        if stat.S_ISDIR(path.lstat().st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def remove_dead_temporaries(tmp_dir: Path, *, keep: tuple[str, ...] = (), startup: bool = False) -> tuple[int, int]:
+    """Remove what processes that are gone left in ``tmp_dir`` (see :func:`dead_temporaries`): a starting
+    daemon and ``zoo gc`` call it. Returns (entries removed, bytes freed)."""
+    found = dead_temporaries(tmp_dir, keep=keep, startup=startup)
+    for path, _ in found:
+        with contextlib.suppress(OSError):
+            remove_tree(path)
+    return len(found), sum(size for _, size in found)

@@ -42,10 +42,7 @@ class DaemonStore(Store):
             try:
                 conn.connect(str(self.sock))
             except OSError as exc:
-                raise DaemonUnavailableError(
-                    f"the zoo daemon of {self.home} does not answer at {self.sock} ({exc.strerror}). Start it "
-                    "(systemctl start zoo, or zoo daemon), or ask its administrator"
-                ) from None
+                raise self._unavailable(exc) from None
             wire.send(conn, {"op": op, "args": args}, list(fds))
             reader = wire.Reader(conn)
             bar = None
@@ -70,6 +67,22 @@ class DaemonStore(Store):
                 reader.close_fds()
         finally:
             conn.close()
+
+    def _unavailable(self, exc: OSError) -> errors.ZooError:
+        """Why the daemon's socket did not take the connection, in words that say what to do."""
+        if isinstance(exc, PermissionError):
+            return errors.StoreAccessError(_outsider(self.home, self.sock))
+        if isinstance(exc, ConnectionRefusedError):
+            return DaemonUnavailableError(
+                f"the zoo daemon of {self.home} does not answer at {self.sock}: nobody listens on that socket, "
+                "which a daemon that is gone left behind (killed, or crashed). Start it (systemctl start zoo, "
+                f"or zoo daemon), which takes the socket over; or, to write the store without a daemon, remove "
+                f"the socket: rm {self.sock}"
+            )
+        return DaemonUnavailableError(
+            f"the zoo daemon of {self.home} does not answer at {self.sock} ({exc.strerror or exc}). Start it "
+            "(systemctl start zoo, or zoo daemon), or ask its administrator"
+        )
 
     def _progress(self, bar: Any, p: dict[str, Any]) -> Any:
         from ..cache import progress
@@ -168,6 +181,29 @@ def _error(data: Any) -> Exception:
     if not (isinstance(cls, type) and issubclass(cls, errors.ZooError)):
         cls = errors.ZooError
     return cls(f"{message} (from the zoo daemon)")
+
+
+def _outsider(home: Path, sock: Path) -> str:
+    """What a user who may not connect to the daemon's socket is told: whose group admits, whom to ask."""
+    import grp
+    import pwd
+
+    try:
+        st = sock.stat()
+        group = grp.getgrgid(st.st_gid).gr_name
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except (OSError, KeyError):
+        return (f"you may not use the zoo daemon of {home} (permission denied on its socket {sock}): ask its "
+                "administrator to add you to the group it serves, or use a store of your own with ZOO_HOME=DIR")
+    try:
+        me = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        me = str(os.getuid())
+    shared = st.st_mode & 0o060 == 0o060
+    who = (f"it serves the members of the group {group!r}, and you ({me}) are not in it: ask {owner} (or an "
+           f"administrator) to add you (usermod -aG {group} {me}), then log in again" if shared else
+           f"it serves only its own user {owner!r}: ask {owner} to start it with --group GROUP to share it")
+    return f"you may not use the zoo daemon of {home} ({sock}): {who}; or use a store of your own with ZOO_HOME=DIR"
 
 
 def open_store(home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None) -> Store:

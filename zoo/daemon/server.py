@@ -22,6 +22,7 @@ import pwd
 import signal
 import socket
 import socketserver
+import stat
 import struct
 import threading
 import time
@@ -29,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..cache import atomic
+from ..cache.progress import human as _human
 from ..cache.store import Store
-from ..errors import InvalidArgumentError, ZooError
+from ..errors import InvalidArgumentError, StoreAccessError, ZooError
 from ..names import validate_name
 from . import wire
 
@@ -41,6 +44,35 @@ REQUEST_TIMEOUT = 60.0  # seconds a client may take to send its request, or to r
 
 def socket_path(store_home: Path) -> Path:
     return Path(os.environ["ZOO_DAEMON"]) if os.environ.get("ZOO_DAEMON") else store_home / SOCKET_NAME
+
+
+DAEMON_EXTRA = "pip install 'zoo-registry[daemon]'"
+
+
+def require_extras(*, watch: bool = False, http: bool = False) -> None:
+    """Before anything is created: the third-party packages that ``--watch`` (watchdog) and ``--http``
+    (aiohttp) need are importable, else a :class:`~zoo.errors.MissingDependencyError` naming the extra."""
+    from .._deps import require
+
+    if watch:
+        require("watchdog", DAEMON_EXTRA, needed_by="zoo daemon --watch")
+        require("watchdog.observers", DAEMON_EXTRA, needed_by="zoo daemon --watch")
+    if http:
+        require("aiohttp", DAEMON_EXTRA, needed_by="zoo daemon --http")
+
+
+def socket_in_use(path: Path) -> bool:
+    """Whether a process listens on the unix socket ``path`` (False: none there, or one left by a daemon
+    that is gone, which connecting to refuses)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        try:
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError:
+            return True  # another error (permissions, a full backlog): someone may be there; leave it
+    return True
 
 
 @dataclass(frozen=True)
@@ -111,6 +143,7 @@ class Daemon:
                  max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
                  poll: float | None = None, http: Any = None, tokens: Path | None = None,
                  revalidate: float = 60.0, orphan_grace: float = 600.0) -> None:
+        require_extras(watch=bool(watch), http=http is not None)
         self.store = store
         self.drops = None
         if watch:
@@ -138,6 +171,7 @@ class Daemon:
             store.make_room = make_room
         self.sock_path = sock_path
         self.group_gid = _group_id(group) if group else None
+        self.private = tokens is not None  # gated content: no local user outside the group reads the store
         self.started = time.time()
         self.jobs: dict[tuple, Job] = {}
         self.jobs_lock = threading.Lock()
@@ -260,21 +294,24 @@ class Daemon:
 
     def _import(self, args: dict[str, Any], reader: wire.Reader, peer: Peer,
                 send: Callable[[dict[str, Any]], None]) -> str:
+        """An import from the files the client opened and passed (checked and copied from those very
+        descriptors: :mod:`zoo.daemon.ingest`)."""
+        from .ingest import import_open, peer_gone, regular_size
+
         name = validate_name(_text(args, "name"))
         files = args.get("files")
         if not isinstance(files, list) or not files or len(files) > 100_000:
             raise InvalidArgumentError("an import names its files: a non-empty list")
         fds = reader.take_fds(len(files))
         try:
-            with self.store.staging(f"import-{peer.uid}") as staging:
-                for entry, fd in zip(files, fds):
-                    rel = _relative_path(entry)
-                    target = staging / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    _copy_from(fd, target)
-                source = args.get("source") if isinstance(args.get("source"), str) else None
-                version = self.store.import_dir(staging, name, owned=True,
-                                                source=f"{source or 'import'} (uid {peer.uid} {peer.user})")
+            sources = []
+            for entry, fd in zip(files, fds):
+                rel = _relative_path(entry).as_posix()
+                sources.append((rel, fd, regular_size(fd, rel, entry.get("size"))))
+            source = args.get("source") if isinstance(args.get("source"), str) else None
+            version = import_open(self.store, name, sources, stem=f"import-{peer.uid}",
+                                  source=f"{source or 'import'} (uid {peer.uid} {peer.user})",
+                                  gone=peer_gone(reader.sock))
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
@@ -292,8 +329,7 @@ class Daemon:
 
     def _ingest_drop(self, name: str, folder: Path) -> None:
         """A drop folder became complete: a new version of ``name`` (none when the content is known)."""
-        job = self.run_shared(("drop", name, str(folder)), lambda: self.store.import_dir(
-            folder, name, source=f"drop:{folder}", contained=True))
+        job = self.run_shared(("drop", name, str(folder)), lambda: _import_drop(self.store, name, folder))
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -328,10 +364,16 @@ class Daemon:
     # -- serving ---------------------------------------------------------------------------------
 
     def serve(self, *, ready: Callable[[], None] | None = None) -> int:
+        self._prepare_home()
         self.store._mkdirs()
         self.sock_path.parent.mkdir(parents=True, exist_ok=True)
+        if socket_in_use(self.sock_path):
+            raise InvalidArgumentError(
+                f"a zoo daemon already serves {self.sock_path} (it answers there): stop it first "
+                "(systemctl stop zoo, or kill its pid from zoo daemon status), or give this one another --socket")
         with contextlib.suppress(FileNotFoundError):
-            self.sock_path.unlink()  # a socket left by a killed daemon
+            self.sock_path.unlink()  # a socket left by a daemon that is gone (killed, crashed): nobody listens
+        self._remove_leftovers()
         daemon = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -345,39 +387,48 @@ class Daemon:
             server.server_bind()
         finally:
             os.umask(old_umask)
-        if self.group_gid is not None:
-            os.chown(self.sock_path, -1, self.group_gid)
-            os.chmod(self.sock_path, 0o660)
-        server.server_activate()
-        self.server = server
+        started = False
+        try:
+            if self.group_gid is not None:
+                os.chown(self.sock_path, -1, self.group_gid)
+                os.chmod(self.sock_path, 0o660)
+            server.server_activate()
+            self.server = server
 
-        def stop(signum: int, frame: Any) -> None:
-            log.info("signal %d: no new requests; work in flight stays resumable", signum)
-            threading.Thread(target=server.shutdown, daemon=True).start()
+            def stop(signum: int, frame: Any) -> None:
+                log.info("signal %d: no new requests; work in flight stays resumable", signum)
+                threading.Thread(target=server.shutdown, daemon=True).start()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
 
-        def reload(signum: int, frame: Any) -> None:  # SIGHUP (systemctl reload): read the tokens file again
+            def reload(signum: int, frame: Any) -> None:  # SIGHUP (systemctl reload): read the tokens file again
+                if self.http is not None:
+                    self.http.access.reload()
+                else:
+                    log.info("signal %d: nothing to read again (no --tokens)", signum)
+
+            signal.signal(signal.SIGHUP, reload)
             if self.http is not None:
-                self.http.access.reload()
-            else:
-                log.info("signal %d: nothing to read again (no --tokens)", signum)
-
-        signal.signal(signal.SIGHUP, reload)
-        if self.http is not None:
-            try:
-                self.http.start()
-            except OSError as exc:
+                try:
+                    self.http.start()
+                except OSError as exc:
+                    raise InvalidArgumentError(
+                        f"cannot listen on {self.http.settings.host}:{self.http.settings.port}: "
+                        f"{exc.strerror or exc}; choose another --http address") from None
+            log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
+            if self.drops is not None:
+                self.drops.start()  # scans every watched folder first: what arrived while down is not missed
+            self.scrubber.start()
+            started = True
+        finally:
+            if not started:  # whatever stopped the start leaves no socket behind (clients would wait on it)
+                if self.http is not None:
+                    with contextlib.suppress(Exception):
+                        self.http.stop()
                 server.server_close()
                 with contextlib.suppress(FileNotFoundError):
                     self.sock_path.unlink()
-                raise InvalidArgumentError(f"cannot listen on {self.http.settings.host}:{self.http.settings.port}: "
-                                           f"{exc.strerror or exc}; choose another --http address") from None
-        log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
-        if self.drops is not None:
-            self.drops.start()  # scans every watched folder first: what arrived while down is not missed
-        self.scrubber.start()
         if ready:
             ready()
         try:
@@ -394,6 +445,45 @@ class Daemon:
         log.info("stopped")
         return 0
 
+    def _prepare_home(self) -> None:
+        """A daemon that serves a group (or gated content, --tokens) keeps everyone else out of the store:
+        its files are readable by whoever may enter $ZOO_HOME, so a new store is made 2750 for the group
+        (0700 without one), and one that others may enter is refused."""
+        if self.group_gid is None and not self.private:
+            return
+        home = self.store.home
+        if not home.exists():
+            home.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                home.mkdir(mode=0o700)
+            if self.group_gid is not None:
+                os.chown(home, -1, self.group_gid)
+                os.chmod(home, 0o2750)
+            else:
+                os.chmod(home, 0o700)
+            log.info("made the store %s (mode %s)", home, stat.filemode(home.stat().st_mode))
+            return
+        st = home.stat()
+        if not st.st_mode & 0o007:
+            return
+        if self.group_gid is None:  # --tokens alone: the store may be meant for every local user
+            log.warning("the store %s is open to every local user (%s): they read private and gated content "
+                        "from objects/ without a token. Close it with: chmod o-rwx %s", home,
+                        stat.filemode(st.st_mode), home)
+            return
+        raise StoreAccessError(
+            f"the store {home} is open to every local user ({stat.filemode(st.st_mode)}): they could read its "
+            f"content from objects/ directly, but --group {_group_name(self.group_gid)} serves only that group. "
+            f"Close it (chmod o-rwx {home}; chgrp {_group_name(self.group_gid)} {home}) and start the daemon again")
+
+    def _remove_leftovers(self) -> None:
+        """What processes that are gone left in tmp/ (a daemon killed during an import or a drop folder's
+        ingest): staging folders and copies. Partial downloads stay: the next pull resumes them."""
+        removed, freed = atomic.remove_dead_temporaries(self.store.tmp, keep=(".part",), startup=True)
+        if removed:
+            log.info("removed %d temporaries of processes that are gone from %s (%s)", removed, self.store.tmp,
+                     _human(freed))
+
     def serve_connection(self, sock: socket.socket) -> None:
         peer = peer_of(sock)
         reader = wire.Reader(sock)
@@ -405,13 +495,29 @@ class Daemon:
 
         try:
             refusal = self.authorise(peer)
-            request = reader.line()
+            try:
+                request = reader.line()
+            except wire.ConnectionClosed:
+                raise
+            except wire.ProtocolError as exc:
+                if refusal:
+                    request = {}
+                else:
+                    log.warning("%s (uid %d, pid %d): not a request, answered with an error: %s",
+                                peer.user, peer.uid, peer.pid, exc)
+                    send({"error": {"type": "InvalidArgumentError", "message": (
+                        f"not a zoo daemon request ({exc}): a request is one line of JSON, "
+                        '{"op": OPERATION, "args": {...}}; zoo\'s own client (zoo.daemon.client.DaemonStore) '
+                        "writes them")}})
+                    return
             if refusal:
                 log.warning("refused %s (uid %d, pid %d): %s", peer.user, peer.uid, peer.pid, refusal)
                 send({"error": {"type": "StoreAccessError", "message": refusal}})
                 return
             try:
-                send({"ok": self.handle(request, reader, peer, send)})
+                result = self.handle(request, reader, peer, send)
+                if request.get("op") != "used":  # a use record is sent and forgotten: its client is gone
+                    send({"ok": result})
             except ZooError as exc:
                 send({"error": {"type": type(exc).__name__, "message": str(exc)}})
             except OSError as exc:
@@ -424,6 +530,13 @@ class Daemon:
         finally:
             reader.close_fds()
             self.clients -= 1
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _group_id(group: str) -> int:
@@ -450,23 +563,19 @@ def _relative_path(entry: Any) -> Path:
     return Path(*parts)
 
 
-def _copy_from(fd: int, target: Path) -> None:
-    """The client's open file into ``target``: in the kernel where it can (``copy_file_range``)."""
-    with open(target, "xb") as out:
-        offset = 0
-        while True:
-            try:
-                n = os.copy_file_range(fd, out.fileno(), 1 << 30, offset_src=offset)
-            except OSError:
-                n = -1
-            if n < 0:  # not a file the kernel copies (a pipe, another file system): read it here
-                while chunk := os.pread(fd, 1 << 22, offset):
-                    out.write(chunk)
-                    offset += len(chunk)
-                return
-            if n == 0:
-                return
-            offset += n
+def _import_drop(store: Store, name: str, folder: Path) -> Any:
+    """A drop folder (anyone in the group may write it) as a version: every file opened once, without
+    following a symlink out of the folder, and the copy checked as the folder was."""
+    from .ingest import import_open, open_drop_folder
+    from .watch import check_complete
+
+    sources = open_drop_folder(folder)
+    try:
+        return import_open(store, name, sources, stem="drop", source=f"drop:{folder}", check=check_complete)
+    finally:
+        for _, fd, _ in sources:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _plan(plan: Any) -> dict[str, Any]:

@@ -21,6 +21,10 @@ class ProtocolError(Exception):
     """The other side broke the wire format (or went away)."""
 
 
+class ConnectionClosed(ProtocolError):
+    """The other side went away (closed its end)."""
+
+
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:
     data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
     if fds:
@@ -43,7 +47,7 @@ class Reader:
         data, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, MAX_FDS_PER_MESSAGE)
         self.fds += fds
         if not data:
-            raise ProtocolError("the connection was closed")
+            raise ConnectionClosed("the connection was closed")
         self.buffer += data
 
     def line(self) -> dict[str, Any]:

@@ -149,3 +149,52 @@ def test_zoo_import_refuses_what_a_load_would_refuse_and_stores_nothing(tmp_path
     assert "has no config.json" not in result.stderr
     listed = zoo_cli("versions", "local:mine")
     assert "v1" not in listed.stdout  # no version was made
+
+
+@pytest.fixture
+def store_on_small_disk():
+    """ZOO_HOME on a 200 MB tmpfs: room for the pull's free-space check (90 MB + a 64 MB margin)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    home = Path(os.environ["ZOO_HOME"])
+    home.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(home)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount tmpfs here: {mounted.stderr.decode().strip()}")
+    yield home
+    subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_a_pull_is_said_as_such(hub_env, store_on_small_disk):
+    """Another writer fills the disk once the download has begun: the error names the disk, not the network."""
+    import threading
+    import time
+
+    home = store_on_small_disk
+    done = threading.Event()
+
+    def fill_once_downloading():
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            if list((home / "tmp").glob("*.part")):
+                with open(home / "filler", "wb", buffering=0) as f:
+                    try:
+                        while True:
+                            f.write(bytes(1 << 20))
+                    except OSError:  # the disk is full
+                        return
+            time.sleep(0.001)
+
+    filler = threading.Thread(target=fill_once_downloading)
+    filler.start()
+    try:
+        result = zoo_cli("-q", "pull", "bert-base-cased", env=hub_env)
+    finally:
+        done.set()
+        filler.join()
+    assert (home / "filler").exists(), "the disk was not filled while downloading"
+    assert result.returncode != 0
+    err = result.stderr
+    assert "no space left on the device" in err and "zoo gc" in err, err
+    assert "Check the network" not in err and "could not reach" not in err and "Traceback" not in err, err

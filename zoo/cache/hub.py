@@ -13,6 +13,7 @@ the exception of the HTTP library that caused it is kept as the error's ``__cont
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -26,7 +27,9 @@ from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
 
 from .._env import flag
-from ..errors import IntegrityError, InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
+from ..errors import (
+    IntegrityError, InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError, StoreAccessError, StoreFullError,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT = 10.0  # huggingface_hub's DEFAULT_ETAG_TIMEOUT and DEFAULT_DOWNLOAD_TIMEOUT
@@ -429,11 +432,7 @@ def _download_once(url: str, what: str, file: RemoteFile, dest: Path, offset: in
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and position + int(length) > file.size:
                 _too_long(what, file, dest)
-            try:
-                f = open(dest, "ab" if position else "wb")
-            except OSError as exc:
-                raise RemoteError(f"{what}: cannot write {dest}: {exc.strerror}; check the space and "
-                                  "permissions of ZOO_HOME") from None
+            f = open(dest, "ab" if position else "wb")  # an OSError here is the local disk's: see _local
             watch = _Watch(_timeout(setting))
             with f:
                 progress(position)
@@ -442,11 +441,7 @@ def _download_once(url: str, what: str, file: RemoteFile, dest: Path, offset: in
                         if position + len(chunk) > file.size:
                             f.close()
                             _too_long(what, file, dest)
-                        try:
-                            f.write(chunk)
-                        except OSError as exc:
-                            raise RemoteError(f"{what}: cannot write {dest}: {exc.strerror}; check the space of "
-                                              "ZOO_HOME (the partial file is kept and the next pull resumes)") from None
+                        f.write(chunk)
                         position += len(chunk)
                         progress(position)
                         watch.add(len(chunk))
@@ -462,12 +457,26 @@ def _download_once(url: str, what: str, file: RemoteFile, dest: Path, offset: in
                 raise _Interrupted(f"the body was cut short at {position} of {file.size} bytes")
     except (RemoteError, IntegrityError, _Interrupted):
         raise
+    except OSError as exc:  # writing the partial file (the HTTP library's own errors are not OSErrors)
+        raise _local(exc, what, dest) from None
     except (http.ReadTimeout, http.WriteTimeout, http.PoolTimeout):  # a busy server, or a mirror still fetching
         raise _Interrupted(f"{endpoint()} did not answer within {_timeout(setting):g} s ({setting})") from None
     except http.RemoteProtocolError:
         raise _Interrupted(f"{endpoint()} closed the connection without answering") from None
     except Exception as exc:
         raise _translate(exc, what, setting) from None
+
+
+def _local(exc: OSError, what: str, dest: Path) -> Exception:
+    """A download that failed on this machine's disk, said as such (it was reported as an unreachable hub)."""
+    kept = "the partial file is kept and the next pull resumes it" if dest.exists() else "nothing was kept"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFullError(f"{what}: no space left on the device of {dest.parent} ({exc.strerror}); {kept}. "
+                              "Free space on that disk (zoo gc, zoo rm NAME@vN) or point ZOO_HOME at a larger disk")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreAccessError(f"{what}: cannot write {dest} ({exc.strerror}); {kept}. Check the permissions "
+                                "of ZOO_HOME, or use a store of your own with ZOO_HOME=DIR")
+    return StoreAccessError(f"{what}: cannot write {dest} ({exc.strerror or exc}); {kept}")
 
 
 def _too_long(what: str, file: RemoteFile, dest: Path) -> None:

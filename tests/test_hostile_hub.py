@@ -9,6 +9,7 @@ client without the fix fails the test instead of hanging it.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import re
 import subprocess
@@ -362,6 +363,20 @@ def test_a_control_character_in_a_listed_name_is_refused(server, tmp_path, name)
         store.pull(REPO)
     assert server.requests("/resolve/") == []
     assert [p for p in Path(store.home).rglob("*") if p.parent.name == "tmp"] == []  # no folder left in tmp/
+
+
+def test_a_listing_with_a_file_and_a_folder_of_one_name_is_refused_and_leaves_nothing(server, tmp_path):
+    """``extra`` and ``extra/inner`` both listed as files: zoo pull said 'File exists' and left its
+    temporary snapshot behind."""
+    server.names.update({"config.json": "extra", "model.safetensors": "extra/inner"})
+    home = tmp_path / "store"
+    result = subprocess.run([sys.executable, "-m", "zoo", "-q", "pull", REPO], capture_output=True, text=True,
+                            env={**os.environ, "ZOO_HOME": str(home)}, timeout=120)
+    assert result.returncode != 0
+    assert "'extra' as a file and 'extra/inner' inside it" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "File exists" not in result.stderr
+    assert server.requests("/resolve/") == []
+    assert [p for p in home.rglob("*") if p.parent.name == "tmp"] == []
 
 
 @pytest.mark.parametrize("repo", ["ab--cd/ef", "ab/c--d"])

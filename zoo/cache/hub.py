@@ -302,6 +302,13 @@ def _list_files(repo: str, commit: str, what: str, headers: dict[str, str]) -> t
         files.append(RemoteFile(path, size, sha256, blob_id))
     if len({f.path for f in files}) != len(files):
         raise RemoteError(f"{what}: the server lists a file twice; refused")
+    paths = {f.path for f in files}
+    for f in files:  # a name cannot be a file and a folder at once: no snapshot could hold both
+        parts = f.path.split("/")
+        folder = next((p for p in ("/".join(parts[:i]) for i in range(1, len(parts))) if p in paths), None)
+        if folder is not None:
+            raise RemoteError(f"{what}: the server lists {folder!r} as a file and {f.path!r} inside it as a folder; "
+                              "refused (no folder on disk can hold both)")
     return tuple(sorted(files, key=lambda f: f.path))
 
 

@@ -461,7 +461,8 @@ class Store:
                 self._write_text(self.layout.ref_path(repo, ref), remote.commit)
             return self.find(repo, done[-1].name) or done[-1]
         files = [f for f in remote.files if f.path in wanted]
-        self._room_for(sum(f.size for f in files if not (f.sha256 and self.object_path(f.sha256).exists())),
+        self._room_for(sum(self._missing_bytes(f.etag, f.size) for f in files
+                           if not (f.sha256 and self.object_path(f.sha256).exists())),
                        f"the pull of {repo}@{revision}", repo)
         entries: list[FileEntry] = []
         downloaded: set[str] = set()
@@ -486,7 +487,8 @@ class Store:
         validate_repo_id(repo)
         self._mkdirs()
         if not (remote.sha256 and self.object_path(remote.sha256).exists()):
-            self._room_for(remote.size, f"the download of {repo}/{remote.path}", repo)
+            self._room_for(self._missing_bytes(remote.etag, remote.size), f"the download of {repo}/{remote.path}",
+                           repo)
         entry = self._fetch(repo, commit, remote, on_bytes, on_part, confirm=confirm)
         try:
             self.link_file(repo, entry)
@@ -573,6 +575,16 @@ class Store:
             if downloaded is not None:
                 downloaded.add(remote.path)
             return FileEntry(remote.path, sha256, remote.size, remote.etag)
+
+    def _missing_bytes(self, etag: str, size: int) -> int:
+        """What a download of ``etag`` (``size`` bytes) still has to write: a partial download in tmp/ is
+        resumed, so only the rest needs room (counting the whole file refused every retry after a full
+        disk cut a download)."""
+        have = 0
+        for part in self.tmp.glob(f"*.{etag}.part"):
+            with contextlib.suppress(OSError):
+                have = max(have, part.stat().st_size)
+        return max(size - have, 0)
 
     def _adopt_part(self, etag: str) -> Path:
         """Under the blob lock: a partial download of ``etag`` left by a dead process, or by an earlier
@@ -762,15 +774,15 @@ class Store:
             self._link_blob(repo, entry)
         if not final.is_dir():
             staged = self._tmp_name(f"snapshot-{snap_id[:12]}", "")
-            for entry in entries:
-                (staged / entry.path).parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(self._link_text(entry), staged / entry.path)
-            for folder in [staged, *(p for p in staged.rglob("*") if p.is_dir() and not p.is_symlink())]:
-                os.chmod(folder, self._store_modes()[1])
             try:
+                for entry in entries:
+                    (staged / entry.path).parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(self._link_text(entry), staged / entry.path)
+                for folder in [staged, *(p for p in staged.rglob("*") if p.is_dir() and not p.is_symlink())]:
+                    os.chmod(folder, self._store_modes()[1])
                 os.rename(staged, final)
                 return final
-            except OSError:  # another writer renamed its copy in first: check that one below
+            except OSError:  # another writer renamed its copy in first (checked below), or a bad entry (raised below)
                 shutil.rmtree(staged, ignore_errors=True)
         for entry in entries:
             target = final / entry.path

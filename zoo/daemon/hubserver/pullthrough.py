@@ -88,7 +88,10 @@ class PullThrough:
     taints its etag: a client that got those bytes may come back for the rest with ``Range``, and gluing a
     good tail to a bad head would make a whole wrong file. So a tainted etag is always sent whole (200,
     which clients take as "start again"). Taints are kept in ``$ZOO_HOME/remote/tainted/``, across restarts,
-    for :data:`TAINT_DAYS` days (a client that holds bad bytes longer than that starts again anyway).
+    for :data:`TAINT_DAYS` days (a client that holds bad bytes longer than that starts again anyway), and in
+    memory for the life of the process: a taint that cannot be written (the disk that just filled and cut the
+    download) still holds, and is written as soon as the disk takes it. A taint whose record cannot be read
+    (an I/O or permission error, not its absence) counts as tainted: such an etag is sent whole.
     """
 
     def __init__(self, store: Store, catalog: Catalog, run_job: Callable[[tuple, Callable[[], Any]], Any],
@@ -97,6 +100,7 @@ class PullThrough:
         self._lock = threading.Lock()
         self._transfers: dict[str, Transfer] = {}
         self._slots = threading.BoundedSemaphore(max_downloads)
+        self._unwritten: dict[str, float] = {}  # etag -> when: taints the disk refused so far (held here)
 
     def transfer(self, snap: Snapshot, f: ServedFile) -> Transfer:
         """The download of ``f``: the one in flight (for this content, whichever repository asked), or a new one."""
@@ -118,22 +122,48 @@ class PullThrough:
         return on_part
 
     def taint(self, etag: str) -> None:
+        with self._lock:
+            pending = sorted(set(self._unwritten) - {etag})
+        for each in [etag, *pending]:  # and those the disk refused before: it may have room now
+            self._write_taint(each)
+
+    def _write_taint(self, etag: str) -> None:
         path = self.store.layout.tainted_path(etag)
         try:
             self.store._mkdir(path.parent)
             self.store._write_text(path, "streamed bytes of a download that failed\n")
         except OSError as exc:
-            log.warning("could not record the taint of %s: %s", etag, exc)
+            with self._lock:
+                first = etag not in self._unwritten
+                self._unwritten.setdefault(etag, time.time())
+            if first:
+                log.warning("could not record the taint of %s on disk (%s): held in memory, and written when "
+                            "the disk takes it", etag, exc)
+            return
+        with self._lock:
+            self._unwritten.pop(etag, None)
 
     def tainted(self, etag: str) -> bool:
-        """Whether ``etag`` was tainted in the last :data:`TAINT_DAYS` days (an older taint is removed)."""
+        """Whether ``etag`` was tainted in the last :data:`TAINT_DAYS` days (an older taint is removed);
+        True too when its record cannot be read (fail closed)."""
+        with self._lock:
+            when = self._unwritten.get(etag)
+        if when is not None:
+            if time.time() - when < TAINT_DAYS * 86400:
+                self._write_taint(etag)  # the disk may have room by now
+                return True
+            with self._lock:
+                self._unwritten.pop(etag, None)
         path = self.store.layout.tainted_path(etag)
         try:
             if time.time() - path.stat().st_mtime < TAINT_DAYS * 86400:
                 return True
             path.unlink()
-        except OSError:
+        except FileNotFoundError:
             pass
+        except OSError as exc:  # unknown is not clean: the whole file
+            log.warning("cannot read the taint record %s (%s): the file is sent whole", path, exc)
+            return True
         return False
 
     def _run(self, transfer: Transfer) -> None:

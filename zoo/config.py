@@ -50,8 +50,9 @@ class ModelConfig:
             try:
                 built = cls.from_dict(dict(self.raw))
             except Exception as exc:
+                name = getattr(cls, "__name__", None) or str(cls)  # a plugin's config_class may be an object
                 raise ConfigError(
-                    f"{self.where}: {cls.__name__} rejected this config ({type(exc).__name__}: {exc}); "
+                    f"{self.where}: {name} rejected this config ({type(exc).__name__}: {exc}); "
                     "fix the value it names in config.json"
                 ) from exc
             object.__setattr__(self, "_config", built)  # a cache: frozen for callers, set once here

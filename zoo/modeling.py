@@ -531,7 +531,37 @@ def _initialise_buffers(model: "torch.nn.Module", loaded: set[str]) -> None:
 
     with _build_lock, torch.no_grad(), guard_torch_init_functions():  # the guard swaps torch.nn.init: take turns
         for module, owner in todo:
-            owner._init_weights(module)
+            parked = _park_parameters(module)
+            try:  # the module's parameters are loaded: an _init_weights that writes into a slice of one (a
+                # padding row, which the flag does not protect) writes into a stand-in on the meta device
+                owner._init_weights(module)
+            except (RuntimeError, NotImplementedError):  # it needs real parameters to set its buffers
+                _unpark(parked)
+                parked = []
+                owner._init_weights(module)
+            finally:
+                _unpark(parked)
+
+
+def _park_parameters(module: Any) -> list[tuple[Any, str, Any]]:
+    """Replace every parameter under ``module`` by a flagged stand-in on the meta device; returns what
+    :func:`_unpark` puts back (the same objects: ties stay)."""
+    import torch
+
+    parked = []
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None:
+                parked.append((sub, name, param))
+                stand_in = torch.nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
+                stand_in._is_hf_initialized = True
+                sub._parameters[name] = stand_in
+    return parked
+
+
+def _unpark(parked: list[tuple[Any, str, Any]]) -> None:
+    for sub, name, param in parked:
+        sub._parameters[name] = param
 
 
 def load_generation_config(model: "torch.nn.Module", directory: Any) -> str:

@@ -12,6 +12,8 @@ import torch
 
 import zoo
 from zoo.cache import Store
+from zoo.cache import content as content_module
+from zoo.cache import ingest as ingest_module
 from zoo.cache import store as store_module
 from zoo.cache.maintenance import gc_plan, removal_plan, usage
 from zoo import InvalidNameError
@@ -60,7 +62,8 @@ def test_load_by_name_then_warm_with_zero_requests_and_no_hashing(hub_env, hub, 
     def no_hashing(*args, **kwargs):
         raise AssertionError("the warm path must not hash")
 
-    monkeypatch.setattr(store_module, "hash_file", no_hashing)
+    for module in (store_module, content_module, ingest_module):
+        monkeypatch.setattr(module, "hash_file", no_hashing)
     again = _quiet_load("bert-base-cased")
     assert hub.requests() == []
     assert torch.equal(again.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
@@ -278,7 +281,7 @@ def test_gc_counts_an_object_and_its_blob_link_once(tmp_path):
     """An object no version lists and its blob (a hard link of it) free its bytes when both go; gc used to
     count nothing for linked files, so the daemon's quota saw nothing to gain from collecting them."""
     store = Store()
-    store._mkdirs()
+    store.disk.prepare()
     data = b"w" * 1000
     sha = hashlib.sha256(data).hexdigest()
     obj = store.object_path(sha)
@@ -302,8 +305,8 @@ def test_second_import_of_unchanged_files_hashes_nothing(tmp_path, tiny_bert, mo
     def no_hashing(*args, **kwargs):
         raise AssertionError("unchanged files must not be read or hashed again")
 
-    monkeypatch.setattr(store_module, "hash_file", no_hashing)
-    monkeypatch.setattr(store_module, "copy_hashing", no_hashing)
+    monkeypatch.setattr(ingest_module, "hash_file", no_hashing)
+    monkeypatch.setattr(ingest_module, "copy_hashing", no_hashing)
     assert store.import_dir(source, "fast") == first
 
 

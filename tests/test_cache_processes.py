@@ -11,7 +11,7 @@ import pytest
 from filelock import FileLock
 
 from zoo.cache import Store
-from zoo.cache.store import repo_folder
+from zoo.cache.layout import repo_folder
 
 from conftest import run_python
 

@@ -167,7 +167,7 @@ def test_lease_in_this_process(store, tmp_path):
 def test_lease_file_mode_comes_from_the_store(store, tmp_path):
     v1 = quick_version(store, "a", tmp_path)
     os.chmod(store.home, 0o2770)
-    store._modes = None
+    store.disk._modes = None  # the mode is read once per store object: read it again
     old = os.umask(0o077)
     try:
         path = evict.ensure_lease_file(store, v1)
@@ -337,12 +337,12 @@ def test_quota_larger_request_than_the_quota(store, tmp_path):
 
 def test_free_space_check(store, tmp_path, monkeypatch):
     quick_version(store, "a", tmp_path)
-    evict.check_free_space(store, 1000)  # plenty
+    evict.check_free_space(store.home, 1000)  # plenty
     Disk = namedtuple("Disk", "total used free")
     monkeypatch.setattr(evict.shutil, "disk_usage", lambda path: Disk(10**12, 10**12 - 5 * 10**9, 5 * 10**9))
-    evict.check_free_space(store, 4 * 10**9)
+    evict.check_free_space(store.home, 4 * 10**9)
     with pytest.raises(zoo.StoreFullError) as info:
-        evict.check_free_space(store, 6 * 10**9, what="pull of org/big")
+        evict.check_free_space(store.home, 6 * 10**9, what="pull of org/big")
     message = str(info.value)
     assert "pull of org/big (6.0 GB)" in message
     assert "5.0 GB free of 1.0 TB" in message and "6.1 GB is needed" in message

@@ -122,7 +122,7 @@ def test_a_taint_expires(tmp_path):
     from zoo.daemon.hubserver.pullthrough import TAINT_DAYS, PullThrough
 
     store = Store(tmp_path / "store")
-    store._mkdirs()  # as the daemon does when it starts
+    store.disk.prepare()  # as the daemon does when it starts
     pull = PullThrough(store, Catalog(store), lambda key, work: None)
     pull.taint("e" * 64)
     assert pull.tainted("e" * 64) and not pull.tainted("f" * 64)

@@ -314,7 +314,7 @@ print(json.dumps(results))
 
 def test_adopt_part_takes_this_process_own_partial_download(tmp_path):
     store = Store(tmp_path / "zoo")
-    store._mkdirs()
+    store.disk.prepare()
     etag = "ab" * 20
     mine = atomic.temp_name(store.tmp, etag, ".part")
     mine.write_bytes(b"first half")

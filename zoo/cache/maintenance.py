@@ -116,7 +116,7 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
     ``grace`` seconds, so that a pull in progress keeps what it has stored but not yet committed),
     and temporaries left by processes that are gone."""
     plan = Plan("garbage collection")
-    used = _referenced(store, set()) | store._pulling.held()  # and what a pull of this process is storing
+    used = _referenced(store, set()) | store.pulling()  # and what a pull of this process is storing
     now = time.time()
     links: dict[tuple[int, int], list] = {}  # inode -> [size, its links, how many of them the plan removes]
 

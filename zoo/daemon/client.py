@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import errors
+from ..cache.ingest import import_source
 from ..cache.manifests import Version
 from ..cache.store import Store
 from ..names import is_local, validate_name, version_number
@@ -117,7 +118,7 @@ class DaemonStore(Store):
     def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
                    source: str | None = None, owned: bool = False) -> Version:
         validate_name(name)
-        directory, files = self._import_source(directory)
+        directory, files = import_source(directory)
         opened = []
         try:
             for _, real, _ in files:

@@ -54,7 +54,8 @@ from ..cache import atomic
 from ..cache.progress import human
 from ..cache.layout import repo_folder
 from ..cache.manifests import Version
-from ..cache.store import FREE_MARGIN, Store, check_free_space  # noqa: F401  (re-exported)
+from ..cache.disk import FREE_MARGIN, check_free_space  # noqa: F401  (re-exported)
+from ..cache.store import Store
 from ..errors import CacheError, CheckpointNotFoundError, QuotaError, StoreFullError  # noqa: F401
 from ..names import LOCAL_NAMESPACE, display_name, validate_repo_id, version_number
 
@@ -120,12 +121,12 @@ def _label(version: Version) -> str:
 
 
 def _file_mode(store: Store) -> int:
-    return store._store_modes()[0]
+    return store.disk.modes()[0]
 
 
 def _shared_mode(store: Store) -> int:
     """Writable by whoever may write the store, as its lock files are."""
-    return store._store_modes()[1] & 0o666
+    return store.disk.modes()[1] & 0o666
 
 
 # -- pins ------------------------------------------------------------------------------------------
@@ -148,9 +149,9 @@ def pin(store: Store, repo: str, version_name: str | None = None) -> Version:
             f"cannot pin {display_name(repo)}{'@' + version_name if version_name else ''}: no such version in "
             f"{store.home} (versions: {have}); see zoo versions {display_name(repo)}"
         )
-    store._mkdirs()
+    store.disk.prepare()
     path = _record_path(store, PINS, repo, version.name)
-    store._mkdir(path.parent)
+    store.disk.mkdir(path.parent)
     record = {"repo": repo, "version": version.name, "id": version.id, "pinned": time.time(),
               "by": _whoami()}
     atomic.write_text(path, json.dumps(record) + "\n", tmp_dir=store.tmp, mode=_file_mode(store))
@@ -249,7 +250,7 @@ def lease_path(store: Store, version: Version) -> Path:
 def _create(store: Store, path: Path) -> int:
     """Create ``path`` (mode from the store, whatever the umask) and return it open read-write;
     FileExistsError if it is there."""
-    store._mkdir(path.parent)
+    store.disk.mkdir(path.parent)
     mode = _shared_mode(store)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     with contextlib.suppress(OSError):
@@ -386,8 +387,8 @@ def record_use(store: Store, repo: str, version_name: str, *, when: float | None
     Best-effort: a store this process cannot write still loads."""
     try:
         path = _record_path(store, LRU, repo, version_name)
-        store._mkdir(path.parent)
-        store._mkdir(store.tmp)
+        store.disk.mkdir(path.parent)
+        store.disk.mkdir(store.tmp)
         atomic.write_text(path, repr(time.time() if when is None else float(when)) + "\n", tmp_dir=store.tmp,
                           mode=_file_mode(store))
     except (OSError, ValueError):
@@ -575,7 +576,7 @@ def _evict_one(store: Store, version: Version, busy: frozenset[str] = frozenset(
     from ..cache.maintenance import removal_plan
 
     # ``busy``: names whose lock the caller already holds (the pull or import asking for room)
-    with contextlib.nullcontext() if version.repo in busy else store._name_lock(version.repo):
+    with contextlib.nullcontext() if version.repo in busy else store.disk.name_lock(version.repo):
         current = store.versions(version.repo)
         if not current or current[-1].number == version.number:
             return None
@@ -610,7 +611,7 @@ def make_room(store: Store, *, max_size: int | str | None, incoming: int = 0, wh
                 raise _quota_error(plan, what)
             if not plan.evict:
                 break
-            store._mkdirs()
+            store.disk.prepare()
             skipped = False
             for v in plan.evict:
                 freed = _evict_one(store, v, busy)
@@ -624,7 +625,7 @@ def make_room(store: Store, *, max_size: int | str | None, incoming: int = 0, wh
                          what or human(incoming))
             if not skipped:
                 break
-    check_free_space(store, incoming, what=what)
+    check_free_space(store.home, incoming, what=what)
     return done
 
 

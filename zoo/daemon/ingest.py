@@ -20,7 +20,8 @@ import stat
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cache.store import Store, check_free_space
+from ..cache.disk import check_free_space
+from ..cache.store import Store
 from ..errors import CorruptCheckpointError, InvalidArgumentError, ZooError
 from ..names import local_repo
 
@@ -100,7 +101,7 @@ def room_for(store: Store, incoming: int, what: str, repo: str) -> None:
     has the space, else a zoo error now, before a byte is written."""
     if store.make_room is not None:
         store.make_room(incoming, what, repo)
-    check_free_space(store, incoming, what=what)
+    check_free_space(store.home, incoming, what=what)
 
 
 def import_open(store: Store, name: str, sources: list[Source], *, source: str, stem: str,

@@ -21,7 +21,8 @@ import time
 from typing import Any, Callable
 
 from ..cache.manifests import FileEntry
-from ..cache.store import Store, hash_file
+from ..cache.content import hash_file
+from ..cache.store import Store
 from ..errors import InvalidArgumentError
 
 log = logging.getLogger("zoo.daemon")

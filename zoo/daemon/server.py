@@ -365,7 +365,7 @@ class Daemon:
 
     def serve(self, *, ready: Callable[[], None] | None = None) -> int:
         self._prepare_home()
-        self.store._mkdirs()
+        self.store.disk.prepare()
         self.sock_path.parent.mkdir(parents=True, exist_ok=True)
         if socket_in_use(self.sock_path):
             raise InvalidArgumentError(

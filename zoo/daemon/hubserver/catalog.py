@@ -150,8 +150,8 @@ class Catalog:
                 "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id}
                           for f in remote.files]}
         try:
-            self.store._mkdir(path.parent)
-            self.store._write_text(path, json.dumps(data))
+            self.store.disk.mkdir(path.parent)
+            self.store.disk.write_text(path, json.dumps(data))
         except OSError as exc:  # a cache of answers: losing it costs one request later
             log.warning("could not keep the upstream listing %s: %s", path, exc)
 

@@ -130,8 +130,8 @@ class PullThrough:
     def _write_taint(self, etag: str) -> None:
         path = self.store.layout.tainted_path(etag)
         try:
-            self.store._mkdir(path.parent)
-            self.store._write_text(path, "streamed bytes of a download that failed\n")
+            self.store.disk.mkdir(path.parent)
+            self.store.disk.write_text(path, "streamed bytes of a download that failed\n")
         except OSError as exc:
             with self._lock:
                 first = etag not in self._unwritten
@@ -178,7 +178,7 @@ class PullThrough:
 
         try:
             # the daemon's job progress (zoo daemon status), as for pulls through its socket
-            with self._slots, self.store._bar(f.size, f"pull {snap.repo}/{f.path}") as bar:
+            with self._slots, self.store.bar(f.size, f"pull {snap.repo}/{f.path}") as bar:
                 entry = self.store.fetch_file(snap.repo, snap.commit, served_remote_file(f), confirm=confirm,
                                               on_bytes=on_bytes, on_part=self._on_part(transfer))
         except BaseException as exc:

@@ -1,0 +1,114 @@
+"""Reading the store: which versions there are, which one a name means, and whether its files are in place.
+
+No locks, no writes, no network: any process (a load, ``zoo ls``, the hub server) reads the store this way,
+whoever writes it. A warm load is :meth:`StoreReader.find` and :meth:`StoreReader.missing_files`: a few
+``stat`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import AmbiguousNameError
+from ..names import version_number
+from .disk import Disk
+from .layout import Layout, default_home
+from .manifests import FileEntry, Version, read_folder
+
+
+class StoreReader:
+    """One store, read. Holds no global state."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.layout = Layout(Path(home).expanduser() if home is not None else default_home())
+        self.home = self.layout.home
+        self.disk = Disk(self.layout)
+
+    # -- paths (see zoo.cache.layout) ------------------------------------------------------------
+
+    objects = property(lambda self: self.layout.objects)
+    hub = property(lambda self: self.layout.hub)
+    tmp = property(lambda self: self.layout.tmp)
+    quarantine = property(lambda self: self.layout.quarantine)
+    locks = property(lambda self: self.layout.locks)
+
+    def object_path(self, sha256: str) -> Path:
+        return self.layout.object_path(sha256)
+
+    def repo_path(self, repo: str) -> Path:
+        return self.layout.repo_path(repo)
+
+    def snapshot(self, version: Version) -> Path:
+        return self.layout.snapshot_path(version.repo, version.id)
+
+    # -- versions --------------------------------------------------------------------------------
+
+    def versions(self, repo: str) -> list[Version]:
+        self.disk.check_readable()
+        return read_folder(self.layout.versions_folder(repo))
+
+    def repos(self) -> list[str]:
+        self.disk.check_readable()
+        root = self.layout.versions_root
+        out = []
+        for folder in sorted(root.glob("models--*")) if root.is_dir() else []:
+            versions = read_folder(folder)
+            if versions:
+                out.append(versions[-1].repo)
+        return out
+
+    def iter_versions(self) -> Iterator[Version]:
+        for repo in self.repos():
+            yield from self.versions(repo)
+
+    def find(self, repo: str, spec: str | None = None) -> Version | None:
+        """The version of ``repo`` that ``spec`` names: None (newest), ``v3``, a commit or content id
+        (or a prefix of 7+ characters), or a ref such as ``main``. Local only: no network."""
+        versions = self.versions(repo)
+        if not versions:
+            return None
+        if spec is None:
+            return versions[-1]
+        number = version_number(spec)
+        if number is not None:
+            return next((v for v in versions if v.number == number), None)
+        ref = self.layout.ref_path(repo, spec)
+        with contextlib.suppress(OSError):
+            target = ref.read_text().strip()
+            matches = [v for v in versions if v.id == target]
+            if matches:
+                return matches[-1]
+        if len(spec) >= 7 and all(c in "0123456789abcdef" for c in spec.lower()):
+            matches = {v.id: v for v in versions if v.id.startswith(spec.lower())}
+            if len(matches) > 1:
+                raise AmbiguousNameError(
+                    f"{repo}@{spec} matches {len(matches)} versions ({', '.join(sorted(i[:12] for i in matches))}); "
+                    "give more characters of the id, or @vN"
+                )
+            if matches:
+                return next(iter(matches.values()))
+        return None
+
+    def missing_files(self, version: Version) -> list[FileEntry]:
+        """Files of a version that are not in place as last checked (gone, another size, or another
+        mtime: rewritten since): stat calls only, no hashing."""
+        snap = self.snapshot(version)
+        changed = []
+        for entry in version.files:
+            try:
+                st = (snap / entry.path).stat()
+            except OSError:
+                changed.append(entry)
+                continue
+            if st.st_size != entry.size or (entry.mtime_ns and st.st_mtime_ns != entry.mtime_ns):
+                changed.append(entry)
+        return changed
+
+    def last_used(self, repo: str) -> float | None:
+        try:
+            return self.layout.used_path(repo).stat().st_mtime
+        except OSError:
+            return None

@@ -245,3 +245,27 @@ def test_a_layer_list_is_not_summed_unless_it_is_depths():
     check_sizes({"cross_attention_layers": list(range(3, 100, 5))}, "config")  # indices of layers
     with pytest.raises(ConfigError, match="depths"):
         check_sizes({"depths": [600, 600]}, "config")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["nul in a shard name", "a million layers"])
+def test_zoo_import_refuses_what_a_load_would_refuse(saved, tmp_path, damage):
+    folder = _copy(saved, tmp_path)
+    if damage == "nul in a shard name":
+        index = _index(folder)
+        index["weight_map"] = {k: v.replace("-of-", "\x00-of-") for k, v in index["weight_map"].items()}
+        _write_index(folder, index)
+        expected = "NUL"
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        config["num_hidden_layers"] = 1_000_000
+        (folder / "config.json").write_text(json.dumps(config))
+        expected = "num_hidden_layers is 1000000"
+    result = subprocess.run([sys.executable, "-m", "zoo", "import", str(folder), "--name", "refused"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("zoo: error: ") and expected in result.stderr
+    assert "Traceback" not in result.stderr
+    listed = subprocess.run([sys.executable, "-m", "zoo", "versions", "refused"], capture_output=True, text=True,
+                            timeout=120)
+    assert "v1" not in listed.stdout  # nothing was stored

@@ -137,22 +137,23 @@ def owner_alive(path: Path, *, startup: bool = False) -> bool:
 
 
 def tree_bytes(path: Path) -> int:
-    """The bytes that removing ``path`` (a file, or a folder with everything in it) frees: the sizes of
-    its files that have no other link (a file also stored elsewhere frees nothing)."""
-    total = 0
+    """The bytes that removing ``path`` (a file, or a folder with everything in it) frees: each regular
+    file counted once per inode, and only where no link outside ``path`` keeps it (a file also stored
+    in objects/ frees nothing)."""
     try:
         st = path.lstat()
     except OSError:
         return 0
     if not stat.S_ISDIR(st.st_mode):
         return st.st_size if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1 else 0
-    for root, dirs, files in os.walk(path):
+    inodes: dict[tuple[int, int], list[int]] = {}  # inode -> [size, its links, its links inside path]
+    for root, _dirs, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
                 fst = os.lstat(os.path.join(root, name))
-                if stat.S_ISREG(fst.st_mode) and fst.st_nlink <= 1:
-                    total += fst.st_size
-    return total
+                if stat.S_ISREG(fst.st_mode):
+                    inodes.setdefault((fst.st_dev, fst.st_ino), [fst.st_size, fst.st_nlink, 0])[2] += 1
+    return sum(size for size, nlink, inside in inodes.values() if inside >= nlink)
 
 
 def dead_temporaries(tmp_dir: Path, *, keep: tuple[str, ...] = (), startup: bool = False) -> list[tuple[Path, int]]:

@@ -296,7 +296,7 @@ class Daemon:
                 send: Callable[[dict[str, Any]], None]) -> str:
         """An import from the files the client opened and passed (checked and copied from those very
         descriptors: :mod:`zoo.daemon.ingest`)."""
-        from .ingest import import_open, peer_gone, regular_size
+        from .ingest import ClientGone, import_open, peer_gone, regular_size
 
         name = validate_name(_text(args, "name"))
         files = args.get("files")
@@ -312,6 +312,9 @@ class Daemon:
             version = import_open(self.store, name, sources, stem=f"import-{peer.uid}",
                                   source=f"{source or 'import'} (uid {peer.uid} {peer.user})",
                                   gone=peer_gone(reader.sock))
+        except ClientGone as exc:
+            log.warning("%s (uid %d, pid %d): %s; nothing was kept", peer.user, peer.uid, peer.pid, exc)
+            raise
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):

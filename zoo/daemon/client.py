@@ -11,16 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from .. import errors
 from ..cache.ingest import import_source
 from ..cache.manifests import Version
 from ..cache.store import Store
-from ..names import is_local, validate_name, version_number
+from ..names import is_local, validate_name
 from . import wire
 from .server import socket_path
 

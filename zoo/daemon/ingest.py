@@ -235,3 +235,17 @@ def _follow(root: int, parts: tuple[str, ...], target: str, rel: str, top: str, 
         with contextlib.suppress(OSError):
             os.close(fd)
     return None
+
+
+def import_drop(store: Store, name: str, folder: Path) -> Any:
+    """A drop folder (anyone in the group may write it) as a version: every file opened once, without
+    following a symlink out of the folder, and the copy checked as the folder was."""
+    from .watch import check_complete
+
+    sources = open_drop_folder(folder)
+    try:
+        return import_open(store, name, sources, stem="drop", source=f"drop:{folder}", check=check_complete)
+    finally:
+        for _, fd, _ in sources:
+            with contextlib.suppress(OSError):
+                os.close(fd)

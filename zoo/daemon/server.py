@@ -22,7 +22,6 @@ import pwd
 import signal
 import socket
 import socketserver
-import stat
 import struct
 import threading
 import time
@@ -30,12 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cache import atomic
-from ..cache.progress import human as _human
 from ..cache.store import Store
-from ..errors import InvalidArgumentError, StoreAccessError, ZooError
+from ..errors import InvalidArgumentError, ZooError
 from ..names import validate_name
 from . import wire
+from .startup import prepare_home, remove_leftovers, require_extras, socket_in_use
 
 log = logging.getLogger("zoo.daemon")
 SOCKET_NAME = "daemon.sock"
@@ -44,35 +42,6 @@ REQUEST_TIMEOUT = 60.0  # seconds a client may take to send its request, or to r
 
 def socket_path(store_home: Path) -> Path:
     return Path(os.environ["ZOO_DAEMON"]) if os.environ.get("ZOO_DAEMON") else store_home / SOCKET_NAME
-
-
-DAEMON_EXTRA = "pip install 'zoo-registry[daemon]'"
-
-
-def require_extras(*, watch: bool = False, http: bool = False) -> None:
-    """Before anything is created: the third-party packages that ``--watch`` (watchdog) and ``--http``
-    (aiohttp) need are importable, else a :class:`~zoo.errors.MissingDependencyError` naming the extra."""
-    from .._deps import require
-
-    if watch:
-        require("watchdog", DAEMON_EXTRA, needed_by="zoo daemon --watch")
-        require("watchdog.observers", DAEMON_EXTRA, needed_by="zoo daemon --watch")
-    if http:
-        require("aiohttp", DAEMON_EXTRA, needed_by="zoo daemon --http")
-
-
-def socket_in_use(path: Path) -> bool:
-    """Whether a process listens on the unix socket ``path`` (False: none there, or one left by a daemon
-    that is gone, which connecting to refuses)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(5)
-        try:
-            probe.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            return False
-        except OSError:
-            return True  # another error (permissions, a full backlog): someone may be there; leave it
-    return True
 
 
 @dataclass(frozen=True)
@@ -332,7 +301,9 @@ class Daemon:
 
     def _ingest_drop(self, name: str, folder: Path) -> None:
         """A drop folder became complete: a new version of ``name`` (none when the content is known)."""
-        job = self.run_shared(("drop", name, str(folder)), lambda: _import_drop(self.store, name, folder))
+        from .ingest import import_drop
+
+        job = self.run_shared(("drop", name, str(folder)), lambda: import_drop(self.store, name, folder))
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -367,7 +338,7 @@ class Daemon:
     # -- serving ---------------------------------------------------------------------------------
 
     def serve(self, *, ready: Callable[[], None] | None = None) -> int:
-        self._prepare_home()
+        prepare_home(self.store.home, self.group_gid, private=self.private)
         self.store.disk.prepare()
         self.sock_path.parent.mkdir(parents=True, exist_ok=True)
         if socket_in_use(self.sock_path):
@@ -376,7 +347,7 @@ class Daemon:
                 "(systemctl stop zoo, or kill its pid from zoo daemon status), or give this one another --socket")
         with contextlib.suppress(FileNotFoundError):
             self.sock_path.unlink()  # a socket left by a daemon that is gone (killed, crashed): nobody listens
-        self._remove_leftovers()
+        remove_leftovers(self.store)
         daemon = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -448,45 +419,6 @@ class Daemon:
         log.info("stopped")
         return 0
 
-    def _prepare_home(self) -> None:
-        """A daemon that serves a group (or gated content, --tokens) keeps everyone else out of the store:
-        its files are readable by whoever may enter $ZOO_HOME, so a new store is made 2750 for the group
-        (0700 without one), and one that others may enter is refused."""
-        if self.group_gid is None and not self.private:
-            return
-        home = self.store.home
-        if not home.exists():
-            home.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                home.mkdir(mode=0o700)
-            if self.group_gid is not None:
-                os.chown(home, -1, self.group_gid)
-                os.chmod(home, 0o2750)
-            else:
-                os.chmod(home, 0o700)
-            log.info("made the store %s (mode %s)", home, stat.filemode(home.stat().st_mode))
-            return
-        st = home.stat()
-        if not st.st_mode & 0o007:
-            return
-        if self.group_gid is None:  # --tokens alone: the store may be meant for every local user
-            log.warning("the store %s is open to every local user (%s): they read private and gated content "
-                        "from objects/ without a token. Close it with: chmod o-rwx %s", home,
-                        stat.filemode(st.st_mode), home)
-            return
-        raise StoreAccessError(
-            f"the store {home} is open to every local user ({stat.filemode(st.st_mode)}): they could read its "
-            f"content from objects/ directly, but --group {_group_name(self.group_gid)} serves only that group. "
-            f"Close it (chmod o-rwx {home}; chgrp {_group_name(self.group_gid)} {home}) and start the daemon again")
-
-    def _remove_leftovers(self) -> None:
-        """What processes that are gone left in tmp/ (a daemon killed during an import or a drop folder's
-        ingest): staging folders and copies. Partial downloads stay: the next pull resumes them."""
-        removed, freed = atomic.remove_dead_temporaries(self.store.tmp, keep=(".part",), startup=True)
-        if removed:
-            log.info("removed %d temporaries of processes that are gone from %s (%s)", removed, self.store.tmp,
-                     _human(freed))
-
     def serve_connection(self, sock: socket.socket) -> None:
         peer = peer_of(sock)
         reader = wire.Reader(sock)
@@ -535,13 +467,6 @@ class Daemon:
             self.clients -= 1
 
 
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
 def _group_id(group: str) -> int:
     try:
         return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
@@ -566,23 +491,8 @@ def _relative_path(entry: Any) -> Path:
     return Path(*parts)
 
 
-def _import_drop(store: Store, name: str, folder: Path) -> Any:
-    """A drop folder (anyone in the group may write it) as a version: every file opened once, without
-    following a symlink out of the folder, and the copy checked as the folder was."""
-    from .ingest import import_open, open_drop_folder
-    from .watch import check_complete
-
-    sources = open_drop_folder(folder)
-    try:
-        return import_open(store, name, sources, stem="drop", source=f"drop:{folder}", check=check_complete)
-    finally:
-        for _, fd, _ in sources:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 def _plan(plan: Any) -> dict[str, Any]:
     return {"description": plan.description, "freed": plan.freed, "files": len(plan.files), "dirs": len(plan.dirs)}
 
 
-__all__ = ["Daemon", "Peer", "SOCKET_NAME", "socket_path"]
+__all__ = ["Daemon", "Peer", "SOCKET_NAME", "require_extras", "socket_path"]

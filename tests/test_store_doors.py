@@ -222,3 +222,31 @@ def test_zoo_verify_mends_every_path_a_load_opens(hub_env, hub, minilm_dir):
     assert result.returncode == 0, result.stderr
     assert "DIFFERENT 0 []" in result.stdout, result.stdout
     assert weights.resolve().stat().st_nlink >= 2  # the blob is the object again
+
+
+@pytest.mark.slow
+def test_zoo_versions_of_a_hub_repo_never_shadow_an_upstream_ref_for_hub_cache_readers(hub_env, hub):
+    """zoo pull NAME@zoo:v1 is zoo's version 1, made present without asking the upstream (it asked the
+    upstream for a ref 'v1'); in the hub layout zoo's versions of a hub repository are refs/zoo:vN, so a
+    huggingface_hub reader of the store (HF_HUB_CACHE=$ZOO_HOME/hub, offline) never takes revision="v1"
+    for zoo's version when it may be the upstream's tag."""
+    first = zoo_cli("-q", "pull", "bert-base-cased", env=hub_env)
+    assert first.returncode == 0, first.stderr
+    hub.reset_counts()
+    again = zoo_cli("pull", "bert-base-cased@zoo:v1", env=hub_env)
+    assert again.returncode == 0, again.stderr
+    assert " v1 " in again.stdout and hub.requests() == [], (again.stdout, hub.requests())
+    home = Path(os.environ["ZOO_HOME"])
+    reader = run_python("""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+        repo = "google-bert/bert-base-cased"
+        print("zoo:v1", open(hf_hub_download(repo, "config.json", revision="zoo:v1")).read()[:1])
+        try:
+            hf_hub_download(repo, "config.json", revision="v1")
+            print("v1 FOUND")
+        except LocalEntryNotFoundError:
+            print("v1 not cached")
+    """, env={"HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert reader.returncode == 0, reader.stderr
+    assert "zoo:v1 {" in reader.stdout and "v1 not cached" in reader.stdout, reader.stdout

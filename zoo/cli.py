@@ -242,7 +242,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
     target = _target(args, store)
     if target.kind != "hub":
         raise ZooError(f"{args.name!r} is a local name; only hub repositories are pulled")
-    version = store.pull(target.repo, target.revision or target.default_revision, all_files=args.all)
+    if target.own_version:  # @zoo:vN: zoo's own version, made present and intact, never asked of the
+        version = store.ensure(target.repo, target.revision)  # upstream (which may have a tag vN)
+    else:
+        version = store.pull(target.repo, target.revision or target.default_revision, all_files=args.all)
     print(f"{target.repo} {version.name} ({version.id[:12]}): {len(version.files)} files, "
           f"{_human(version.total_size)} in {store.snapshot(version)}")
     return 0

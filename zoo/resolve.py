@@ -49,6 +49,7 @@ class Target:
     repo: str | None = None
     revision: str | None = None  # what follows '@', if anything
     default_revision: str = "main"  # from the checkpoint table
+    own_version: bool = False  # written @zoo:vN: zoo's own version, never an upstream's ref
 
     @property
     def label(self) -> str:
@@ -108,7 +109,7 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
         if is_dir:
             return Target("dir", path=Path(base))
         _check_version_spelling(store, repo, revision, explicit)
-        return Target("hub", repo=repo, revision=revision)
+        return Target("hub", repo=repo, revision=revision, own_version=explicit)
     repo = local_repo(base)
     if prefix == "local":
         return Target("local", repo=repo, revision=revision)
@@ -127,7 +128,8 @@ def parse(ref: Any, *, registry: Any, store: Any) -> Target:
         return Target("dir", path=Path(base))
     if row is not None:
         _check_version_spelling(store, row.item.repo, revision, explicit)
-        return Target("hub", repo=row.item.repo, revision=revision, default_revision=row.item.revision)
+        return Target("hub", repo=row.item.repo, revision=revision, default_revision=row.item.revision,
+                      own_version=explicit)
     if local:
         return Target("local", repo=repo, revision=revision)
     known = sorted({*registry.checkpoints(), *(display_name(r) for r in store.repos() if is_local(r))})

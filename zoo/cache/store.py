@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError, IntegrityError, OfflineError
-from ..names import is_local, local_repo, validate_name, validate_repo_id, validate_revision, version_number
+from ..names import ZOO_PREFIX, is_local, local_repo, validate_name, validate_repo_id, validate_revision, version_number
 from . import atomic, ingest, progress
 from .atomic import HOST, owner_alive
 from .content import Contents, hash_file
@@ -399,7 +399,10 @@ class Store(StoreReader):
             else:
                 version = self._new_version(repo, snap_id, entries, source, revision, access)
             newest = max(v.number for v in self.versions(repo))
-            for ref in {*refs, version.name}:
+            # readers of the hub layout (HF_HUB_CACHE=$ZOO_HOME/hub) find zoo's version by its ref too: vN for
+            # local/ names, zoo:vN for hub repositories, where vN may be an upstream's tag (never shadowed)
+            own = version.name if is_local(repo) else f"{ZOO_PREFIX}{version.name}"
+            for ref in {*refs, own}:
                 if ref == "main" and is_local(repo) and version.number != newest:
                     continue  # an import's main is its newest version, as the plain name loads it
                 self.disk.write_text(self.layout.ref_path(repo, ref), snap_id)

@@ -128,3 +128,34 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def test_drop_folder_files_are_opened_inside_the_folder_only(tmp_path):
+    """The drop folder reader: symlinks that stay inside (relative, absolute, chained, from a subfolder) are
+    read through; one that leaves the folder, or a FIFO, is refused without being opened."""
+    from zoo.daemon.ingest import open_drop_folder
+    from zoo.errors import CorruptCheckpointError
+
+    folder = tmp_path / "m"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "sub" / "w.bin").write_bytes(b"12345")
+    (folder / "abs.json").symlink_to(folder / "config.json")
+    (folder / "rel.bin").symlink_to("sub/w.bin")
+    (folder / "chain").symlink_to("rel.bin")
+    (folder / "sub" / "up.json").symlink_to("../config.json")
+    (folder / "dirlink").symlink_to("sub")  # a folder: not part of a version, as for imports
+    opened = open_drop_folder(folder)
+    try:
+        assert [(rel, os.pread(fd, 10, 0)) for rel, fd, _ in opened] == [
+            ("abs.json", b"{}"), ("chain", b"12345"), ("config.json", b"{}"), ("rel.bin", b"12345"),
+            ("sub/up.json", b"{}"), ("sub/w.bin", b"12345")]
+    finally:
+        for _, fd, _ in opened:
+            os.close(fd)
+    for name, make in (("out", lambda p: p.symlink_to("/etc/passwd")), ("out2", lambda p: p.symlink_to("../x/../..")),
+                       ("fifo", os.mkfifo)):
+        make(folder / name)
+        with pytest.raises(CorruptCheckpointError, match="outside the drop folder|not a regular file"):
+            open_drop_folder(folder)
+        (folder / name).unlink()

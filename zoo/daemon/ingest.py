@@ -199,8 +199,13 @@ def _follow(root: int, parts: tuple[str, ...], target: str, rel: str, top: str, 
     (None for a symlink to a folder: not part of a version, as for imports)."""
     outside = CorruptCheckpointError(f"{rel} is a symlink to {target}, outside the drop folder {top}; zoo never "
                                      "follows it. Copy the file in instead; nothing was stored")
-    if hops >= MAX_LINKS or os.path.isabs(target):
+    if hops >= MAX_LINKS:
         raise outside
+    if os.path.isabs(target):  # an absolute path into the folder itself (as the watcher accepts it)
+        norm, real = os.path.normpath(target), os.path.realpath(top)
+        if not norm.startswith(real.rstrip("/") + "/"):
+            raise outside
+        target, parts = norm[len(real.rstrip("/")) + 1:], ()
     steps: list[str] = list(parts)
     for piece in target.split("/"):
         if piece in ("", "."):

@@ -77,7 +77,7 @@ def model_types() -> list[str]:
 
     with_models = set()
     for name in dir(modeling_auto):
-        if name.startswith("MODEL_") and name.endswith("_MAPPING_NAMES"):
+        if name.startswith("MODEL_") and name.endswith("_MAPPING_NAMES"):  # not CONFIG_MAPPING_NAMES
             with_models |= set(getattr(modeling_auto, name))
     return sorted(t for t in CONFIG_MAPPING_NAMES if t in with_models)
 

@@ -143,6 +143,18 @@ def _heads(model_type: str) -> tuple[dict, dict]:
                 heads.setdefault(name, f"transformers:{name}")
             tasks.setdefault(task, names[0])
             break
+    known = {mapping for _, mappings in TASKS for mapping in mappings}
+    for mapping in sorted(dir(modeling_auto)):  # mappings TASKS does not list (MODEL_FOR_DECISION_...): heads too
+        if mapping in known or not (mapping.startswith("MODEL_") and mapping.endswith("_MAPPING_NAMES")):
+            continue
+        names = getattr(modeling_auto, mapping, {}).get(model_type)
+        if not names:
+            continue
+        names = (names,) if isinstance(names, str) else tuple(names)
+        for name in names:
+            heads.setdefault(name, f"transformers:{name}")
+        task = mapping.removeprefix("MODEL_").removeprefix("FOR_").removesuffix("_MAPPING_NAMES")
+        tasks.setdefault(task.lower().replace("_", "-"), names[0])
     return heads, tasks
 
 

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -283,6 +284,55 @@ def manifest_version(home: Path, manifest: Path) -> tuple[str, str]:
     repo = folder[len("models--"):].replace("--", "/")
     number = re.sub(r"\D", "", manifest.stem) or "0"
     return repo, f"v{int(number)}"
+
+
+# -- the model's records --------------------------------------------------------------------------
+
+@dataclass
+class Content:
+    path: Path
+    files: dict[str, str]  # relative path -> sha256
+    tensors: dict[str, str]  # state-dict key -> sha256 of the tensor's bytes
+
+
+@dataclass
+class Ver:
+    content: int
+    id: str | None = None  # the first 12 characters of the version's id, once a command said it
+    certain: bool = True  # False once its manifest was damaged: it may vanish; if listed it must still load right
+
+
+@dataclass
+class Source:
+    path: Path
+    how: str
+    state: dict
+    linked: bool = False
+
+
+class World:
+    """What lives across examples: the worker, the hub, the contents, the counts."""
+
+    def __init__(self, base: Path, worker: Worker, endpoint: str, contents: list[Content]) -> None:
+        self.base, self.worker, self.endpoint, self.contents = base, worker, endpoint, contents
+        self.examples = self.steps = self.tolerated_bitrot = 0
+        self.tolerated: dict[str, int] = {}
+        self.rules: dict[str, int] = {}  # how often each rule ran
+        self.tolerate = {k for k in os.environ.get("ZOO_MODEL_TOLERATE", "").split(",") if k}
+
+
+class Failure(AssertionError):
+    pass
+
+
+def note(text: str) -> None:
+    """hypothesis's note (printed with a failing sequence); printed when a step runs outside hypothesis."""
+    from hypothesis import note as _note
+
+    try:
+        _note(text)
+    except Exception:  # noqa: BLE001 - no test context: replaying a sequence by hand
+        print(text)
 
 
 if __name__ == "__main__":

@@ -36,18 +36,17 @@ import subprocess
 import sys
 import time
 from contextlib import redirect_stdout
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, Verbosity, settings, strategies as st
-from hypothesis import note as _note
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, \
     run_state_machine_as_test
 
 from conftest import TINY_BERT
-from store_model import (KINDS, Daemon, Worker, dir_state, judge_cli, judge_error, manifest_version,
-                         present_digests, sha256_file, store_files, tensor_digests, zoo_cli, zoo_command)
+from store_model import (KINDS, Content, Daemon, Failure, Source, Ver, Worker, World, dir_state, judge_cli,
+                         judge_error, manifest_version, note, present_digests, sha256_file, store_files,
+                         tensor_digests, zoo_cli, zoo_command)
 
 LOCAL = ("alpha", "beta")
 HUB = {"zoo-test/tiny-a": 0, "zoo-test/tiny-b": 3}  # repository -> content; content 0 is also a local one
@@ -57,51 +56,6 @@ WHICH = ("newest", "v1", "v2", "v3")
 # Shrinking a failing sequence can take many minutes of processes: on with ZOO_MODEL_SHRINK=1 (the unshrunk
 # sequence printed without it reproduces too).
 PHASES = [p for p in Phase if p != Phase.shrink or os.environ.get("ZOO_MODEL_SHRINK")]
-
-
-@dataclass
-class Content:
-    path: Path
-    files: dict[str, str]  # relative path -> sha256
-    tensors: dict[str, str]  # state-dict key -> sha256 of the tensor's bytes
-
-
-@dataclass
-class Ver:
-    content: int
-    id: str | None = None  # the first 12 characters of the version's id, once a command said it
-    certain: bool = True  # False once its manifest was damaged: it may vanish; if listed it must still load right
-
-
-@dataclass
-class Source:
-    path: Path
-    how: str
-    state: dict
-    linked: bool = False
-
-
-class World:
-    """What lives across examples: the worker, the hub, the contents, the counts."""
-
-    def __init__(self, base: Path, worker: Worker, endpoint: str, contents: list[Content]) -> None:
-        self.base, self.worker, self.endpoint, self.contents = base, worker, endpoint, contents
-        self.examples = self.steps = self.tolerated_bitrot = 0
-        self.tolerated: dict[str, int] = {}
-        self.rules: dict[str, int] = {}  # how often each rule ran
-        self.tolerate = {k for k in os.environ.get("ZOO_MODEL_TOLERATE", "").split(",") if k}
-
-
-class Failure(AssertionError):
-    pass
-
-
-def note(text: str) -> None:
-    """hypothesis's note (printed with a failing sequence); printed when a step runs outside hypothesis."""
-    try:
-        _note(text)
-    except Exception:  # noqa: BLE001 - no test context: replaying a sequence by hand
-        print(text)
 
 
 class StoreMachine(RuleBasedStateMachine):

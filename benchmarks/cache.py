@@ -38,7 +38,7 @@ ENV["HF_HUB_DISABLE_TELEMETRY"] = "1"
 TIMED = r"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
-import torch, transformers, zoo, zoo.modeling, zoo.weights
+import torch, transformers, zoo, zoo.model.modeling, zoo.model.weights
 from transformers import AutoModel, BertModel
 zoo.default_registry().architectures()
 which = sys.argv[1]

@@ -38,7 +38,7 @@ ENV["HF_HUB_DISABLE_TELEMETRY"] = "1"
 TIMED = r"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
-import torch, transformers, zoo, zoo.modeling, zoo.weights, zoo.daemon.client
+import torch, transformers, zoo, zoo.model.modeling, zoo.model.weights, zoo.daemon.client
 from transformers import BertModel
 zoo.default_registry().architectures()
 start = time.perf_counter()

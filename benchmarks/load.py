@@ -41,7 +41,7 @@ warnings.simplefilter("ignore")
 import torch, transformers, zoo
 from transformers import AutoModel  # the modeling code is imported for both sides
 getattr(transformers, sys.argv[4])  # BertModel, RobertaModel, ...
-import zoo_bert, zoo_transformers, zoo.modeling, zoo.weights  # zoo's own modules, as transformers' are above
+import zoo_bert, zoo_transformers, zoo.model.modeling, zoo.model.weights  # zoo's own modules, as transformers' are above
 def rss():
     fields = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith("Rss"))
     return {k: int(v.split()[0]) * 1024 for k, v in fields.items()}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zoo
-from zoo import modeling
+from zoo.model import modeling
 
 from conftest import write_config
 

@@ -1,4 +1,4 @@
-"""zoo.checkpoint.check_folder decides whether a checkpoint folder is complete and valid; loads use it.
+"""zoo.model.checkpoint.check_folder decides whether a checkpoint folder is complete and valid; loads use it.
 Through the doors: zoo.load in a fresh process, the `zoo` command in a subprocess."""
 
 import json
@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY_BERT, run_python
 
 import zoo
-from zoo.checkpoint import check_folder
+from zoo.model.checkpoint import check_folder
 from zoo.errors import (
     CheckpointNotFoundError,
     ConfigError,
@@ -185,7 +185,7 @@ def test_a_truncated_zip_bin_is_refused(saved, tmp_path):
 def test_the_check_never_imports_torch(saved):
     result = run_python(f"""
         import sys
-        from zoo.checkpoint import check_folder
+        from zoo.model.checkpoint import check_folder
         check_folder({str(saved)!r})
         print(sorted(m for m in ("torch", "transformers", "safetensors") if m in sys.modules))
     """)
@@ -240,7 +240,7 @@ def test_build_refuses_a_million_layers():
 
 
 def test_a_layer_list_is_not_summed_unless_it_is_depths():
-    from zoo.config import check_sizes
+    from zoo.model.config import check_sizes
 
     check_sizes({"cross_attention_layers": list(range(3, 100, 5))}, "config")  # indices of layers
     with pytest.raises(ConfigError, match="depths"):

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import zoo
-from zoo import modeling
+from zoo.model import modeling
 from zoo.api import default_registry
-from zoo.config import parse_config
-from zoo.spec import resolve_class
-from zoo.weights import read_safetensors_header
+from zoo.model.config import parse_config
+from zoo.plugins.spec import resolve_class
+from zoo.model.weights import read_safetensors_header
 
 from conftest import write_config
 
@@ -376,7 +376,7 @@ def test_huge_max_position_embeddings_is_refused_before_allocating(tmp_path, tin
 
 
 def test_minus_one_is_a_sentinel_for_counts_not_for_sizes():
-    from zoo.config import check_sizes
+    from zoo.model.config import check_sizes
 
     check_sizes({"model_type": "vilt", "num_images": -1}, "config.json")  # ViLT's default: "no limit"
     with pytest.raises(zoo.ConfigError, match="vocab_size"):

@@ -15,7 +15,7 @@ import pytest
 
 import zoo
 from conftest import ROOT, run_python
-from zoo.compat import check_transformers_version, parse_version
+from zoo.model.compat import check_transformers_version, parse_version
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 README = (ROOT / "README.md").read_text()

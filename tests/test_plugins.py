@@ -8,8 +8,8 @@ import types
 import pytest
 
 import zoo
-from zoo import hookspecs
-from zoo.registry import Registry
+from zoo.plugins import hookspecs
+from zoo.plugins.registry import Registry
 
 from conftest import ROOT, make_plugin_dist, run_python
 

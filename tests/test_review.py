@@ -13,8 +13,9 @@ import torch
 import transformers
 
 import zoo
-from zoo import compat, errors, modeling
-from zoo.registry import KnownPlugin, Registry
+from zoo import errors
+from zoo.model import compat, modeling
+from zoo.plugins.registry import KnownPlugin, Registry
 
 from conftest import ROOT, write_config
 
@@ -190,7 +191,7 @@ def test_one_version():
 
 
 def test_dead_code_is_gone():
-    assert not hasattr(zoo.spec, "class_name")
+    assert not hasattr(zoo.plugins.spec, "class_name")
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -226,11 +227,11 @@ def test_an_unreadable_version_is_explained_in_version_advice(saved, recorded, s
 
 
 def test_compat_knows_versions_not_plugins():
-    assert "tinynet" not in (ROOT / "zoo" / "compat.py").read_text()
+    assert "tinynet" not in (ROOT / "zoo" / "model" / "compat.py").read_text()
     assert not hasattr(compat, "KNOWN_PLUGINS")
     assert compat.unknown_model_type_advice("tinynet", None) == ""
     assert "pip install -U 'transformers>=99.0.0'" in compat.unknown_model_type_advice("tinynet", "99.0.0")
-    assert "transformers_version" not in (ROOT / "zoo" / "registry.py").read_text()
+    assert "transformers_version" not in (ROOT / "zoo" / "plugins" / "registry.py").read_text()
 
 
 def test_the_registry_suggests_plugins_from_its_table(tmp_path):

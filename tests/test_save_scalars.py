@@ -52,7 +52,7 @@ def test_clip_with_a_scalar_parameter_saves_and_loads_in_a_fresh_process(tmp_pat
 
 def test_a_scalar_buffer_round_trips_through_the_file(tmp_path):
     """The writer and the reader on their own: a 0-dim tensor of every width next to ordinary ones."""
-    from zoo import weights
+    from zoo.model import weights
 
     state = {
         "scale": torch.tensor(2.5),

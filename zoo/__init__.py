@@ -6,7 +6,7 @@ functions that use them.
 
 from ._version import __version__
 from .api import architectures, build, default_registry, load, load_config, load_tokenizer, save
-from .config import ModelConfig
+from .model.config import ModelConfig
 from .errors import (
     AmbiguousNameError,
     ArchitectureError,
@@ -45,9 +45,9 @@ from .errors import (
     ZooError,
     ZooWarning,
 )
-from .hookspecs import hookimpl
-from .registry import Registry
-from .spec import Architecture, Checkpoint
+from .plugins.hookspecs import hookimpl
+from .plugins.registry import Registry
+from .plugins.spec import Architecture, Checkpoint
 
 __all__ = [
     "AmbiguousNameError", "CacheError", "CacheWarning", "QuotaError", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingDependencyError", "MissingWeightsError",

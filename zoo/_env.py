@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 TRUE = {"1", "true", "yes", "on"}
 
@@ -18,3 +19,12 @@ def name_list(name: str) -> set[str] | None:
     if value is None:
         return None
     return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def zoo_home() -> Path:
+    """``$ZOO_HOME``, or ``$XDG_CACHE_HOME/zoo`` (default ``~/.cache/zoo``): where the store and zoo's
+    other records live."""
+    if os.environ.get("ZOO_HOME"):
+        return Path(os.environ["ZOO_HOME"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "zoo"

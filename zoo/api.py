@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ._deps import TORCH_INSTALL, require
 from ._env import flag
-from .config import CONFIG_NAME, ModelConfig, parse_config, read_config_file
+from .model.config import CONFIG_NAME, ModelConfig, parse_config, read_config_file
 from .errors import (
     ConfigError,
     IncompatibleVersionError,
@@ -23,8 +23,8 @@ from .errors import (
     WeightsMismatchError,
     WeightsWarning,
 )
-from .registry import Registered, Registry
-from .spec import resolve_class
+from .plugins.registry import Registered, Registry
+from .plugins.spec import resolve_class
 
 if TYPE_CHECKING:
     import torch
@@ -118,7 +118,7 @@ def build(config: Any, *, task: str | None = None, registry: Registry | None = N
     like ``BertModel(BertConfig())``. The head comes from ``task`` or the config's ``architectures``."""
     require("torch", TORCH_INSTALL, needed_by="zoo.build")
     cfg = _as_model_config(config, registry or default_registry())
-    from . import modeling
+    from .model import modeling
 
     cls = resolve_class(cfg.architecture.heads[cfg.architecture.head_for(task, list(cfg.architectures))], cfg.plugin)
     with cfg.building(cls):
@@ -142,7 +142,7 @@ def load(
     The plugin comes from ``config.json`` ``model_type``, the head from ``architectures`` (``task=``
     overrides it: a task such as ``"fill-mask"`` or a head such as ``"BertForMaskedLM"``). Weights are
     memory-mapped, not copied; older key names and layouts are converted as transformers does
-    (:mod:`zoo.conversion`). The model is built in ``dtype`` as ``from_pretrained`` builds it (default: the
+    (:mod:`zoo.model.conversion`). The model is built in ``dtype`` as ``from_pretrained`` builds it (default: the
     config's ``dtype``, else the checkpoint's): a weight stored in another dtype is converted, the others
     stay mapped; ``generation_config.json`` beside the weights becomes the model's ``generation_config``.
     A class the architecture hands to transformers (``Architecture.transformers_loading``, or a quantised
@@ -151,7 +151,7 @@ def load(
     ``output_loading_info=True`` returns ``(model, LoadReport)``.
     """
     require("torch", TORCH_INSTALL, needed_by="zoo.load")
-    from . import checkpoint, conversion, modeling, weights
+    from .model import checkpoint, conversion, modeling, weights
 
     strict = _strict(strict)
     dtype = _dtype(dtype)
@@ -255,7 +255,7 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
 
 
 def _save_dir(model: "torch.nn.Module", directory: Path, max_shard_size: int | str) -> Path:
-    from . import weights
+    from .model import weights
 
     config = getattr(model, "config", None)
     if config is None or not callable(getattr(config, "to_dict", None)):

@@ -48,9 +48,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """From config.json and the weights' headers only (no torch, no tensor data); ``--load`` also loads."""
-    from .describe import describe
+    from .api import default_registry, locate
+    from .model.describe import describe
 
-    info = describe(args.path)
+    registry = default_registry()
+    info = describe(locate(args.path, registry=registry), registry=registry)
     if args.json and not args.load:
         print(json.dumps(info.as_json(), indent=2))
         return 0
@@ -77,7 +79,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _print_load(path: Path, head: str) -> int:
     """Load the checkpoint as ``zoo.load`` would (mapped: cheap) and say what the load does to it."""
     from .api import load
-    from .conversion import summary
+    from .model.conversion import summary
 
     label = "load:"
     try:
@@ -92,7 +94,7 @@ def _print_load(path: Path, head: str) -> int:
     else:
         print(f"{label:<22}{head}, " + ("as saved: no renames or conversions" if not report.conversions else
                                          "with the conversions below"))
-    from .describe import loaded_figures
+    from .model.describe import loaded_figures
 
     figures = loaded_figures(model)
     print(f"  {figures['tensors']:,} tensors, {figures['parameters']:,} parameters as loaded")

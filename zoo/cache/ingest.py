@@ -3,7 +3,7 @@
 What an import promises: the user's files are never changed (copied, hashed in the same pass; a
 copy-on-write clone where the file system offers one), unless ``--link`` was asked (then hard-linked, and
 read-only as store objects are). What a load would refuse is refused before anything is stored, by the
-check loads make (:func:`zoo.checkpoint.check_folder`). A source file whose stat is unchanged since an
+check loads make (:func:`zoo.model.checkpoint.check_folder`). A source file whose stat is unchanged since an
 earlier import is neither read nor written again (``imported/``).
 """
 
@@ -25,9 +25,9 @@ from .layout import Layout
 def import_source(directory: str | os.PathLike[str], *, contained: bool = False
                   ) -> tuple[Path, list[tuple[str, Path, int]]]:
     """The resolved folder an import reads, and its files. What a load would refuse is refused here,
-    before anything is stored, by the one check loads use (:func:`zoo.checkpoint.check_folder`): a
+    before anything is stored, by the one check loads use (:func:`zoo.model.checkpoint.check_folder`): a
     missing folder, no or a bad config.json, no weights, a damaged or incomplete weights file."""
-    from ..checkpoint import check_folder
+    from ..model.checkpoint import check_folder
 
     directory = Path(directory).expanduser().resolve()
     check_folder(directory)

@@ -20,7 +20,7 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     ├── imported/<dev>-<ino>.json        stat fingerprints of imported source files -> sha256, so an
     │                                    unchanged file is not hashed again
     ├── conversions/<hash>.json          what transformers' key renames did to a checkpoint layout
-    │                                    (zoo.conversion), so later loads skip building its table
+    │                                    (zoo.model.conversion), so later loads skip building its table
     ├── pins/, leases/, lru/             the daemon's eviction records (drawn in zoo.daemon.evict)
     ├── remote/models--org--name/<commit>.json   the upstream's listing of a commit, as the daemon's HTTP
     │                                    server asked it once (zoo.daemon.hubserver.catalog); gc removes
@@ -45,14 +45,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._env import zoo_home
 from ..names import validate_repo_id
 
 
 def default_home() -> Path:
-    if os.environ.get("ZOO_HOME"):
-        return Path(os.environ["ZOO_HOME"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "zoo"
+    """The store's home: ``$ZOO_HOME`` (default ``~/.cache/zoo``), read now, not at import."""
+    return zoo_home()
 
 
 def repo_folder(repo_id: str) -> str:

@@ -354,7 +354,7 @@ class Store(StoreReader):
 
     def _check_shards(self, repo: str, entries: list[FileEntry]) -> None:
         """A sharded checkpoint is complete only if every shard its index names is among the files."""
-        from ..weights import missing_shards
+        from ..model.weights import missing_shards
 
         paths = {e.path for e in entries}
         for entry in entries:

@@ -77,12 +77,12 @@ def _size_flag(n: int) -> str:
 
 
 def parse_max_size(size: int | str) -> int:
-    """``500GB``, ``1.5TiB`` or a number of bytes (:func:`zoo.weights.parse_size`)."""
+    """``500GB``, ``1.5TiB`` or a number of bytes (:func:`zoo.model.weights.parse_size`)."""
     if isinstance(size, int) and not isinstance(size, bool):
         if size < 0:
             raise ValueError(f"a size cannot be negative: {size}")
         return size
-    from ..weights import parse_size  # zoo.weights imports no torch at module level
+    from ..model.weights import parse_size  # zoo.model.weights imports no torch at module level
 
     return parse_size(size)
 

@@ -52,7 +52,7 @@ from typing import Any, Callable
 
 from ..errors import InvalidArgumentError, ZooError
 from ..names import validate_name
-from ..weights import (
+from ..model.weights import (
     BIN_INDEX,
     BIN_SINGLE,
     SAFE_INDEX,

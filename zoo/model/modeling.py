@@ -182,7 +182,7 @@ def check_memory(cls: type, cfg: Any, *, materialised: bool) -> None:
         return
     import torch
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     with torch.device("meta"):
         model = cls(cfg.config)
@@ -273,7 +273,7 @@ def _fp32_patterns(model: "torch.nn.Module", dtype: Any) -> "re.Pattern[str] | N
 class LoadReport:
     """What a load did besides assigning tensors by name (``zoo.load(..., output_loading_info=True)``).
 
-    - ``conversions``: renames and conversions applied to checkpoint keys (:mod:`zoo.conversion`);
+    - ``conversions``: renames and conversions applied to checkpoint keys (:mod:`zoo.model.conversion`);
     - ``initialised``: weights of a head (or an optional body part) the checkpoint does not have, newly
       initialised: expected when loading a base checkpoint into a new head;
     - ``unused``: checkpoint weights of parts this model does not have (another head, a pooler): dropped;
@@ -381,7 +381,7 @@ def fill(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], *,
 
 
 def _missing_error(required: list[str], unexpected: tuple[str, ...], where: str, cls: str) -> Exception:
-    from .errors import MissingWeightsError
+    from ..errors import MissingWeightsError
 
     owners = {k.rpartition(".")[0] for k in required}
     renamed = [k for k in unexpected if k.rpartition(".")[0] in owners]
@@ -406,7 +406,7 @@ def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], fp32: "r
     ``load_state_dict(assign=True)``, which runs per-module hooks and checks we do not need."""
     import torch
 
-    from .errors import WeightsMismatchError
+    from ..errors import WeightsMismatchError
 
     modules = modules if modules is not None else dict(model.named_modules(remove_duplicate=False))
     aliases: dict[int, list[str]] = {}  # a parameter shared by several modules: one entry, many names
@@ -439,7 +439,7 @@ def _assign(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], fp32: "r
         else:
             table[attr] = tensor
     if wrong_kind:
-        from .errors import CorruptCheckpointError
+        from ..errors import CorruptCheckpointError
 
         raise CorruptCheckpointError(
             f"{len(wrong_kind)} weights are stored as integers or booleans where the model needs floating point "
@@ -574,7 +574,7 @@ def load_generation_config(model: "torch.nn.Module", directory: Any) -> str:
         return ""
     from transformers import GenerationConfig
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     try:
         if (directory / "generation_config.json").is_file():
@@ -592,7 +592,7 @@ def load_generation_config(model: "torch.nn.Module", directory: Any) -> str:
 def load_with_transformers(cls: type, directory: Any, dtype: Any, note: str) -> tuple["torch.nn.Module", LoadReport]:
     """``cls.from_pretrained(directory)`` from local files only, never running remote code: for classes
     whose loading zoo's fast path is not proven to reproduce. The report carries ``note`` (why)."""
-    from .errors import CheckpointError
+    from ..errors import CheckpointError
 
     try:
         model, info = cls.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False,

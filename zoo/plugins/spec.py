@@ -16,7 +16,7 @@ ClassRef = Union[str, type, Any]
 def resolve_class(ref: ClassRef, owner: str | None = None) -> Any:
     """Turn ``"pkg.module:Name"`` into the object; pass objects through. ``owner`` (the plugin that
     registered the reference) is named in the error when the import fails."""
-    from .errors import PluginLoadError
+    from ..errors import PluginLoadError
 
     if not isinstance(ref, str):
         return ref
@@ -50,7 +50,7 @@ class Architecture:
     - ``default_head``: used when ``config.json`` has no ``architectures``; defaults to the first head.
     - ``tokenizer_class``: has ``from_pretrained(dir)``; defaults to transformers' ``AutoTokenizer``.
     - ``key_renames``: older checkpoint key names, as regular expression -> replacement (``re.sub``),
-      applied to every key before loading (``{r"\\.ln_(\\d)\\.": r".norm\\1."}``). See :mod:`zoo.conversion`.
+      applied to every key before loading (``{r"\\.ln_(\\d)\\.": r".norm\\1."}``). See :mod:`zoo.model.conversion`.
     - ``transformers_conversions``: for heads that are transformers ``PreTrainedModel`` classes, also apply
       transformers' own checkpoint conversions (legacy ``gamma``/``beta`` names, merged experts...), as
       ``from_pretrained`` does. On by default.
@@ -88,7 +88,7 @@ class Architecture:
             if head != "*" and head not in self.heads:
                 raise ValueError(f"Architecture {self.model_type!r}: transformers_loading names unknown head {head!r}")
         object.__setattr__(self, "transformers_loading", dict(self.transformers_loading))
-        from .conversion import compile_renames
+        from ..model.conversion import compile_renames
 
         compile_renames(self.key_renames, self.model_type)
         object.__setattr__(self, "key_renames", dict(self.key_renames))
@@ -105,7 +105,7 @@ class Architecture:
 
     def head_for(self, task: str | None, architectures: list[str] | None) -> str:
         """The head to build: ``task`` (a task or head name) wins, then ``architectures[0]``, then the default."""
-        from .errors import UnknownTaskError
+        from ..errors import UnknownTaskError
 
         if task is not None:
             if task in self.heads:
@@ -144,7 +144,7 @@ class Checkpoint:
     description: str = ""
 
     def __post_init__(self) -> None:
-        from .names import validate_name, validate_repo_id
+        from ..names import validate_name, validate_repo_id
 
         validate_name(self.name)
         for alias in self.aliases:

@@ -6,8 +6,8 @@ A folder passes :func:`check_folder` when
 
 - it exists and is a directory;
 - ``config.json`` is a regular file holding a JSON object with a ``model_type``, and no size or count in
-  it is impossible or past what zoo builds (:func:`zoo.config.check_sizes`);
-- it holds weights zoo reads (:func:`zoo.weights.find_weights`: ``model.safetensors``, a safetensors
+  it is impossible or past what zoo builds (:func:`zoo.model.config.check_sizes`);
+- it holds weights zoo reads (:func:`zoo.model.weights.find_weights`: ``model.safetensors``, a safetensors
   index, ``pytorch_model.bin`` or its index), and they are whole:
 
   * every safetensors file in the folder (shards, adapters, files in subfolders) has a header that
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CONFIG_NAME, check_sizes, read_config_file
-from .errors import ConfigError
+from ..errors import ConfigError
 from .weights import WeightFiles, check_bin, open_weights, read_safetensors_header
 
 __all__ = ["CheckedFolder", "check_folder", "open_folder"]

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
-from .cache import atomic
-from .errors import CorruptCheckpointError, StoreFullError, UnsafeCheckpointError, WeightsNotFoundError
+from ..cache import atomic
+from ..errors import CorruptCheckpointError, StoreFullError, UnsafeCheckpointError, WeightsNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -575,7 +575,7 @@ def parse_size(size: int | str) -> int:
         return size
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", str(size), re.IGNORECASE)
     if not match:
-        from .errors import InvalidArgumentError
+        from ..errors import InvalidArgumentError
 
         raise InvalidArgumentError(f"size {size!r} is not like 5GB, 500MB or 1048576")
     unit = (match.group(2) or "B").upper()

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from packaging.version import Version
 
 from .compat import VersionAdvice, check_transformers_version, parse_version, unknown_model_type_advice
-from .errors import CheckpointNotFoundError, ConfigError, UnknownArchitectureError, ZooError
+from ..errors import CheckpointNotFoundError, ConfigError, UnknownArchitectureError, ZooError
 from .weights import entry_problem, loads_json
 
 CONFIG_NAME = "config.json"
@@ -44,7 +44,7 @@ class ModelConfig:
     def config(self) -> Any:
         """The plugin's config object, built from ``raw`` on first use."""
         if self._config is None:
-            from .spec import resolve_class
+            from ..plugins.spec import resolve_class
 
             cls = resolve_class(self.architecture.config_class, self.plugin)
             try:

@@ -36,8 +36,8 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from . import hookspecs
-from ._env import flag, name_list
-from .errors import (
+from .._env import flag, name_list
+from ..errors import (
     DuplicateRegistrationError,
     PluginLoadError,
     PluginWarning,
@@ -304,8 +304,8 @@ class Registry:
         (``Registered.fallback`` is then True). An unknown one is an
         :class:`~zoo.errors.UnknownArchitectureError` that names the installed architectures, close
         matches, the plugin that provides it (:data:`KNOWN_PLUGINS`), failing fallbacks and a disabled
-        built-in fallback (:data:`KNOWN_FALLBACKS`); what transformers knows of it is :mod:`zoo.compat`'s
-        to add (:func:`zoo.config.parse_config` does)."""
+        built-in fallback (:data:`KNOWN_FALLBACKS`); what transformers knows of it is :mod:`zoo.model.compat`'s
+        to add (:func:`zoo.model.config.parse_config` does)."""
         self._load()
         if model_type in self._architectures:
             return self._architectures[model_type]

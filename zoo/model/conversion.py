@@ -124,13 +124,13 @@ class _RenamesCache:
         import hashlib
         from importlib import metadata
 
-        from .cache.layout import default_home
+        from .._env import zoo_home
 
         h = hashlib.sha256()
         for part in (metadata.version("transformers"), f"{type(model).__module__}.{type(model).__qualname__}",
                      "\0".join(sorted(expected)), "\0".join(keys)):
             h.update(part.encode() + b"\1")
-        return default_home() / "conversions" / f"{h.hexdigest()[:32]}.json"
+        return zoo_home() / "conversions" / f"{h.hexdigest()[:32]}.json"
 
     def apply(self, model: Any, state: dict[str, Any], expected: set[str]) -> tuple[dict[str, Any], list[Applied]] | None:
         import json
@@ -150,7 +150,7 @@ class _RenamesCache:
               expected: set[str]) -> None:
         import json
 
-        from .cache import atomic
+        from ..cache import atomic
 
         path = self._path(model, sorted(state), expected)
         try:

@@ -28,7 +28,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def zoo_register_architectures(register: Callable[..., None]) -> None:
     """Register the model architectures this plugin provides.
 
-    Called by: :class:`zoo.registry.Registry`, once per process, the first time an architecture is
+    Called by: :class:`zoo.plugins.registry.Registry`, once per process, the first time an architecture is
     looked up (``zoo.load``, ``zoo.build``, ``zoo info``, ``zoo plugins``).
 
     What to pass: call ``register(zoo.Architecture(...))`` once per ``model_type``. Give classes as
@@ -42,7 +42,7 @@ def zoo_register_architectures(register: Callable[..., None]) -> None:
 def zoo_register_checkpoints(register: Callable[..., None]) -> None:
     """Register named checkpoints as a data table.
 
-    Called by: :class:`zoo.registry.Registry`, once per process, the first time a name is resolved
+    Called by: :class:`zoo.plugins.registry.Registry`, once per process, the first time a name is resolved
     (``zoo.load("bert-base-cased")``, ``zoo pull``) or listed.
 
     What to pass: call ``register(zoo.Checkpoint(name, repo, revision="main", aliases=(...)))`` once per
@@ -55,7 +55,7 @@ def zoo_register_checkpoints(register: Callable[..., None]) -> None:
 def zoo_fallback_architecture(model_type: str) -> "Architecture | None":
     """Answer for a ``model_type`` that no plugin registered, or return None.
 
-    Called by: :meth:`zoo.registry.Registry.architecture`, the first time in a process that a
+    Called by: :meth:`zoo.plugins.registry.Registry.architecture`, the first time in a process that a
     ``model_type`` registered by no plugin is looked up (``zoo.load``, ``zoo.load_config``, ``zoo info``
     on such a checkpoint); the answer (or the lack of one) is kept for that ``model_type``. Never called
     by ``import zoo``, ``zoo plugins`` or ``zoo ls``, so an implementation may import heavy libraries

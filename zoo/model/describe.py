@@ -1,7 +1,7 @@
 """What ``zoo info`` says about a checkpoint, read from ``config.json`` and the weight files' headers:
 never tensor data, never torch (a few KB per file, milliseconds for any model size).
 
-``describe(ref)`` checks the folder as a load would (:mod:`zoo.checkpoint`) and counts, per safetensors
+``describe(directory)`` checks the folder as a load would (:mod:`zoo.model.checkpoint`) and counts, per safetensors
 header: tensors, parameters (elements of floating tensors, shared ones once: as stored), bytes per dtype.
 """
 
@@ -47,17 +47,15 @@ def is_parameter_dtype(dtype: str) -> bool:
     return dtype.startswith(("F", "BF"))
 
 
-def describe(ref: str | os.PathLike[str], *, registry: Any = None, store: Any = None) -> CheckpointInfo:
-    """The figures of the checkpoint ``ref`` names (a folder or a cached name), from its headers.
+def describe(directory: Path, *, registry: Any) -> CheckpointInfo:
+    """The figures of the checkpoint folder ``directory`` (the CLI finds it for a cached name), from its
+    headers.
 
     The plugin and head come from what plugins registered. A type only a fallback serves (zoo's
     transformers fallback: importing transformers imports torch, seconds) is not asked for: the fallback
     plugin is named and the head is the config's ``architectures`` (what a load would pick)."""
-    from .api import default_registry, locate
     from .config import parse_config, read_config_file
 
-    registry = registry or default_registry()
-    directory = locate(ref, registry=registry, store=store)
     raw = read_config_file(directory)
     checked = open_folder(directory, raw)
     model_type = raw["model_type"]

@@ -28,6 +28,7 @@ A failure prints the steps as a script (``state.import_dir(...)``) with the shel
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -434,12 +435,24 @@ class StoreMachine(RuleBasedStateMachine):
         return listed
 
     def identify(self, label: str, vname: str, candidates: set[int]) -> int | None:
-        note(f">>> zoo.load({label}@{vname!r})  # which content is it?")
+        """Which pending content a version that appeared holds: as its manifest says (the load checks then judge
+        its bytes, damaged or not), else as it loads."""
+        repo = label if label in HUB else f"local/{label}"
+        manifest = self.home / "versions" / ("models--" + repo.replace("/", "--")) / f"v{int(vname[1:]):04d}.json"
+        try:
+            files = {f["path"]: f["sha256"] for f in json.loads(manifest.read_text())["files"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            files = None
+        for c in sorted(candidates):
+            if files == self.world.contents[c].files:
+                return c
+        note(f">>> zoo.load({label + '@' + vname!r})  # which content is it?")
         reply = self.py("load", ref=f"{label}@{vname}")
         if reply["ok"]:
             for c in sorted(candidates):
                 if reply["tensors"] == self.world.contents[c].tensors:
                     return c
+            note(f"# {label} {vname} loads as none of the contents {sorted(candidates)}")
         return None
 
     def check_load(self, label: str, which: str, known: dict[str, Ver], listed: dict | None = None) -> None:
@@ -545,8 +558,9 @@ def test_the_store_keeps_its_promises(world, tmp_path):
         except Exception as exc:  # noqa: BLE001 - a soak records every failure and goes on
             failures += 1
             with open(log, "a") as f:
+                notes = "\n".join(getattr(exc, "__notes__", []))  # the failing sequence, as hypothesis wrote it
                 f.write(f"=== failure {failures} after {world.examples} examples, {world.steps} steps\n"
-                        f"{captured.getvalue()}\n{type(exc).__name__}: {exc}\n\n")
+                        f"{captured.getvalue()}\n{type(exc).__name__}: {exc}\n{notes}\n\n")
         with open(log, "a") as f:
             f.write(f"--- {world.examples} examples, {world.steps} steps, {failures} failures, silently damaged "
                     f"loads (C3): {world.tolerated_bitrot}, tolerated: {world.tolerated}\n")

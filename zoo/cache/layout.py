@@ -41,7 +41,6 @@ write is needed, is a ``StoreAccessError`` naming the store, its owner and group
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

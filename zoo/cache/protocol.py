@@ -14,9 +14,26 @@ reply.
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from .manifests import FileEntry, Version
+
+
+class Fetcher(Protocol):
+    """Where a store's pulls come from, passed in as httpx passes a transport: the module
+    :mod:`zoo.cache.hub` (a hub over HTTP) by default, an in-process fake in the store's own tests.
+    Errors are zoo's (:class:`~zoo.errors.RemoteError` and its kinds)."""
+
+    def endpoint(self) -> str:
+        """Where the files come from, as recorded in a version's source (``hub:ENDPOINT``)."""
+
+    def fetch_revision(self, repo: str, revision: str) -> Any:
+        """The commit ``revision`` of ``repo`` is now, and its files (a
+        :class:`~zoo.cache.hub.RemoteRevision` of :class:`~zoo.cache.hub.RemoteFile`)."""
+
+    def download(self, repo: str, commit: str, file: Any, dest: Path, on_bytes: Callable[[int], None]) -> None:
+        """The bytes of ``file`` into ``dest``, resuming from its current size; the store checks the digest."""
 
 
 class CacheWriter(Protocol):

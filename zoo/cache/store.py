@@ -34,11 +34,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError, IntegrityError, OfflineError
 from ..names import ZOO_PREFIX, is_local, local_repo, validate_name, validate_repo_id, validate_revision, version_number
-from . import atomic, ingest, progress
+from . import atomic, hub, ingest, progress
 from .atomic import HOST, owner_alive
 from .content import Contents, hash_file
 from .disk import check_free_space, disk_errors
 from .manifests import FileEntry, Version, config_fields, content_id
+from .protocol import Fetcher
 from .reader import StoreReader
 
 
@@ -46,8 +47,10 @@ class Store(StoreReader):
     """One zoo store, read and written: the one writer of it in direct mode (the daemon's in daemon mode).
     Every write goes through the methods of :class:`zoo.cache.protocol.CacheWriter` and takes its own locks."""
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None) -> None:
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None,
+                 fetcher: Fetcher | None = None) -> None:
         super().__init__(home)
+        self.fetcher: Fetcher = fetcher if fetcher is not None else hub  # type: ignore[assignment]
         self.contents = Contents(self.layout, self.disk)
         self._importer = ingest.Importer(self.layout, self.disk, self.contents)
         self.quiet = quiet
@@ -155,14 +158,13 @@ class Store(StoreReader):
                      refs: Iterable[str] | None = None) -> Version:
         """Under the name lock. Without ``ask``, a complete stored version for ``revision`` is taken
         as it is: N processes asking for one uncached model cost the hub one set of requests, not N."""
-        from . import hub
         from .select import select_files
 
         if not ask:
             cached = self.find(repo, revision)
             if cached is not None and not self.missing_files(cached):
                 return cached
-        remote = hub.fetch_revision(repo, revision)
+        remote = self.fetcher.fetch_revision(repo, revision)
         wanted = select_files([f.path for f in remote.files], all_files=all_files)
         refs = [revision] if refs is None and revision != remote.commit else list(refs or ())
         done = [v for v in self.versions(repo) if v.id == remote.commit]
@@ -180,7 +182,7 @@ class Store(StoreReader):
             with self.bar(sum(f.size for f in files), f"pull {repo}") as bar:
                 for f in files:
                     entries.append(self._fetch(repo, remote.commit, f, bar.update, downloaded=downloaded))
-            return self._commit(repo, remote.commit, entries, source=f"hub:{hub.endpoint()}",
+            return self._commit(repo, remote.commit, entries, source=f"hub:{self.fetcher.endpoint()}",
                                 revision=revision, refs=refs, access=remote.access, verified=downloaded)
         finally:
             self._pulling.release(e.sha256 for e in entries)
@@ -216,7 +218,6 @@ class Store(StoreReader):
         """Files of ``remote`` (a :class:`~zoo.cache.hub.RemoteRevision`) fetched one by one become part of
         its version: added to the version of that commit if there is one, else a new version as soon as
         every file a load needs is stored. Returns the version, or None while files a load needs are missing."""
-        from .hub import endpoint
         from .select import select_files
 
         known = {e.path: e for e in entries}
@@ -239,7 +240,7 @@ class Store(StoreReader):
             if not done and not wanted <= set(known):
                 return None
             refs = [r for r in refs if r != remote.commit]
-            return self._commit(repo, remote.commit, list(known.values()), source=f"hub:{endpoint()}",
+            return self._commit(repo, remote.commit, list(known.values()), source=f"hub:{self.fetcher.endpoint()}",
                                 revision=refs[0] if refs else remote.commit, refs=refs, access=remote.access)
 
     def _fetch(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None],
@@ -248,7 +249,6 @@ class Store(StoreReader):
         """One file into objects/: skipped when its content is stored (after ``confirm()``, when given),
         else downloaded (resuming a dead process's partial file), checked against size and digest, and
         moved in (its path added to ``downloaded``). Until the pull commits, gc leaves it alone."""
-        from . import hub
 
         def stored() -> bool:
             if not (remote.sha256 and self.object_path(remote.sha256).exists()):
@@ -269,7 +269,7 @@ class Store(StoreReader):
                 if on_part is not None:
                     on_part(part)
                 with disk_errors(str(self.tmp)):
-                    hub.download(repo, commit, remote, part, on_bytes)
+                    self.fetcher.download(repo, commit, remote, part, on_bytes)
                 sha256, sha1, size = hash_file(part, git_sha1=remote.sha256 is None)
                 if size == remote.size and (sha256 == remote.sha256 if remote.sha256 else sha1 == remote.blob_id):
                     break

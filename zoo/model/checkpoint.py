@@ -30,7 +30,8 @@ from typing import Any
 
 from .config import CONFIG_NAME, check_sizes, read_config_file
 from ..errors import ConfigError
-from .weights import WeightFiles, check_bin, open_weights, read_safetensors_header
+from .torchbin import check_bin
+from .weights import WeightFiles, open_weights, read_safetensors_header
 
 __all__ = ["CheckedFolder", "check_folder", "open_folder"]
 

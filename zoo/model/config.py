@@ -14,7 +14,8 @@ from packaging.version import Version
 
 from .compat import VersionAdvice, check_transformers_version, parse_version, unknown_model_type_advice
 from ..errors import CheckpointNotFoundError, ConfigError, UnknownArchitectureError, ZooError
-from .weights import entry_problem, loads_json
+from .files import entry_problem
+from .weights import loads_json
 
 CONFIG_NAME = "config.json"
 

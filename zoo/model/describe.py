@@ -7,7 +7,6 @@ header: tensors, parameters (elements of floating tensors, shared ones once: as 
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -20,6 +20,7 @@ import zoo
 from conftest import ROOT, TINY_BERT
 from zoo.cache.maintenance import usage
 from zoo.cache.store import Store
+from zoo.cache import disk, records
 from zoo.daemon import evict
 from zoo.daemon.evict import QuotaError
 from zoo.errors import CacheError, CheckpointNotFoundError
@@ -67,10 +68,10 @@ class LeaseHolder:
         code = textwrap.dedent(f"""
             import sys, time
             from zoo.cache.store import Store
-            from zoo.daemon import evict
+            from zoo.cache import records
             store = Store({str(store.home)!r})
             version = store.find({version.repo!r}, {version.name!r})
-            lease = evict.hold_lease(store, version)
+            lease = records.hold_lease(store, version)
             print("held" if lease.held else "none", flush=True)
             time.sleep(120)
         """)
@@ -101,34 +102,34 @@ class LeaseHolder:
 def test_pins_name_pins_newest_and_unpin(store, tmp_path):
     quick_version(store, "a", tmp_path)
     v2 = quick_version(store, "a", tmp_path)
-    assert evict.pins(store) == set()
-    assert evict.pin(store, "a") == v2  # NAME without @vN: the newest version, as it is now
-    assert evict.pins(store) == {("local/a", "v2")}
-    assert evict.pin(store, "local/a", "v1").name == "v1"
-    evict.pin(store, "a", "v1")  # twice: harmless
+    assert records.pins(store) == set()
+    assert records.pin(store, "a") == v2  # NAME without @vN: the newest version, as it is now
+    assert records.pins(store) == {("local/a", "v2")}
+    assert records.pin(store, "local/a", "v1").name == "v1"
+    records.pin(store, "a", "v1")  # twice: harmless
     record = json.loads((store.home / "pins" / "models--local--a" / "v1").read_text())
     assert record["repo"] == "local/a" and record["version"] == "v1" and record["id"]
     quick_version(store, "a", tmp_path)
-    assert evict.pins(store) == {("local/a", "v1"), ("local/a", "v2")}  # a pin does not follow new versions
-    assert evict.unpin(store, "a", "v2") == ["v2"]
-    assert evict.unpin(store, "a", "v2") == []
-    assert evict.unpin(store, "a") == ["v1"]
-    assert evict.pins(store) == set()
+    assert records.pins(store) == {("local/a", "v1"), ("local/a", "v2")}  # a pin does not follow new versions
+    assert records.unpin(store, "a", "v2") == ["v2"]
+    assert records.unpin(store, "a", "v2") == []
+    assert records.unpin(store, "a") == ["v1"]
+    assert records.pins(store) == set()
     assert not list(store.tmp.iterdir())  # written atomically, no temporary left
     with pytest.raises(CheckpointNotFoundError, match="v9"):
-        evict.pin(store, "a", "v9")
+        records.pin(store, "a", "v9")
     with pytest.raises(CheckpointNotFoundError):
-        evict.pin(store, "nothing-here")
+        records.pin(store, "nothing-here")
 
 
 def test_stale_pin_of_a_removed_number_is_ignored(store, tmp_path):
     quick_version(store, "a", tmp_path)
     quick_version(store, "a", tmp_path)
-    evict.pin(store, "a", "v2")
+    records.pin(store, "a", "v2")
     store.remove("local/a", "v2")
     quick_version(store, "a", tmp_path)  # v2 again, other content
     assert store.find("local/a", "v2") is not None
-    assert evict.pins(store) == set()
+    assert records.pins(store) == set()
 
 
 # -- last use --------------------------------------------------------------------------------------
@@ -137,16 +138,16 @@ def test_stale_pin_of_a_removed_number_is_ignored(store, tmp_path):
 def test_record_use_per_version(store, tmp_path):
     v1 = quick_version(store, "a", tmp_path)
     v2 = quick_version(store, "a", tmp_path)
-    created = evict.last_use(store, v1)
+    created = records.last_use(store, v1)
     assert abs(created - time.time()) < 120  # never loaded: its creation time
-    evict.record_use(store, "local/a", "v1", when=T0 + 50)
-    evict.record_use(store, "local/a", "v2", when=T0 + 10)
-    assert evict.last_use(store, v1) == T0 + 50 > evict.last_use(store, v2) == T0 + 10
+    records.record_use(store, "local/a", "v1", when=T0 + 50)
+    records.record_use(store, "local/a", "v2", when=T0 + 10)
+    assert records.last_use(store, v1) == T0 + 50 > records.last_use(store, v2) == T0 + 10
     before = time.time()
-    evict.record_use(store, "local/a", "v2")
-    assert evict.last_use(store, v2) >= before
+    records.record_use(store, "local/a", "v2")
+    assert records.last_use(store, v2) >= before
     assert (store.home / "lru" / "models--local--a" / "v2").is_file()
-    evict.record_use(store, "local/a", "not-a-version")  # best-effort: never raises
+    records.record_use(store, "local/a", "not-a-version")  # best-effort: never raises
 
 
 # -- leases ----------------------------------------------------------------------------------------
@@ -154,14 +155,14 @@ def test_record_use_per_version(store, tmp_path):
 
 def test_lease_in_this_process(store, tmp_path):
     v1 = quick_version(store, "a", tmp_path)
-    assert not evict.leased(store, v1)
-    lease = evict.hold_lease(store, v1)
+    assert not records.leased(store, v1)
+    lease = records.hold_lease(store, v1)
     assert lease.held and lease.path == store.home / "leases" / "models--local--a" / "v1.lease"
-    assert evict.hold_lease(store, v1) is lease  # one descriptor however often it loads
-    assert evict.leased(store, v1)
-    assert evict.leased(store, v1)  # the check takes nothing away
+    assert records.hold_lease(store, v1) is lease  # one descriptor however often it loads
+    assert records.leased(store, v1)
+    assert records.leased(store, v1)  # the check takes nothing away
     lease.release()
-    assert not evict.leased(store, v1)
+    assert not records.leased(store, v1)
 
 
 def test_lease_file_mode_comes_from_the_store(store, tmp_path):
@@ -170,11 +171,11 @@ def test_lease_file_mode_comes_from_the_store(store, tmp_path):
     store.disk._modes = None  # the mode is read once per store object: read it again
     old = os.umask(0o077)
     try:
-        path = evict.ensure_lease_file(store, v1)
+        path = records.ensure_lease_file(store, v1)
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o660
-    assert evict.ensure_lease_file(store, v1) == path  # idempotent
+    assert records.ensure_lease_file(store, v1) == path  # idempotent
 
 
 def test_reader_that_cannot_create_lease_files(store, tmp_path, monkeypatch):
@@ -184,25 +185,25 @@ def test_reader_that_cannot_create_lease_files(store, tmp_path, monkeypatch):
     def denied(store, path):
         raise PermissionError(13, "Permission denied", str(path))
 
-    evict.ensure_lease_file(store, v1)  # made by the daemon
-    monkeypatch.setattr(evict, "_create", denied)
-    lease = evict.hold_lease(store, v1)  # the file exists: opened read-only, locked shared
-    assert lease.held and evict.leased(store, v1)
-    none = evict.hold_lease(store, v2)  # no file and none can be made: silently no lease
+    records.ensure_lease_file(store, v1)  # made by the daemon
+    monkeypatch.setattr(records, "_create", denied)
+    lease = records.hold_lease(store, v1)  # the file exists: opened read-only, locked shared
+    assert lease.held and records.leased(store, v1)
+    none = records.hold_lease(store, v2)  # no file and none can be made: silently no lease
     assert not none.held and not none.path.exists()
-    assert not evict.leased(store, v2)
+    assert not records.leased(store, v2)
     lease.release()
 
 
 def test_loader_does_not_lease_a_version_being_evicted(store, tmp_path, monkeypatch):
     v1 = quick_version(store, "a", tmp_path)
-    monkeypatch.setattr(evict, "LEASE_WAIT", 0.2)
-    with evict._exclusive(store, v1):
-        assert not evict.hold_lease(store, v1).held
-    lease = evict.hold_lease(store, v1)
+    monkeypatch.setattr(records, "LEASE_WAIT", 0.2)
+    with records.exclusive_lease(store, v1):
+        assert not records.hold_lease(store, v1).held
+    lease = records.hold_lease(store, v1)
     assert lease.held
-    with pytest.raises(evict._Leased):
-        with evict._exclusive(store, v1):
+    with pytest.raises(records.Leased):
+        with records.exclusive_lease(store, v1):
             pass
     lease.release()
 
@@ -212,15 +213,15 @@ def test_lease_of_another_process_ends_with_it(store, tmp_path):
     quick_version(store, "a", tmp_path)
     holder = LeaseHolder(store, v1)
     try:
-        assert evict.leased(store, v1)
+        assert records.leased(store, v1)
         assert evict._evict_one(store, v1) is None  # re-checked at removal time
         assert store.find("local/a", "v1") is not None
     finally:
         holder.stop()  # kill: the kernel drops the lock
-    assert not evict.leased(store, v1)
+    assert not records.leased(store, v1)
     assert evict._evict_one(store, v1) > 0
     assert store.find("local/a", "v1") is None
-    assert not evict.lease_path(store, v1).exists()
+    assert not records.lease_path(store, v1).exists()
 
 
 # -- eviction --------------------------------------------------------------------------------------
@@ -231,11 +232,11 @@ def test_quota_evicts_only_idle_unpinned_versions_in_lru_order(store, tmp_path):
     a = [bert_version(store, "a") for _ in range(5)]  # a@v1..v5
     b = [bert_version(store, "b") for _ in range(2)]  # b@v1..v2
     assert [v.name for v in a] == ["v1", "v2", "v3", "v4", "v5"]
-    evict.pin(store, "a", "v2")
+    records.pin(store, "a", "v2")
     # Uses: the newest, pinned and leased versions are the least recent of all, and still stay.
     uses = {a[0]: 30, a[1]: 1, a[2]: 2, a[3]: 10, a[4]: 0, b[0]: 20, b[1]: 3}
     for version, t in uses.items():
-        evict.record_use(store, version.repo, version.name, when=T0 + t)
+        records.record_use(store, version.repo, version.name, when=T0 + t)
     sizes = {v: own_bytes(store, v) for v in a + b}
     assert all(50_000 < s < 2_000_000 for s in sizes.values()), sizes  # distinct content, a few hundred KB
     total = physical(store)
@@ -285,7 +286,7 @@ def test_newest_version_is_never_evicted(store, tmp_path):
     only = quick_version(store, "solo", tmp_path)
     quick_version(store, "a", tmp_path)
     quick_version(store, "a", tmp_path)
-    evict.record_use(store, only.repo, only.name, when=T0)  # the least recently used of all
+    records.record_use(store, only.repo, only.name, when=T0)  # the least recently used of all
     plan = evict.plan_eviction(store, max_size=1, incoming=0)
     assert not plan.ok
     assert [(v.repo, v.name) for v in plan.evict] == [("local/a", "v1")]  # all it could evict
@@ -319,8 +320,8 @@ def test_shared_content_is_counted_once(store, tmp_path):
     quick_version(store, "y", tmp_path)
     assert own_bytes(store, x1) == own_bytes(store, y1) == 0
     weights = (src / "model.safetensors").stat().st_size
-    evict.record_use(store, x1.repo, x1.name, when=T0)
-    evict.record_use(store, y1.repo, y1.name, when=T0 + 1)
+    records.record_use(store, x1.repo, x1.name, when=T0)
+    records.record_use(store, y1.repo, y1.name, when=T0 + 1)
     plan = evict.plan_eviction(store, max_size=physical(store) - weights // 2)
     assert plan.ok and plan.freed == weights
     assert [(v.repo, v.name) for v in plan.evict] == [("local/x", "v1"), ("local/y", "v1")]
@@ -337,12 +338,12 @@ def test_quota_larger_request_than_the_quota(store, tmp_path):
 
 def test_free_space_check(store, tmp_path, monkeypatch):
     quick_version(store, "a", tmp_path)
-    evict.check_free_space(store.home, 1000)  # plenty
+    disk.check_free_space(store.home, 1000)  # plenty
     Disk = namedtuple("Disk", "total used free")
-    monkeypatch.setattr(evict.shutil, "disk_usage", lambda path: Disk(10**12, 10**12 - 5 * 10**9, 5 * 10**9))
-    evict.check_free_space(store.home, 4 * 10**9)
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: Disk(10**12, 10**12 - 5 * 10**9, 5 * 10**9))
+    disk.check_free_space(store.home, 4 * 10**9)
     with pytest.raises(zoo.StoreFullError) as info:
-        evict.check_free_space(store.home, 6 * 10**9, what="pull of org/big")
+        disk.check_free_space(store.home, 6 * 10**9, what="pull of org/big")
     message = str(info.value)
     assert "pull of org/big (6.0 GB)" in message
     assert "5.0 GB free of 1.0 TB" in message and "6.1 GB is needed" in message

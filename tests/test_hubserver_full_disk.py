@@ -23,7 +23,7 @@ from conftest import TINY_BERT
 from http_daemon import HttpDaemon
 from test_hubserver import REPO, _get, _SlowUpstream
 
-from zoo.cache.atomic import HOST
+from zoo.atomic import HOST
 
 MiB = 1 << 20
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root")

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY_BERT
-from zoo.cache import Store, atomic
+from zoo import atomic
+from zoo.cache import Store
 
 SITES = [p for p in site.getsitepackages() if os.path.isdir(p)]
 # -S: the interpreter's own site-packages stay out (a system Python may be the one others can run);

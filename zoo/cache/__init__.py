@@ -1,7 +1,7 @@
 """zoo's store: content-addressed, versioned, locked, readable as a Hugging Face hub cache.
 
 - :mod:`~zoo.cache.layout`: where everything lives (the tree is drawn there);
-- :mod:`~zoo.cache.atomic`: one way to name temporaries and move files into place;
+- :mod:`~zoo.atomic`: one way to name temporaries and move files into place;
 - :mod:`~zoo.cache.manifests`: the record of each immutable version;
 - :mod:`~zoo.cache.store`: reading the store, and writing it as the one writer in direct mode;
 - :mod:`~zoo.cache.protocol`: the writer interface a daemon client implements too;

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import atomic
+from .. import atomic
 from .disk import Disk
 from .layout import Layout
 from .manifests import FileEntry

@@ -4,7 +4,7 @@ Every file and folder the store makes gets its mode from ``$ZOO_HOME`` (files it
 mode), never from a source file or the umask, so a store shared through a group stays shared. A write
 that fails for want of space or permission becomes one of zoo's errors naming the store and the fix
 (:func:`disk_errors`). Locks are best-effort (:mod:`zoo.cache.locks`): correctness comes from
-temporaries and atomic renames (:mod:`zoo.cache.atomic`).
+temporaries and atomic renames (:mod:`zoo.atomic`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import StoreAccessError, StoreFullError
-from . import atomic, progress
+from .. import atomic
+from . import progress
 from .layout import Layout, repo_folder
 from .locks import locked
 

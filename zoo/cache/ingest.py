@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import CorruptCheckpointError
-from . import atomic
+from .. import atomic
 from .content import Contents, copy_hashing, hash_file
 from .disk import Disk
 from .layout import Layout

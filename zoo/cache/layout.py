@@ -29,7 +29,7 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     ├── daemon.sock                      the daemon's socket, when one serves the store (zoo.daemon)
     ├── quarantine/                      objects that failed their digest
     ├── locks/                           filelock files (best-effort: see zoo.cache.locks)
-    └── tmp/                             unique temporaries (zoo.cache.atomic): downloads
+    └── tmp/                             unique temporaries (zoo.atomic): downloads
                                          ``<host>.<pid>.<rand>.<etag>.part``, snapshots being built
 
 Permissions come from the store, never from a source file: files get the read bits of ``$ZOO_HOME``

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..names import display_name  # noqa: F401  (zoo ls shows names through it)
-from . import atomic
+from .. import atomic
 from .manifests import Version, read_folder
 from .store import Store
 

@@ -8,7 +8,7 @@ The paths a load opens are made only by :mod:`zoo.cache.content`; folders, modes
 :mod:`zoo.cache.disk`'s; the import half is :mod:`zoo.cache.ingest`. Rules that keep it correct without
 trusting the locks:
 
-- every file is written under a unique temporary name in ``tmp/`` (:mod:`zoo.cache.atomic`) and moved
+- every file is written under a unique temporary name in ``tmp/`` (:mod:`zoo.atomic`) and moved
   into place by an atomic rename or an exclusive ``link`` (a second writer finds the content there and
   drops its copy);
 - a snapshot folder is built in ``tmp/`` and renamed into ``snapshots/`` whole;
@@ -34,8 +34,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError, IntegrityError, OfflineError
 from ..names import ZOO_PREFIX, is_local, local_repo, validate_name, validate_repo_id, validate_revision, version_number
-from . import atomic, hub, ingest, progress
-from .atomic import HOST, owner_alive
+from .. import atomic
+from . import hub, ingest, progress, records
+from ..atomic import HOST, owner_alive
 from .content import Contents, hash_file
 from .disk import check_free_space, disk_errors
 from .manifests import FileEntry, Version, config_fields, content_id
@@ -491,26 +492,20 @@ class Store(StoreReader):
                         self._repair(version)  # records the stat of what was checked
         return problems
 
-    # -- pins, uses and leases (the daemon's eviction honours them; see zoo.daemon.evict) ----------------
+    # -- pins, uses and leases (zoo.cache.records; the daemon's quota honours them) -------------------
 
     def pin(self, repo: str, revision: str | None = None) -> Version:
         """Keep ``repo@revision`` (the newest version without one) from quota eviction."""
-        from ..daemon.evict import pin
-
-        return pin(self, repo, revision)
+        return records.pin(self, repo, revision)
 
     def unpin(self, repo: str, revision: str | None = None) -> list[str]:
-        from ..daemon.evict import unpin
-
-        return unpin(self, repo, revision)
+        return records.unpin(self, repo, revision)
 
     def note_use(self, version: Version) -> None:
         """A process loads ``version``: record the use (for LRU eviction) and hold its lease for as long as
         the process lives, so that no eviction removes it under the process. Best-effort, never raises."""
-        from ..daemon.evict import hold_lease, record_use
-
-        record_use(self, version.repo, version.name)
-        hold_lease(self, version)
+        records.record_use(self, version.repo, version.name)
+        records.hold_lease(self, version)
 
     # -- removal and garbage collection ------------------------------------------------------------
 

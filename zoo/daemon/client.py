@@ -154,7 +154,7 @@ class DaemonStore(Store):
     def note_use(self, version: Version) -> None:
         """Tell the daemon of the use without waiting for it (the client cannot write the store), and hold
         the lease file the daemon made for the version."""
-        from .evict import hold_lease
+        from ..cache.records import hold_lease
 
         with contextlib.suppress(OSError):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:

@@ -222,7 +222,7 @@ class Daemon:
             " ".join(f"{k}={v}" for k, v in args.items() if k != "files"))
         store = self.store
         if op == "used":  # a client loaded a version: its last use, for LRU eviction
-            from .evict import record_use
+            from ..cache.records import record_use
 
             record_use(store, _text(args, "repo"), _text(args, "version"))
             return None
@@ -293,7 +293,7 @@ class Daemon:
     def _made(self, version: Any) -> str:
         """A version a client will load: its lease file exists, so that a reader who cannot write the
         store can still hold a lease on it."""
-        from .evict import ensure_lease_file
+        from ..cache.records import ensure_lease_file
 
         with contextlib.suppress(OSError):
             ensure_lease_file(self.store, version)
@@ -327,7 +327,7 @@ class Daemon:
             out["drop_folders"] = [f for f in self.drops.status() if f.get("state") != "ingested"]
         if self.max_size is not None:
             from ..cache.maintenance import usage
-            from .evict import pins
+            from ..cache.records import pins
 
             out["quota"] = {"max_size": self.max_size, "used": usage(self.store).physical,
                             "pinned": sorted(f"{r}@{v}" for r, v in pins(self.store))}

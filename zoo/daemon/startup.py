@@ -12,7 +12,7 @@ import socket
 import stat
 from pathlib import Path
 
-from ..cache import atomic
+from .. import atomic
 from ..cache.progress import human
 from ..cache.store import Store
 from ..errors import StoreAccessError

@@ -150,7 +150,7 @@ class _RenamesCache:
               expected: set[str]) -> None:
         import json
 
-        from ..cache import atomic
+        from .. import atomic
 
         path = self._path(model, sorted(state), expected)
         try:

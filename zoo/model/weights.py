@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ..cache import atomic
+from .. import atomic
 from ..errors import CorruptCheckpointError, StoreFullError, WeightsNotFoundError
 from .files import entry_problem, first_line as _first_line, open_regular as _open_regular, short as _short
 from .torchbin import load_bin

@@ -340,7 +340,7 @@ class HubServer:
         if now - self._used.get(key, -120.0) < 60:
             return
         self._used[key] = now
-        from ..evict import record_use
+        from ...cache.records import record_use
 
         self.pool.submit(record_use, self.store, snap.repo, snap.version.name)
 

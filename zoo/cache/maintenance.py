@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..names import display_name  # noqa: F401  (zoo ls shows names through it)
 from .. import atomic
 from .manifests import Version, read_folder
 from .store import Store
@@ -152,30 +150,10 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
             if listing.stem not in ids and st and now - st.st_mtime > grace:
                 plan.files.append(listing)
                 plan.freed += st.st_size
-    for entry in store.tmp.iterdir() if store.tmp.is_dir() else []:
-        if atomic.owner_alive(entry):
-            continue
+    for entry, freed in atomic.dead_temporaries(store.tmp):  # what dead processes left, folders counted whole
         (plan.dirs if entry.is_dir() and not entry.is_symlink() else plan.files).append(entry)
-        plan.freed += _tree_bytes(entry)
+        plan.freed += freed
     return plan
-
-
-def _tree_bytes(path: Path) -> int:
-    """Bytes deleting ``path`` (a file or a whole folder, as a dead process's staging folder) frees: every
-    regular file in it, counted once, and only where no link outside it keeps the inode (a file that was
-    already moved into objects/ frees nothing)."""
-    st = _stat(path, follow=False)
-    if st is None:
-        return 0
-    if not os.path.isdir(path) or os.path.islink(path):
-        return st.st_size if os.path.isfile(path) and not os.path.islink(path) and st.st_nlink <= 1 else 0
-    inodes: dict[tuple[int, int], list[int]] = {}  # inode -> [size, its links, links of it inside path]
-    for root, _dirs, names in os.walk(path):
-        for name in names:
-            st = _stat(Path(root) / name, follow=False)
-            if st and stat.S_ISREG(st.st_mode):
-                inodes.setdefault((st.st_dev, st.st_ino), [st.st_size, st.st_nlink, 0])[2] += 1
-    return sum(size for size, nlink, inside in inodes.values() if inside >= nlink)
 
 
 @dataclass(frozen=True)

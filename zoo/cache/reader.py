@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import AmbiguousNameError
-from ..names import version_number
+from ..errors import AmbiguousNameError, CheckpointNotFoundError
+from ..names import is_local, version_number
 from .disk import Disk
 from .layout import Layout, default_home
 from .manifests import FileEntry, Version, read_folder
@@ -91,6 +91,16 @@ class StoreReader:
             if matches:
                 return next(iter(matches.values()))
         return None
+
+    def check_absent(self, repo: str, wanted: str | None) -> None:
+        """Raise the not-found error for ``repo@wanted`` when no pull can make it: a local name, or a zoo
+        version of a hub repository."""
+        listing = ", ".join(v.name for v in self.versions(repo)) or "none"
+        if is_local(repo):
+            label = f"local:{repo.split('/', 1)[1]}" + (f"@{wanted}" if wanted else "")
+            raise CheckpointNotFoundError(f"{label} is not in the cache (versions: {listing}); zoo ls lists names")
+        if version_number(wanted) is not None:
+            raise CheckpointNotFoundError(f"{repo}@{wanted}: no such version (cached versions: {listing})")
 
     def missing_files(self, version: Version) -> list[FileEntry]:
         """Files of a version that are not in place as last checked (gone, another size, or another

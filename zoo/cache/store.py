@@ -32,11 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, IntegrityError, OfflineError
-from ..names import ZOO_PREFIX, is_local, local_repo, validate_name, validate_repo_id, validate_revision, version_number
 from .. import atomic
-from . import hub, ingest, progress, records
 from ..atomic import HOST, owner_alive
+from ..errors import CorruptCheckpointError, IntegrityError, OfflineError
+from ..names import ZOO_PREFIX, is_local, local_repo, validate_name, validate_repo_id, validate_revision
+from . import hub, ingest, progress, records
 from .content import Contents, hash_file
 from .disk import check_free_space, disk_errors
 from .manifests import FileEntry, Version, config_fields, content_id
@@ -105,7 +105,7 @@ class Store(StoreReader):
             self.touch_used(repo)
             return version
         if version is None:
-            self._check_absent(repo, wanted)
+            self.check_absent(repo, wanted)
         self.disk.prepare()
         with self.disk.name_lock(repo):
             version = self.find(repo, wanted)  # another process may have done it meanwhile
@@ -132,14 +132,6 @@ class Store(StoreReader):
                 version = self._pull_locked(repo, wanted)
         self.touch_used(repo)
         return version
-
-    def _check_absent(self, repo: str, wanted: str | None) -> None:
-        listing = ", ".join(v.name for v in self.versions(repo)) or "none"
-        if is_local(repo):
-            label = f"local:{repo.split('/', 1)[1]}" + (f"@{wanted}" if wanted else "")
-            raise CheckpointNotFoundError(f"{label} is not in the cache (versions: {listing}); zoo ls lists names")
-        if version_number(wanted) is not None:
-            raise CheckpointNotFoundError(f"{repo}@{wanted}: no such version (cached versions: {listing})")
 
     @staticmethod
     def _describe(damaged: list[tuple[FileEntry, str]]) -> str:

@@ -1,7 +1,8 @@
 """The client side of the daemon: a store that reads the disk itself and asks the daemon to write.
 
-:class:`DaemonStore` is a :class:`~zoo.cache.store.Store` whose writer calls (the
-:class:`~zoo.cache.protocol.CacheWriter` interface) travel over the daemon's socket. Reads stay local:
+:class:`DaemonStore` reads the store as any reader does (:class:`~zoo.cache.reader.StoreReader`) and
+implements the writer interface (:class:`~zoo.cache.protocol.CacheWriter`) by sending each call over the
+daemon's socket, returning what :class:`~zoo.cache.store.Store` returns (versions, plans). Reads stay local:
 a warm ``ensure`` is still a few ``stat`` calls, no request, and works while the daemon is down.
 Imports send the open files, never paths. Imports only the standard library (no torch).
 """
@@ -13,25 +14,34 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import errors
 from ..cache.ingest import import_source
 from ..cache.manifests import Version
-from ..cache.store import Store
+from ..cache.maintenance import Plan
+from ..cache.reader import StoreReader
 from ..names import is_local, validate_name
 from . import wire
 from .server import socket_path
+
+if TYPE_CHECKING:
+    from ..cache.store import Store
 
 
 class DaemonUnavailableError(errors.CacheError, ConnectionError):
     """The store is served by a daemon that does not answer."""
 
 
-class DaemonStore(Store):
+class DaemonStore(StoreReader):
+    """The store as its daemon's clients see it: read directly (:class:`StoreReader`), written through the
+    daemon (the :class:`~zoo.cache.protocol.CacheWriter` interface, each call one request), with the same
+    typed results as :class:`~zoo.cache.store.Store` (versions, plans)."""
+
     def __init__(self, home: str | os.PathLike[str] | None = None, *, sock: Path | None = None,
                  quiet: bool | None = None) -> None:
-        super().__init__(home, quiet=quiet)
+        super().__init__(home)
+        self.quiet = quiet
         self.sock = sock or socket_path(self.home)
 
     # -- the wire ------------------------------------------------------------------------------------
@@ -103,7 +113,7 @@ class DaemonStore(Store):
         if version is not None and not self.missing_files(version):
             return version  # warm: no request, as in direct mode
         if version is None:
-            self._check_absent(repo, wanted)
+            self.check_absent(repo, wanted)
         return Version.read(Path(self.call("ensure", repo=repo, revision=revision)))
 
     def pull(self, repo: str, revision: str = "main", *, all_files: bool = False) -> Version:
@@ -129,11 +139,11 @@ class DaemonStore(Store):
                 os.close(fd)
         return Version.read(Path(manifest))
 
-    def remove(self, repo: str, revision: str | None = None, *, dry_run: bool = False) -> Any:
-        return _PlanReply(self.call("remove", repo=repo, revision=revision, dry_run=dry_run))
+    def remove(self, repo: str, revision: str | None = None, *, dry_run: bool = False) -> Plan:
+        return _plan(self.call("remove", repo=repo, revision=revision, dry_run=dry_run))
 
-    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> Any:
-        return _PlanReply(self.call("gc", dry_run=dry_run))
+    def gc(self, *, dry_run: bool = False, grace: float | None = None) -> Plan:
+        return _plan(self.call("gc", dry_run=dry_run))
 
     def verify(self, repo: str | None = None) -> list[tuple[Version, Any, str]]:
         out = []
@@ -164,14 +174,10 @@ class DaemonStore(Store):
         hold_lease(self, version)
 
 
-class _PlanReply:
-    """A removal or gc plan as the daemon reports it (counts, not paths)."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.description = data["description"]
-        self.freed = data["freed"]
-        self.files = [None] * int(data["files"])
-        self.dirs = [None] * int(data["dirs"])
+def _plan(data: dict[str, Any]) -> Plan:
+    """The plan the daemon carried out (or made, for a dry run), as :meth:`Store.remove` returns it."""
+    return Plan(data["description"], files=[Path(p) for p in data["files"]], dirs=[Path(p) for p in data["dirs"]],
+                freed=int(data["freed"]))
 
 
 def _error(data: Any) -> Exception:
@@ -206,10 +212,11 @@ def _outsider(home: Path, sock: Path) -> str:
     return f"you may not use the zoo daemon of {home} ({sock}): {who}; or use a store of your own with ZOO_HOME=DIR"
 
 
-def open_store(home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None) -> Store:
+def open_store(home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None) -> "Store | DaemonStore":
     """The store as this process should write it: through the daemon when one serves it (its socket is
     there, or ``ZOO_DAEMON`` names one), else directly."""
     from ..cache.layout import default_home
+    from ..cache.store import Store
 
     home_path = Path(home).expanduser() if home is not None else default_home()
     sock = socket_path(home_path)

@@ -492,7 +492,9 @@ def _relative_path(entry: Any) -> Path:
 
 
 def _plan(plan: Any) -> dict[str, Any]:
-    return {"description": plan.description, "freed": plan.freed, "files": len(plan.files), "dirs": len(plan.dirs)}
+    """A removal or gc plan as a reply: its paths are the store's, which the client reads too."""
+    return {"description": plan.description, "freed": plan.freed, "files": [str(p) for p in plan.files],
+            "dirs": [str(p) for p in plan.dirs]}
 
 
 __all__ = ["Daemon", "Peer", "SOCKET_NAME", "require_extras", "socket_path"]

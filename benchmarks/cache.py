@@ -88,7 +88,7 @@ def warm_load(hub: HubServer, work: Path, runs: int) -> None:
 
 def import_speed(work: Path) -> None:
     from zoo import build, save
-    from zoo.cache import Store
+    from zoo.store import Store
 
     source = save(build({"model_type": "bert"}), work / "bert-base-sized")
     weights = source / "model.safetensors"

@@ -175,7 +175,7 @@ def drop_folders(work: Path, quiet: float) -> None:
                 (target / ".zoo-ready").touch()
             written = time.monotonic()
             name = target.name
-            store = zoo.cache.Store(home)
+            store = zoo.store.Store(home)
             while not store.versions(f"local/{name}") and time.monotonic() - written < quiet + 60:
                 time.sleep(0.05)
             latencies[label] = time.monotonic() - written

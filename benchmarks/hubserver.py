@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from http_daemon import HttpDaemon, free_port  # noqa: E402
 from hubserver import HubServer  # noqa: E402
 
-from zoo.cache.content import hash_file  # noqa: E402
+from zoo.store.content import hash_file  # noqa: E402
 
 REPO = "bench-org/bert-base-sized"
 SMALL_REPO = "bench-org/concurrency-file"

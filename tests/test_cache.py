@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import zoo
-from zoo.cache import Store
-from zoo.cache import content as content_module
-from zoo.cache import ingest as ingest_module
-from zoo.cache import store as store_module
-from zoo.cache.maintenance import gc_plan, removal_plan, usage
+from zoo.store import Store
+from zoo.store import content as content_module
+from zoo.store import ingest as ingest_module
+from zoo.store import writer as store_module
+from zoo.store.maintenance import gc_plan, removal_plan, usage
 from zoo import InvalidNameError
 from zoo import AmbiguousNameError, UnknownNameError
 
@@ -209,7 +209,7 @@ def test_ambiguous_and_unknown_names_give_the_fix(tmp_path, tiny_bert):
 @pytest.mark.slow
 def test_offline_switch(hub_env, hub, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    with pytest.raises(zoo.cache.OfflineError, match="offline mode is on"):
+    with pytest.raises(zoo.store.OfflineError, match="offline mode is on"):
         zoo.load("bert-base-cased")
     assert hub.requests() == []
     monkeypatch.delenv("ZOO_OFFLINE")
@@ -221,7 +221,7 @@ def test_offline_switch(hub_env, hub, monkeypatch):
 
 
 def test_unknown_repo_on_the_hub(hub_env):
-    with pytest.raises(zoo.cache.RemoteNotFoundError, match="acme/nothing-here@main: not found.*no directory"):
+    with pytest.raises(zoo.store.RemoteNotFoundError, match="acme/nothing-here@main: not found.*no directory"):
         zoo.load("acme/nothing-here")
     with pytest.raises(zoo.CheckpointNotFoundError, match="no such directory"):
         zoo.load("some/relative/path")  # two slashes: a path, never a hub id
@@ -313,7 +313,7 @@ def test_second_import_of_unchanged_files_hashes_nothing(tmp_path, tiny_bert, mo
 def test_progress_only_on_a_terminal(monkeypatch):
     import types
 
-    from zoo.cache import progress
+    from zoo.store import progress
 
     monkeypatch.setattr(progress.sys, "stderr", types.SimpleNamespace(isatty=lambda: True))
     assert progress.enabled(None) is True

@@ -10,8 +10,8 @@ import time
 import pytest
 from filelock import FileLock
 
-from zoo.cache import Store
-from zoo.cache.layout import repo_folder
+from zoo.store import Store
+from zoo.store.layout import repo_folder
 
 from conftest import run_python
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.cache import Store
+from zoo.store import Store
 from zoo.daemon.client import DaemonStore, DaemonUnavailableError
 
 from conftest import TINY_BERT, run_python

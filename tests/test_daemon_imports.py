@@ -15,7 +15,7 @@ import pytest
 import zoo
 from conftest import TINY_BERT
 from test_daemon import DaemonProcess, wait_until
-from zoo.cache import Store
+from zoo.store import Store
 from zoo.atomic import HOST
 
 # A client that passes open files as it likes: config.json of a real model, then whatever argv names.

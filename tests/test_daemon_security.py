@@ -27,7 +27,7 @@ import pytest
 import zoo
 from conftest import TINY_BERT
 from test_multi_user import as_user, users  # noqa: F401  (users: the fixture)
-from zoo.cache import Store
+from zoo.store import Store
 from zoo.daemon.client import DaemonStore
 
 SECRET = b"TOP SECRET: only root may read this\n"

@@ -18,9 +18,9 @@ import pytest
 import zoo
 
 from conftest import ROOT, TINY_BERT
-from zoo.cache.maintenance import usage
-from zoo.cache.store import Store
-from zoo.cache import disk, records
+from zoo.store.maintenance import usage
+from zoo.store.writer import Store
+from zoo.store import disk, records
 from zoo.daemon import evict
 from zoo.daemon.evict import QuotaError
 from zoo.errors import CacheError, CheckpointNotFoundError
@@ -67,8 +67,8 @@ class LeaseHolder:
     def __init__(self, store: Store, version) -> None:
         code = textwrap.dedent(f"""
             import sys, time
-            from zoo.cache.store import Store
-            from zoo.cache import records
+            from zoo.store.writer import Store
+            from zoo.store import records
             store = Store({str(store.home)!r})
             version = store.find({version.repo!r}, {version.name!r})
             lease = records.hold_lease(store, version)

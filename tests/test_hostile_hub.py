@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.cache import hub
-from zoo.cache.store import Store
+from zoo.store import hub
+from zoo.store.writer import Store
 from zoo.errors import IntegrityError, InvalidNameError, RemoteError
 
 REPO = "acme/tiny"

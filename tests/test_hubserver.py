@@ -558,7 +558,7 @@ def test_content_stored_while_a_pull_waits_for_its_lock_is_still_confirmed(tmp_p
     waiting repository still asks the upstream before it serves it."""
     import hashlib
 
-    from zoo.cache.locks import locked
+    from zoo.store.locks import locked
 
     data = os.urandom(1 << 20)
     sha = hashlib.sha256(data).hexdigest()

@@ -28,7 +28,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from zoo.cache.content import hash_file
+from zoo.store.content import hash_file
 
 import pytest
 

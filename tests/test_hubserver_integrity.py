@@ -20,7 +20,7 @@ import pytest
 from conftest import TINY_BERT
 from http_daemon import HttpDaemon
 
-from zoo.cache.content import hash_file
+from zoo.store.content import hash_file
 
 
 def _repo(hub) -> tuple[str, bytes]:

@@ -1,13 +1,13 @@
-"""The hub protocol as data (zoo.daemon.hubserver.protocol) and the tokens file: no server, no network."""
+"""The hub protocol as data (zoo.hubserver.protocol) and the tokens file: no server, no network."""
 
 import hashlib
 import subprocess
 
 import pytest
 
-from zoo.daemon.hubserver import protocol
-from zoo.daemon.hubserver.access import Access
-from zoo.daemon.hubserver.protocol import HubError, ServedFile, parse, parse_range
+from zoo.hubserver import protocol
+from zoo.hubserver.access import Access
+from zoo.hubserver.protocol import HubError, ServedFile, parse, parse_range
 from zoo.errors import InvalidArgumentError
 
 
@@ -117,9 +117,9 @@ def test_a_taint_expires(tmp_path):
     import os
     import time
 
-    from zoo.cache.store import Store
-    from zoo.daemon.hubserver.catalog import Catalog
-    from zoo.daemon.hubserver.pullthrough import TAINT_DAYS, PullThrough
+    from zoo.store.writer import Store
+    from zoo.hubserver.catalog import Catalog
+    from zoo.hubserver.pullthrough import TAINT_DAYS, PullThrough
 
     store = Store(tmp_path / "store")
     store.disk.prepare()  # as the daemon does when it starts

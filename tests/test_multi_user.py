@@ -25,7 +25,7 @@ import pytest
 
 from conftest import ROOT, TINY_BERT
 from zoo import atomic
-from zoo.cache import Store
+from zoo.store import Store
 
 SITES = [p for p in site.getsitepackages() if os.path.isdir(p)]
 # -S: the interpreter's own site-packages stay out (a system Python may be the one others can run);
@@ -222,7 +222,7 @@ print(json.dumps([same, v2.name, outputs(zoo.load("shared"))]))
     assert same == expected and name == "v2" and newer != expected
     # a reads what b wrote, and both versions are intact
     out = ok(as_user(users, "a", store, MODEL_OUT + """
-from zoo.cache import Store
+from zoo.store import Store
 print(json.dumps([outputs(zoo.load("shared@v1")), outputs(zoo.load("shared")),
                   [problem for _, _, problem in Store().verify()]]))
 """))
@@ -247,7 +247,7 @@ def test_folders_and_lock_files_a_made_are_group_writable(users, store):
     # b may take every lock a made (filelock opens the file for writing)
     ok(as_user(users, "b", store, """
 from pathlib import Path
-from zoo.cache.locks import locked
+from zoo.store.locks import locked
 import os
 for path in sorted(Path(os.environ["ZOO_HOME"], "locks").glob("*.lock")):
     with locked(path, what=path.name, timeout=5):

@@ -162,7 +162,7 @@ def test_no_module_the_package_imports_imports_the_package_back():
         relative = path.relative_to(package)
         if relative.as_posix() in ("__init__.py", "cli.py", "__main__.py"):
             continue
-        depth = len(relative.parts) - 1  # 0 for zoo/x.py, 1 for zoo/cache/x.py
+        depth = len(relative.parts) - 1  # 0 for zoo/x.py, 1 for zoo/store/x.py
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import) and any(a.name == "zoo" for a in node.names):
                 offenders.append(f"{relative}: import zoo")

@@ -113,7 +113,7 @@ def test_zoo_gc_frees_and_counts_what_a_killed_writer_left_in_folders(tmp_path):
     removes them and counts their bytes (it counted only loose files)."""
     killed = run_python("""
         import os, signal, zoo
-        from zoo.cache import Store
+        from zoo.store import Store
         with Store().staging("save-x") as folder:
             (folder / "model.safetensors").write_bytes(os.urandom(3 * 2**20))
             (folder / "sub").mkdir()

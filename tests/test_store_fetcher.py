@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.cache import Store
-from zoo.cache.hub import RemoteFile, RemoteRevision
+from zoo.store import Store
+from zoo.store.hub import RemoteFile, RemoteRevision
 from zoo.errors import IntegrityError, RemoteNotFoundError
 
 

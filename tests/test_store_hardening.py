@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.cache import Store
+from zoo.store import Store
 
 from conftest import run_python
 
@@ -88,7 +88,7 @@ def test_touched_but_intact_object_is_hashed_once_then_warm(tmp_path, tiny_bert,
     obj = Store().object_path(_weights_entry(version).sha256)
     os.utime(obj, ns=(obj.stat().st_atime_ns, obj.stat().st_mtime_ns + 5_000_000_000))  # e.g. a restore
     zoo.load("touched")  # hashed once: intact, and the new stat is recorded
-    from zoo.cache import store as store_module
+    from zoo.store import writer as store_module
 
     monkeypatch.setattr(store_module, "hash_file", lambda *a, **k: pytest.fail("hashed again"))
     zoo.load("touched")
@@ -246,7 +246,7 @@ def test_import_on_a_full_disk_names_the_store(tiny_disk, monkeypatch, tiny_bert
 
 RACER = """
 import sys, zoo
-from zoo.cache import Store
+from zoo.store import Store
 ok = errors = 0
 for i in range({n}):
     try:
@@ -289,7 +289,7 @@ def test_integer_tensors_for_float_weights_are_refused(tmp_path, tiny_bert):
 def test_a_file_added_to_a_version_does_not_hide_a_damaged_one(hub_env, hub):
     """Adding a file to a stored version (the hub server's pull-through) refreshes the stat only of what
     was downloaded: a damaged file beside it stays visible to the next load, which fetches it again."""
-    from zoo.cache import hub as hub_client
+    from zoo.store import hub as hub_client
 
     store = Store()
     version = store.pull("google-bert/bert-base-cased")
@@ -307,7 +307,7 @@ def test_a_file_added_to_a_version_does_not_hide_a_damaged_one(hub_env, hub):
 def test_gc_during_a_pull_leaves_what_the_pull_stored(hub_env, hub, monkeypatch):
     """The daemon collects files no version lists when its quota needs room (zoo.daemon.server); a pull in
     progress has stored files that no version lists yet: they stay."""
-    from zoo.cache import hub as hub_client
+    from zoo.store import hub as hub_client
 
     store = Store()
     real = hub_client.download

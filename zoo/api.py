@@ -29,7 +29,7 @@ from .plugins.spec import resolve_class
 if TYPE_CHECKING:
     import torch
 
-    from .cache.store import Store, Version
+    from .store.writer import Store, Version
 
 _default: Registry | None = None
 _default_lock = threading.Lock()
@@ -244,7 +244,7 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
     if directory is None and "/" in path:  # out/dir: a relative directory (names have no '/')
         directory = Path(path)
     if directory is None:
-        from .cache.store import save_name
+        from .store.writer import save_name
 
         name = save_name(path)
         store = store or default_store()

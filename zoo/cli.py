@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .cache.progress import human as _human
+from .store.progress import human as _human
 from .errors import InvalidArgumentError, ZooError
 
 
@@ -120,7 +120,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     """``zoo daemon``: serve the store in the foreground (for systemd); ``zoo daemon status``: ask it."""
     import logging
 
-    from .cache.layout import default_home
+    from .store.layout import default_home
     from .daemon.server import Daemon, socket_path
 
     if args.config:
@@ -147,14 +147,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     require_extras(watch=bool(args.watch), http=bool(args.http))  # before anything is created
     logging.basicConfig(level=logging.INFO, format="%(asctime)s zoo daemon: %(message)s", stream=sys.stderr)
-    from .cache.store import Store
+    from .store.writer import Store
 
     from .daemon.evict import parse_max_size
 
     max_size = parse_max_size(args.max_size) if args.max_size else None
     http = None
     if args.http:
-        from .daemon.hubserver.server import HttpSettings, parse_address
+        from .hubserver.server import HttpSettings, parse_address
 
         host, port = parse_address(args.http)
         http = HttpSettings(host, port, page_size=args.tree_page_size or 1000,
@@ -346,7 +346,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_du(args: argparse.Namespace) -> int:
-    from .cache.maintenance import usage
+    from .store.maintenance import usage
 
     u = usage(_store(args))
     print(f"logical  {_human(u.logical):>10}  (all versions, as separate copies)")

@@ -26,7 +26,7 @@ One base class per kind, each also inheriting the builtin a generic handler woul
     │   ├── InvalidNameError (ValueError)                 path traversal, absolute path, bad characters
     │   ├── AmbiguousNameError (ValueError)               a bare name that means two things: use a prefix
     │   └── UnknownNameError (KeyError)                   no directory, table name or cached name
-    └── CacheError                                        the store (zoo.cache)
+    └── CacheError                                        the store (zoo.store)
         ├── IntegrityError (ValueError)                   stored or downloaded data does not match its digest
         ├── LockTimeoutError (TimeoutError)               a lock held past ZOO_LOCK_TIMEOUT
         ├── StoreAccessError (PermissionError)            the store is not writable (or readable) by you
@@ -141,7 +141,7 @@ class UnknownNameError(NameResolutionError, KeyError):
 
 
 class CacheError(ZooError):
-    """Base class of the store's errors (zoo.cache)."""
+    """Base class of the store's errors (zoo.store)."""
 
 
 class IntegrityError(CacheError, ValueError):

@@ -15,7 +15,7 @@ Forms of ``ref``:
   no request).
 
 Parsing only: no network request, no write. Making a parsed name present is the store's job
-(:meth:`zoo.cache.store.Store.ensure`).
+(:meth:`zoo.store.writer.Store.ensure`).
 """
 
 from __future__ import annotations

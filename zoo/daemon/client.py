@@ -1,8 +1,8 @@
 """The client side of the daemon: a store that reads the disk itself and asks the daemon to write.
 
-:class:`DaemonStore` reads the store as any reader does (:class:`~zoo.cache.reader.StoreReader`) and
-implements the writer interface (:class:`~zoo.cache.protocol.CacheWriter`) by sending each call over the
-daemon's socket, returning what :class:`~zoo.cache.store.Store` returns (versions, plans). Reads stay local:
+:class:`DaemonStore` reads the store as any reader does (:class:`~zoo.store.reader.StoreReader`) and
+implements the writer interface (:class:`~zoo.store.protocol.CacheWriter`) by sending each call over the
+daemon's socket, returning what :class:`~zoo.store.writer.Store` returns (versions, plans). Reads stay local:
 a warm ``ensure`` is still a few ``stat`` calls, no request, and works while the daemon is down.
 Imports send the open files, never paths. Imports only the standard library (no torch).
 """
@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import errors
-from ..cache.ingest import import_source
-from ..cache.manifests import Version
-from ..cache.maintenance import Plan
-from ..cache.reader import StoreReader
+from ..store.ingest import import_source
+from ..store.manifests import Version
+from ..store.maintenance import Plan
+from ..store.reader import StoreReader
 from ..names import is_local, validate_name
 from . import wire
 from .server import socket_path
 
 if TYPE_CHECKING:
-    from ..cache.store import Store
+    from ..store.writer import Store
 
 
 class DaemonUnavailableError(errors.CacheError, ConnectionError):
@@ -35,8 +35,8 @@ class DaemonUnavailableError(errors.CacheError, ConnectionError):
 
 class DaemonStore(StoreReader):
     """The store as its daemon's clients see it: read directly (:class:`StoreReader`), written through the
-    daemon (the :class:`~zoo.cache.protocol.CacheWriter` interface, each call one request), with the same
-    typed results as :class:`~zoo.cache.store.Store` (versions, plans)."""
+    daemon (the :class:`~zoo.store.protocol.CacheWriter` interface, each call one request), with the same
+    typed results as :class:`~zoo.store.writer.Store` (versions, plans)."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, sock: Path | None = None,
                  quiet: bool | None = None) -> None:
@@ -95,7 +95,7 @@ class DaemonStore(StoreReader):
         )
 
     def _progress(self, bar: Any, p: dict[str, Any]) -> Any:
-        from ..cache import progress
+        from ..store import progress
 
         if bar is None:
             bar = progress.bar(int(p.get("total") or 0), f"{p.get('desc', '')} (zoo daemon)", self.quiet)
@@ -164,7 +164,7 @@ class DaemonStore(StoreReader):
     def note_use(self, version: Version) -> None:
         """Tell the daemon of the use without waiting for it (the client cannot write the store), and hold
         the lease file the daemon made for the version."""
-        from ..cache.records import hold_lease
+        from ..store.records import hold_lease
 
         with contextlib.suppress(OSError):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -215,8 +215,8 @@ def _outsider(home: Path, sock: Path) -> str:
 def open_store(home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None) -> "Store | DaemonStore":
     """The store as this process should write it: through the daemon when one serves it (its socket is
     there, or ``ZOO_DAEMON`` names one), else directly."""
-    from ..cache.layout import default_home
-    from ..cache.store import Store
+    from ..store.layout import default_home
+    from ..store.writer import Store
 
     home_path = Path(home).expanduser() if home is not None else default_home()
     sock = socket_path(home_path)

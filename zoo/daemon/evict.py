@@ -1,5 +1,5 @@
 """Quota and LRU eviction: what the cache daemon may delete to stay under ``--max-size``. Policy only: the
-records it reads (pins, leases, last uses) are the store's (:mod:`zoo.cache.records`), and versions are
+records it reads (pins, leases, last uses) are the store's (:mod:`zoo.store.records`), and versions are
 removed through the store's own removal plan.
 
 Rules of :func:`plan_eviction` / :func:`make_room`: whole versions go, least recently used first
@@ -9,10 +9,10 @@ Rules of :func:`plan_eviction` / :func:`make_room`: whole versions go, least rec
 - a leased version (a live process loaded it),
 - the newest version of a name (so every name stays loadable),
 
-until the store's physical usage (the bytes of its objects, once each: :func:`zoo.cache.maintenance.usage`)
+until the store's physical usage (the bytes of its objects, once each: :func:`zoo.store.maintenance.usage`)
 plus the incoming download fits the quota. What removing a set of versions frees is counted as the
 objects that no remaining version uses (content shared with a version that stays frees nothing);
-each version is removed under its name's lock with :func:`zoo.cache.maintenance.removal_plan`, the plan
+each version is removed under its name's lock with :func:`zoo.store.maintenance.removal_plan`, the plan
 ``Store.remove`` carries out, while the evictor holds its lease file exclusively. When the quota cannot be
 met, nothing is removed and :class:`QuotaError` says how much is needed, what is pinned or leased, and how
 to raise the quota.
@@ -29,11 +29,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cache import records
-from ..cache.disk import check_free_space
-from ..cache.manifests import Version
-from ..cache.progress import human
-from ..cache.store import Store
+from ..store import records
+from ..store.disk import check_free_space
+from ..store.manifests import Version
+from ..store.progress import human
+from ..store.writer import Store
 from ..errors import QuotaError
 from ..names import display_name
 
@@ -158,7 +158,7 @@ def plan_eviction(store: Store, *, max_size: int | str, incoming: int = 0) -> Ev
     """The versions to evict so that ``incoming`` more bytes fit under ``max_size`` (see the module's
     rules). Removes nothing; ``plan.ok`` is False when even every evictable version is not enough
     (``plan.evict`` then lists them all)."""
-    from ..cache.maintenance import usage
+    from ..store.maintenance import usage
 
     max_size = parse_max_size(max_size)
     if incoming < 0:
@@ -232,7 +232,7 @@ def _quota_error(plan: EvictionPlan, what: str) -> QuotaError:
 def _evict_one(store: Store, version: Version, busy: frozenset[str] = frozenset()) -> int | None:
     """Remove ``version`` under its name's lock, holding its lease file exclusively; re-checks that it
     is still there, not the newest, not pinned, not leased. Returns the bytes freed, None if skipped."""
-    from ..cache.maintenance import removal_plan
+    from ..store.maintenance import removal_plan
 
     # ``busy``: names whose lock the caller already holds (the pull or import asking for room)
     with contextlib.nullcontext() if version.repo in busy else store.disk.name_lock(version.repo):

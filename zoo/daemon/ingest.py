@@ -20,8 +20,8 @@ import stat
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cache.disk import check_free_space
-from ..cache.store import Store
+from ..store.disk import check_free_space
+from ..store.writer import Store
 from ..errors import CorruptCheckpointError, InvalidArgumentError, ZooError
 from ..names import local_repo
 

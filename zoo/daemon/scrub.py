@@ -20,9 +20,9 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..cache.manifests import FileEntry
-from ..cache.content import hash_file
-from ..cache.store import Store
+from ..store.manifests import FileEntry
+from ..store.content import hash_file
+from ..store.writer import Store
 from ..errors import InvalidArgumentError
 
 log = logging.getLogger("zoo.daemon")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cache.store import Store
+from ..store.writer import Store
 from ..errors import InvalidArgumentError, ZooError
 from ..names import validate_name
 from . import wire
@@ -150,8 +150,8 @@ class Daemon:
         self.server: socketserver.ThreadingUnixStreamServer | None = None
         self.extras: list[Callable[[], dict[str, Any]]] = []  # status sections (watched folders, quota)
         self.http = None
-        if http is not None:  # the hub protocol for other machines (zoo.daemon.hubserver)
-            from .hubserver import make_server
+        if http is not None:  # the hub protocol for other machines (zoo.hubserver)
+            from ..hubserver import make_server
 
             self.http = make_server(store, http, run_job=self.run_shared, tokens=tokens, revalidate=revalidate)
             self.extras.append(self.http.status)
@@ -170,7 +170,7 @@ class Daemon:
     def _bar(self, total: int, desc: str) -> Any:
         job = getattr(self.current, "job", None)
         if job is None:
-            from ..cache import progress
+            from ..store import progress
 
             return progress.bar(total, desc, True)
         return _JobBar(job, total, desc)
@@ -222,7 +222,7 @@ class Daemon:
             " ".join(f"{k}={v}" for k, v in args.items() if k != "files"))
         store = self.store
         if op == "used":  # a client loaded a version: its last use, for LRU eviction
-            from ..cache.records import record_use
+            from ..store.records import record_use
 
             record_use(store, _text(args, "repo"), _text(args, "version"))
             return None
@@ -293,7 +293,7 @@ class Daemon:
     def _made(self, version: Any) -> str:
         """A version a client will load: its lease file exists, so that a reader who cannot write the
         store can still hold a lease on it."""
-        from ..cache.records import ensure_lease_file
+        from ..store.records import ensure_lease_file
 
         with contextlib.suppress(OSError):
             ensure_lease_file(self.store, version)
@@ -326,8 +326,8 @@ class Daemon:
             out["watched"] = self.drops.watched()
             out["drop_folders"] = [f for f in self.drops.status() if f.get("state") != "ingested"]
         if self.max_size is not None:
-            from ..cache.maintenance import usage
-            from ..cache.records import pins
+            from ..store.maintenance import usage
+            from ..store.records import pins
 
             out["quota"] = {"max_size": self.max_size, "used": usage(self.store).physical,
                             "pinned": sorted(f"{r}@{v}" for r, v in pins(self.store))}

@@ -13,8 +13,8 @@ import stat
 from pathlib import Path
 
 from .. import atomic
-from ..cache.progress import human
-from ..cache.store import Store
+from ..store.progress import human
+from ..store.writer import Store
 from ..errors import StoreAccessError
 
 log = logging.getLogger("zoo.daemon")

@@ -8,5 +8,5 @@
 - :mod:`~zoo.model.modeling`: building a model from a config and loading weights into it (torch);
 - :mod:`~zoo.model.describe`: what ``zoo info`` shows, from the config and the headers only (no torch).
 
-Nothing here imports the store (:mod:`zoo.cache`) or the daemon: a load of a path needs neither.
+Nothing here imports the store (:mod:`zoo.store`) or the daemon: a load of a path needs neither.
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import atomic
 from .manifests import Version, read_folder
-from .store import Store
+from .writer import Store
 
 GRACE = 3600  # seconds: gc leaves younger unreferenced files alone (a pull may be about to use them)
 

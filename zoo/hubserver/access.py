@@ -21,7 +21,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 from .protocol import HubError
 
 log = logging.getLogger("zoo.daemon")

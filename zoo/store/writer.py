@@ -1,11 +1,11 @@
 """The store: content-addressed files, immutable versions, readable as a Hugging Face hub cache.
 
-The layout is drawn in :mod:`zoo.cache.layout`. :class:`Store` reads it as any reader does
-(:class:`zoo.cache.reader.StoreReader`: no locks; a warm load is a few ``stat`` calls) and is the one
-writer of it in direct mode: every write goes through the methods of :class:`zoo.cache.protocol.CacheWriter`
+The layout is drawn in :mod:`zoo.store.layout`. :class:`Store` reads it as any reader does
+(:class:`zoo.store.reader.StoreReader`: no locks; a warm load is a few ``stat`` calls) and is the one
+writer of it in direct mode: every write goes through the methods of :class:`zoo.store.protocol.CacheWriter`
 (``ensure``, ``pull``, ``import_dir``, ``remove``, ``gc``, ``verify``, ``pin``), and each takes its own locks.
-The paths a load opens are made only by :mod:`zoo.cache.content`; folders, modes and locks are
-:mod:`zoo.cache.disk`'s; the import half is :mod:`zoo.cache.ingest`. Rules that keep it correct without
+The paths a load opens are made only by :mod:`zoo.store.content`; folders, modes and locks are
+:mod:`zoo.store.disk`'s; the import half is :mod:`zoo.store.ingest`. Rules that keep it correct without
 trusting the locks:
 
 - every file is written under a unique temporary name in ``tmp/`` (:mod:`zoo.atomic`) and moved
@@ -46,7 +46,7 @@ from .reader import StoreReader
 
 class Store(StoreReader):
     """One zoo store, read and written: the one writer of it in direct mode (the daemon's in daemon mode).
-    Every write goes through the methods of :class:`zoo.cache.protocol.CacheWriter` and takes its own locks."""
+    Every write goes through the methods of :class:`zoo.store.protocol.CacheWriter` and takes its own locks."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None,
                  fetcher: Fetcher | None = None) -> None:
@@ -88,7 +88,7 @@ class Store(StoreReader):
             return
         check_free_space(self.home, incoming, what=what)
 
-    # -- the writer interface (zoo.cache.protocol.CacheWriter) -------------------------------------
+    # -- the writer interface (zoo.store.protocol.CacheWriter) -------------------------------------
 
     def ensure(self, repo: str, revision: str | None = None) -> Version:
         """Make ``repo@revision`` present and intact, and return its version.
@@ -208,7 +208,7 @@ class Store(StoreReader):
             self.contents.link_blob(repo, entry)
 
     def adopt(self, remote: Any, entries: Iterable[FileEntry], *, refs: Iterable[str] = ()) -> Version | None:
-        """Files of ``remote`` (a :class:`~zoo.cache.hub.RemoteRevision`) fetched one by one become part of
+        """Files of ``remote`` (a :class:`~zoo.store.hub.RemoteRevision`) fetched one by one become part of
         its version: added to the version of that commit if there is one, else a new version as soon as
         every file a load needs is stored. Returns the version, or None while files a load needs are missing."""
         from .select import select_files
@@ -484,7 +484,7 @@ class Store(StoreReader):
                         self._repair(version)  # records the stat of what was checked
         return problems
 
-    # -- pins, uses and leases (zoo.cache.records; the daemon's quota honours them) -------------------
+    # -- pins, uses and leases (zoo.store.records; the daemon's quota honours them) -------------------
 
     def pin(self, repo: str, revision: str | None = None) -> Version:
         """Keep ``repo@revision`` (the newest version without one) from quota eviction."""

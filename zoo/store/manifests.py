@@ -43,7 +43,7 @@ class Version:
     model_type: str | None
     architectures: tuple[str, ...]
     manifest: Path = field(compare=False)
-    # Who may be served this content over HTTP (zoo.daemon.hubserver): "public", "private" or "gated" as
+    # Who may be served this content over HTTP (zoo.hubserver): "public", "private" or "gated" as
     # the hub said when it was pulled; None for imports and for manifests written before zoo recorded it.
     access: str | None = None
 

@@ -7,7 +7,7 @@ the next daemon if this one dies), and is checked against its digest before it i
 partial file as it grows; they hold back the last byte until the digest is checked, so a client never
 receives a whole file that failed its digest: its connection is cut instead, and it retries.
 
-Once stored, the file joins the version of its commit (:meth:`zoo.cache.store.Store.adopt`): a version
+Once stored, the file joins the version of its commit (:meth:`zoo.store.writer.Store.adopt`): a version
 appears as soon as every file a load needs is stored, so ``zoo.load`` on the server sees it too.
 """
 
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ...cache import hub
-from ...cache.manifests import FileEntry
-from ...cache.store import Store
+from ..store import hub
+from ..store.manifests import FileEntry
+from ..store.writer import Store
 from .catalog import Catalog, Snapshot, served_remote_file
 from .protocol import ServedFile
 

@@ -3,7 +3,7 @@
 Every file and folder the store makes gets its mode from ``$ZOO_HOME`` (files its read bits, folders its
 mode), never from a source file or the umask, so a store shared through a group stays shared. A write
 that fails for want of space or permission becomes one of zoo's errors naming the store and the fix
-(:func:`disk_errors`). Locks are best-effort (:mod:`zoo.cache.locks`): correctness comes from
+(:func:`disk_errors`). Locks are best-effort (:mod:`zoo.store.locks`): correctness comes from
 temporaries and atomic renames (:mod:`zoo.atomic`).
 """
 

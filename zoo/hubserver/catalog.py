@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ...cache import hub
-from ...cache.hub import RemoteFile, RemoteRevision
-from ...cache.manifests import Version
-from ...cache.store import Store
-from ...errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
-from ...names import is_local, validate_repo_id, validate_revision, version_number, zoo_version
-from ...resolve import recorded_upstream_ref
+from ..store import hub
+from ..store.hub import RemoteFile, RemoteRevision
+from ..store.manifests import Version
+from ..store.writer import Store
+from ..errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
+from ..names import is_local, validate_repo_id, validate_revision, version_number, zoo_version
+from ..resolve import recorded_upstream_ref
 from . import protocol
 from .protocol import HubError, ServedFile
 

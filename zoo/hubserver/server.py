@@ -23,9 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ...cache import hub
-from ...cache.manifests import FileEntry
-from ...errors import RemoteError, RemoteNotFoundError, ZooError
+from ..store import hub
+from ..store.manifests import FileEntry
+from ..errors import RemoteError, RemoteNotFoundError, ZooError
 from . import protocol
 from .access import Access
 from .catalog import Catalog, Snapshot, served_remote_file
@@ -340,7 +340,7 @@ class HubServer:
         if now - self._used.get(key, -120.0) < 60:
             return
         self._used[key] = now
-        from ...cache.records import record_use
+        from ..store.records import record_use
 
         self.pool.submit(record_use, self.store, snap.repo, snap.version.name)
 

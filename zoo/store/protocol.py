@@ -1,13 +1,13 @@
 """The one way into the store for writes: what a cache writer does, whoever carries it out.
 
-In direct mode the process itself is the writer (:class:`zoo.cache.store.Store` implements this); with
+In direct mode the process itself is the writer (:class:`zoo.store.writer.Store` implements this); with
 a daemon serving the store, a client forwards the same calls over its socket and the daemon carries
 them out as the store's one writer. Reading (``find``, ``versions``, ``snapshot``, ``missing_files``)
 is not part of it: any process reads the store directly, with no lock and no request.
 
 Every call takes its own locks; callers (``zoo.api``, the CLI) never take store locks. Arguments and
-results are plain data (names, revisions, paths; :class:`~zoo.cache.manifests.Version` and
-:class:`~zoo.cache.maintenance.Plan` are frozen records), so each call maps onto one request and one
+results are plain data (names, revisions, paths; :class:`~zoo.store.manifests.Version` and
+:class:`~zoo.store.maintenance.Plan` are frozen records), so each call maps onto one request and one
 reply.
 """
 
@@ -22,7 +22,7 @@ from .manifests import FileEntry, Version
 
 class Fetcher(Protocol):
     """Where a store's pulls come from, passed in as httpx passes a transport: the module
-    :mod:`zoo.cache.hub` (a hub over HTTP) by default, an in-process fake in the store's own tests.
+    :mod:`zoo.store.hub` (a hub over HTTP) by default, an in-process fake in the store's own tests.
     Errors are zoo's (:class:`~zoo.errors.RemoteError` and its kinds)."""
 
     def endpoint(self) -> str:
@@ -30,7 +30,7 @@ class Fetcher(Protocol):
 
     def fetch_revision(self, repo: str, revision: str) -> Any:
         """The commit ``revision`` of ``repo`` is now, and its files (a
-        :class:`~zoo.cache.hub.RemoteRevision` of :class:`~zoo.cache.hub.RemoteFile`)."""
+        :class:`~zoo.store.hub.RemoteRevision` of :class:`~zoo.store.hub.RemoteFile`)."""
 
     def download(self, repo: str, commit: str, file: Any, dest: Path, on_bytes: Callable[[int], None]) -> None:
         """The bytes of ``file`` into ``dest``, resuming from its current size; the store checks the digest."""

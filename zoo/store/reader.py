@@ -27,7 +27,7 @@ class StoreReader:
         self.home = self.layout.home
         self.disk = Disk(self.layout)
 
-    # -- paths (see zoo.cache.layout) ------------------------------------------------------------
+    # -- paths (see zoo.store.layout) ------------------------------------------------------------
 
     objects = property(lambda self: self.layout.objects)
     hub = property(lambda self: self.layout.hub)

@@ -1,4 +1,4 @@
-"""The store's records of use: pins, leases and last uses, beside the tree drawn in :mod:`zoo.cache.layout`::
+"""The store's records of use: pins, leases and last uses, beside the tree drawn in :mod:`zoo.store.layout`::
 
     $ZOO_HOME/
     ├── pins/models--org--name/v3            a pinned version (JSON: repo, version, id, when, by whom):
@@ -39,7 +39,7 @@ from .layout import repo_folder
 from .manifests import Version
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .writer import Store
 
 PINS, LEASES, LRU = "pins", "leases", "lru"
 LEASE_WAIT = 2.0  # seconds a loader waits for an evictor's exclusive hold before going without a lease

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from ..errors import LockTimeoutError
 
-log = logging.getLogger("zoo.cache")
+log = logging.getLogger("zoo.store")
 
 
 @contextlib.contextmanager

@@ -23,12 +23,12 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     │                                    (zoo.model.conversion), so later loads skip building its table
     ├── pins/, leases/, lru/             the daemon's eviction records (drawn in zoo.daemon.evict)
     ├── remote/models--org--name/<commit>.json   the upstream's listing of a commit, as the daemon's HTTP
-    │                                    server asked it once (zoo.daemon.hubserver.catalog); gc removes
+    │                                    server asked it once (zoo.hubserver.catalog); gc removes
     │                                    the old ones of commits no version holds
-    ├── remote/tainted/<etag>            files whose unverified bytes went out (zoo.daemon.hubserver.pullthrough)
+    ├── remote/tainted/<etag>            files whose unverified bytes went out (zoo.hubserver.pullthrough)
     ├── daemon.sock                      the daemon's socket, when one serves the store (zoo.daemon)
     ├── quarantine/                      objects that failed their digest
-    ├── locks/                           filelock files (best-effort: see zoo.cache.locks)
+    ├── locks/                           filelock files (best-effort: see zoo.store.locks)
     └── tmp/                             unique temporaries (zoo.atomic): downloads
                                          ``<host>.<pid>.<rand>.<etag>.part``, snapshots being built
 

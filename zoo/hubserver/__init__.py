@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from ...cache.store import Store
+from ..store.writer import Store
 
 
 def make_server(store: Store, settings: Any, *, run_job: Callable[..., Any], tokens: Path | None = None,
                 revalidate: float = 60.0) -> Any:
-    from ..._deps import require
+    from .._deps import require
 
     require("aiohttp", "pip install 'zoo-registry[daemon]'", needed_by="zoo daemon --http")
     from .access import Access

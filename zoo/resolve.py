@@ -147,46 +147,13 @@ def _check_version_spelling(store: Any, repo: str, revision: str | None, explici
     ``vN``: refused, with both spellings."""
     if explicit or version_number(revision) is None:
         return
-    commit = recorded_upstream_ref(store, repo, revision)
+    commit = store.upstream_ref(repo, revision)
     if commit is not None:
         raise AmbiguousNameError(
             f"{repo}@{revision} could mean zoo's version {revision} (write {repo}@zoo:{revision}) or the "
             f"upstream's branch or tag {revision!r}, last seen at commit {commit} (write {repo}@{commit}); "
             "zoo's own versions are always zoo:vN"
         )
-
-
-def recorded_upstream_ref(store: Any, repo: str, ref: str) -> str | None:
-    """The commit the store recorded for the upstream's branch or tag ``ref`` of hub repository ``repo``, or
-    None: reads only, no request. Records, in this order: the hub cache's ``refs/<ref>`` (except the
-    ``refs/vN`` the store writes for its own version N); a version pulled (or fetched by the hub server) as
-    ``repo@ref``; the hub server's listing of a commit it asked for as ``ref``."""
-    import json
-
-    versions = store.versions(repo)
-    number = version_number(ref)
-    own = next((v.id for v in versions if v.number == number), None)
-    try:
-        target = store.layout.ref_path(repo, ref).read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        target = ""
-    if target and (number is None or (own is not None and target != own)):
-        return target
-    for version in reversed(versions):
-        if version.revision == ref:
-            return version.id
-    folder = store.layout.listing_path(repo, "0" * 40).parent
-    try:
-        listings = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    except OSError:
-        return None
-    for listing in listings:
-        try:
-            if json.loads(listing.read_text(encoding="utf-8")).get("revision") == ref:
-                return listing.stem
-        except (OSError, ValueError, AttributeError):
-            continue
-    return None
 
 
 def _is_dir(text: str) -> bool:

@@ -18,10 +18,8 @@ A folder is ready when all of these hold, checked in this order:
   ``.zoo-ready`` marker written after every other file ends the wait early;
 - no symlink in it points outside it (refused and reported, never followed), none dangles or loops,
   and nothing is a FIFO, socket or device, or a partial download (``*.incomplete``, ``*.part``, ...);
-- ``config.json`` is a JSON object with a ``model_type``;
-- every weights file is there and whole: ``model.safetensors``, or every shard its index names, has a
-  valid header and exactly the size the header gives; ``pytorch_model.bin`` (or every shard its index
-  names) is a zip archive whose end-of-central-directory record and central directory read back;
+- it passes the check every load and import makes (:func:`zoo.model.checkpoint.check_folder`): config.json
+  a model config, every weights file and index whole (headers and zip directories, never tensor data);
 - the names, sizes and mtimes of its entries are the same after the checks as before them.
 
 States reported by :meth:`DropFolders.status`: ``waiting`` (changed recently, or checks pending),
@@ -45,24 +43,14 @@ import re
 import stat
 import threading
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InvalidArgumentError, ZooError
+from ..model.checkpoint import check_folder
+from ..model.files import first_line as _first_line
 from ..names import validate_name
-from ..model.weights import (
-    BIN_INDEX,
-    BIN_SINGLE,
-    SAFE_INDEX,
-    SAFE_SINGLE,
-    SHARD_PATTERN,
-    loads_json,
-    missing_shards,
-    read_index,
-    read_safetensors_header,
-)
 
 log = logging.getLogger("zoo.daemon")
 
@@ -76,9 +64,7 @@ POLLED_FS = frozenset({
 LOCAL_FUSE = frozenset({"fuseblk"})  # ntfs-3g and exfat on a local disk: inotify sees their writes
 DEFAULT_POLL = 5.0  # seconds between snapshots of a polled root without poll= (1,000 folders: under 1% of a core)
 PARTIAL_SUFFIXES = (".incomplete", ".part", ".partial", ".tmp", ".crdownload")
-BIN_SHARD = re.compile(r"^pytorch_model-\d{5}-of-\d{5}\.bin$")
 MAX_ENTRIES = 100_000  # a drop folder holds a checkpoint, not a file tree
-MAX_CONFIG = 16 * 1024 * 1024
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})  # reads (ours, the importer's) change nothing
 
 
@@ -210,105 +196,16 @@ def _scan(folder: Path) -> _Scan:
 
 
 def check_complete(folder: Path) -> str | None:
-    """Why the saved model in ``folder`` is not complete yet, in words; None when it is.
-
-    Reads ``config.json``, index files and a few KB of each weights file (headers, zip directories);
-    never tensor data, never torch.
-    """
-    config = folder / "config.json"
+    """Why the saved model in ``folder`` is not complete yet, in words; None when it is: the check loads
+    and imports make (:func:`zoo.model.checkpoint.check_folder`: config.json, every weights file and
+    index whole; headers and zip directories only, never tensor data, never torch)."""
     try:
-        st = os.stat(config)
-        if not stat.S_ISREG(st.st_mode):
-            return "config.json is not a file"
-        if st.st_size > MAX_CONFIG:
-            return f"config.json is {st.st_size} bytes, too large for a model config"
-        data = loads_json(config.read_bytes())
-    except FileNotFoundError:
-        return "no config.json yet (save_pretrained or zoo.save writes one)"
-    except (OSError, ValueError) as exc:
-        return f"config.json does not parse ({_first_line(exc)})"
-    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str) or not data["model_type"]:
-        return "config.json is not a model config: it needs a \"model_type\""
-    names = {p.name for p in folder.iterdir()}
-    checked = False
-    for index_name, single, shard_pattern, check in (
-        (SAFE_INDEX, SAFE_SINGLE, SHARD_PATTERN, _safetensors_problem),
-        (BIN_INDEX, BIN_SINGLE, BIN_SHARD, _bin_problem),
-    ):
-        if index_name in names:
-            try:
-                shards, missing = missing_shards(folder / index_name, lambda s: (folder / s).is_file())
-            except (ZooError, OSError, ValueError) as exc:
-                return f"{index_name} is not a valid index ({_first_line(exc)})"
-            if missing:
-                return (f"{index_name} names {len(shards)} shards; {len(missing)} missing: "
-                        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-            for shard in shards:
-                if problem := check(folder / shard):
-                    return problem
-            if index_name == SAFE_INDEX and (problem := _placement_problem(folder, shards)):
-                return problem
-            checked = True
-        else:
-            strays = sorted(n for n in names if shard_pattern.match(n))
-            if strays:
-                return f"{strays[0]} is a shard but {index_name} is not there (yet)"
-        if single in names:
-            if problem := check(folder / single):
-                return problem
-            checked = True
-    if not checked:
-        return f"no weights yet (expected {SAFE_SINGLE}, {SAFE_INDEX}, {BIN_SINGLE} or {BIN_INDEX})"
-    for name in sorted(names):  # adapters and other safetensors files must be whole too
-        if name.endswith(".safetensors") and name != SAFE_SINGLE and not SHARD_PATTERN.match(name):
-            if problem := _safetensors_problem(folder / name):
-                return problem
+        check_folder(folder)
+    except ZooError as exc:
+        return str(exc)
+    except OSError as exc:  # the folder changed while it was read
+        return f"{folder.name} changed while it was checked ({exc.strerror or exc})"
     return None
-
-
-def _safetensors_problem(path: Path) -> str | None:
-    try:
-        read_safetensors_header(path)  # the header parses and the tensors fill the file exactly
-    except (ZooError, OSError, ValueError) as exc:
-        return f"{path.name} is not complete ({_first_line(exc)})"
-    return None
-
-
-def _placement_problem(folder: Path, shards: list[str]) -> str | None:
-    """Every tensor the index names is in the shard it names (a shard from another save is not)."""
-    try:
-        weight_map = read_index(folder / SAFE_INDEX)
-        held = {shard: set(read_safetensors_header(folder / shard).tensors) for shard in shards}
-    except (ZooError, OSError, ValueError) as exc:
-        return f"the shards changed while they were checked ({_first_line(exc)})"
-    for tensor, shard in weight_map.items():
-        if tensor not in held[shard]:
-            return f"{SAFE_INDEX} places {tensor!r} in {shard}, which does not hold it (index and shards differ)"
-    return None
-
-
-def _bin_problem(path: Path) -> str | None:
-    """A torch >= 1.6 checkpoint is a zip: its end-of-central-directory record and central directory
-    are written last, so reading them back shows the file is whole. Tensors are not read."""
-    try:
-        size = os.stat(path).st_size
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-        return (f"{path.name} is not a complete zip archive ({_first_line(exc)}); PyTorch checkpoints are zip "
-                "files since torch 1.6 (convert an older one to safetensors and drop that instead)")
-    if not infos:
-        return f"{path.name} is an empty zip archive"
-    if not any(i.filename.endswith("/data.pkl") or i.filename == "data.pkl" for i in infos):
-        return f"{path.name} is a zip archive without data.pkl, not a PyTorch checkpoint"
-    if any(i.header_offset + i.compress_size > size for i in infos):
-        return f"{path.name}: a record ends past the end of the file (truncated)"
-    return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- the watcher ----------------------------------------------------------------------------------

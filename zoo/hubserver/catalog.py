@@ -35,7 +35,6 @@ from ..store.manifests import Version
 from ..store.writer import Store
 from ..errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
 from ..names import is_local, validate_repo_id, validate_revision, version_number, zoo_version
-from ..resolve import recorded_upstream_ref
 from . import protocol
 from .protocol import HubError, ServedFile
 
@@ -108,7 +107,7 @@ class Catalog:
                 return versions[-1]
             return None
         try:  # an upstream ref: what the store recorded of it (never zoo's own refs/vN)
-            target = recorded_upstream_ref(self.store, repo, revision)
+            target = self.store.upstream_ref(repo, revision)
         except OSError:
             return None
         return next((v for v in reversed(versions) if v.id == target), None)

@@ -22,7 +22,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..plugins.spec import compile_renames
 
 if TYPE_CHECKING:
     import torch
@@ -39,19 +41,6 @@ class Applied:
 
     def __str__(self) -> str:
         return f"{self.keys} {self.kind}s by {self.source}: {self.rule}"
-
-
-def compile_renames(renames: Mapping[str, str], owner: str, what: str = "key_renames"
-                    ) -> tuple[tuple[re.Pattern[str], str], ...]:
-    """Check a plugin's ``key_renames`` at registration: each key must be a valid regular expression."""
-    compiled = []
-    for pattern, replacement in renames.items():
-        try:
-            compiled.append((re.compile(pattern), replacement))
-        except re.error as exc:
-            raise ValueError(f"Architecture {owner!r}: {what} pattern {pattern!r} is not a regular "
-                             f"expression ({exc})") from exc
-    return tuple(compiled)
 
 
 def convert(model: "torch.nn.Module", state: dict[str, "torch.Tensor"], architecture: Any,

@@ -7,10 +7,24 @@ model is built, so listing plugins (``zoo plugins``) never imports torch or tran
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 ClassRef = Union[str, type, Any]
+
+
+def compile_renames(renames: Mapping[str, str], owner: str, what: str = "key_renames"
+                    ) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Check a plugin's ``key_renames`` at registration: each key must be a valid regular expression."""
+    compiled = []
+    for pattern, replacement in renames.items():
+        try:
+            compiled.append((re.compile(pattern), replacement))
+        except re.error as exc:
+            raise ValueError(f"Architecture {owner!r}: {what} pattern {pattern!r} is not a regular "
+                             f"expression ({exc})") from exc
+    return tuple(compiled)
 
 
 def resolve_class(ref: ClassRef, owner: str | None = None) -> Any:
@@ -88,8 +102,6 @@ class Architecture:
             if head != "*" and head not in self.heads:
                 raise ValueError(f"Architecture {self.model_type!r}: transformers_loading names unknown head {head!r}")
         object.__setattr__(self, "transformers_loading", dict(self.transformers_loading))
-        from ..model.conversion import compile_renames
-
         compile_renames(self.key_renames, self.model_type)
         object.__setattr__(self, "key_renames", dict(self.key_renames))
         object.__setattr__(self, "optional_weights", tuple(self.optional_weights))

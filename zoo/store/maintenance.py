@@ -8,10 +8,13 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import atomic
 from .manifests import Version, read_folder
-from .writer import Store
+
+if TYPE_CHECKING:
+    from .writer import Store
 
 GRACE = 3600  # seconds: gc leaves younger unreferenced files alone (a pull may be about to use them)
 

@@ -8,6 +8,7 @@ whoever writes it. A warm load is :meth:`StoreReader.find` and :meth:`StoreReade
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Iterator
@@ -101,6 +102,36 @@ class StoreReader:
             raise CheckpointNotFoundError(f"{label} is not in the cache (versions: {listing}); zoo ls lists names")
         if version_number(wanted) is not None:
             raise CheckpointNotFoundError(f"{repo}@{wanted}: no such version (cached versions: {listing})")
+
+    def upstream_ref(self, repo: str, ref: str) -> str | None:
+        """The commit the store recorded for the upstream's branch or tag ``ref`` of hub repository ``repo``, or
+        None: reads only, no request. Records, in this order: the hub cache's ``refs/<ref>`` (except a
+        ``refs/vN`` that names zoo's own version N, as stores before ``refs/zoo:vN`` wrote); a version pulled (or fetched by the hub server) as
+        ``repo@ref``; the hub server's listing of a commit it asked for as ``ref``."""
+        versions = self.versions(repo)
+        number = version_number(ref)
+        own = next((v.id for v in versions if v.number == number), None)
+        try:
+            target = self.layout.ref_path(repo, ref).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            target = ""
+        if target and (number is None or (own is not None and target != own)):
+            return target
+        for version in reversed(versions):
+            if version.revision == ref:
+                return version.id
+        folder = self.layout.listing_path(repo, "0" * 40).parent
+        try:
+            listings = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        except OSError:
+            return None
+        for listing in listings:
+            try:
+                if json.loads(listing.read_text(encoding="utf-8")).get("revision") == ref:
+                    return listing.stem
+            except (OSError, ValueError, AttributeError):
+                continue
+        return None
 
     def missing_files(self, version: Version) -> list[FileEntry]:
         """Files of a version that are not in place as last checked (gone, another size, or another

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.model import modeling
+from zoo.model import build
 
 from conftest import write_config
 
@@ -107,7 +107,7 @@ def test_missing_shard_raises_before_building(tmp_path, tiny_bert, monkeypatch):
     def must_not_build(*args, **kwargs):
         raise AssertionError("a model was built from an incomplete checkpoint")
 
-    monkeypatch.setattr(modeling, "empty_model", must_not_build)
+    monkeypatch.setattr(build, "empty_model", must_not_build)
     with pytest.raises(zoo.CorruptCheckpointError, match=rf"1 are missing: {shards[1].name}.*incomplete"):
         zoo.load(out)
 
@@ -229,7 +229,7 @@ def test_bin_index_with_missing_shard_raises_before_building(tmp_path, tiny_bert
     weight_map = {k: ("pytorch_model-00001-of-00002.bin" if i < 5 else "pytorch_model-00002-of-00002.bin")
                   for i, k in enumerate(names)}
     (d / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    monkeypatch.setattr(modeling, "empty_model", lambda *a, **k: pytest.fail("built a model"))
+    monkeypatch.setattr(build, "empty_model", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(zoo.CorruptCheckpointError, match="pytorch_model-00002-of-00002.bin are missing"):
         zoo.load(d)
 

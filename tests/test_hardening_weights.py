@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.model import modeling
+from zoo.model import build
 from zoo.api import default_registry
 from zoo.model.config import parse_config
 from zoo.plugins.spec import resolve_class
@@ -30,7 +30,7 @@ def saved(tmp_path, tiny_bert):
 
 @pytest.fixture
 def no_build(monkeypatch):
-    monkeypatch.setattr(modeling, "empty_model", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(build, "empty_model", lambda *a, **k: pytest.fail("a model was built"))
 
 
 def rewrite_header(path, edit):

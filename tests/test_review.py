@@ -14,6 +14,7 @@ import transformers
 
 import zoo
 from zoo import errors
+from zoo.model import build as building
 from zoo.model import compat, modeling
 from zoo.plugins.registry import KnownPlugin, Registry
 
@@ -66,7 +67,7 @@ def test_meta_parameters_is_per_thread_and_builds_take_turns():
     made = {}
 
     def build(i):
-        with modeling.meta_parameters():
+        with building.meta_parameters():
             made[i] = torch.nn.Linear(4, 4)
             entered[i].set()
             leave[i].wait(10)
@@ -94,8 +95,8 @@ def test_meta_parameters_is_per_thread_and_builds_take_turns():
 
 def test_nested_blocks_and_concurrent_loads_restore_torch(saved):
     before = _torch_own()
-    with modeling.meta_parameters():
-        with modeling.meta_parameters():
+    with building.meta_parameters():
+        with building.meta_parameters():
             assert torch.nn.Linear(2, 2).weight.is_meta
         assert torch.nn.Linear(2, 2).weight.is_meta
     assert not torch.nn.Linear(2, 2).weight.is_meta
@@ -125,7 +126,7 @@ def test_a_patch_installed_over_ours_is_left_in_place():
     before = _torch_own()
     theirs = lambda tensor, *a, **k: tensor  # noqa: E731  (someone else's patch, made during a build)
     try:
-        with modeling.meta_parameters():
+        with building.meta_parameters():
             torch.nn.init.normal_ = theirs
         assert torch.nn.init.normal_ is theirs  # not clobbered by zoo's restore
         assert torch.nn.Module.register_parameter is before[0]

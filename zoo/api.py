@@ -118,11 +118,11 @@ def build(config: Any, *, task: str | None = None, registry: Registry | None = N
     like ``BertModel(BertConfig())``. The head comes from ``task`` or the config's ``architectures``."""
     require("torch", TORCH_INSTALL, needed_by="zoo.build")
     cfg = _as_model_config(config, registry or default_registry())
-    from .model import modeling
+    from .model import build as building
 
     cls = resolve_class(cfg.architecture.heads[cfg.architecture.head_for(task, list(cfg.architectures))], cfg.plugin)
     with cfg.building(cls):
-        modeling.check_memory(cls, cfg, materialised=True)
+        building.check_memory(cls, cfg, materialised=True)
         return cls(cfg.config)
 
 
@@ -151,6 +151,7 @@ def load(
     ``output_loading_info=True`` returns ``(model, LoadReport)``.
     """
     require("torch", TORCH_INSTALL, needed_by="zoo.load")
+    from .model import build as building
     from .model import checkpoint, conversion, modeling, weights
 
     strict = _strict(strict)
@@ -166,9 +167,9 @@ def load(
     else:
         state = weights.load_state_dict(files)  # mapped (safetensors) or read safely (.bin): errors come now
         with cfg.building(cls):
-            modeling.check_memory(cls, cfg, materialised=False)
-            build_dtype = modeling.build_dtype(dtype, cfg.config, state)
-            model = modeling.empty_model(cls, cfg.config, build_dtype)
+            building.check_memory(cls, cfg, materialised=False)
+            build_dtype = building.build_dtype(dtype, cfg.config, state)
+            model = building.empty_model(cls, cfg.config, build_dtype)
         state, applied = conversion.convert(model, state, cfg.architecture, cfg.plugin)
         report = modeling.fill(model, state, optional=cfg.architecture.optional_weights, where=str(cfg.path),
                                dtype=build_dtype)

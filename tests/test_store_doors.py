@@ -250,3 +250,42 @@ def test_zoo_versions_of_a_hub_repo_never_shadow_an_upstream_ref_for_hub_cache_r
     """, env={"HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"})
     assert reader.returncode == 0, reader.stderr
     assert "zoo:v1 {" in reader.stdout and "v1 not cached" in reader.stdout, reader.stdout
+
+
+def test_an_import_never_keeps_a_stored_copy_that_rotted_unseen(tmp_path, tiny_bert):
+    """Found by the model-based soak: content already stored is not written again, but a stored object
+    damaged with its size and mtime kept (bit rot: no stat shows it) was kept in place of the good bytes
+    an import brought, so the new version (and the old one) loaded the damaged bytes or failed. With good
+    bytes in hand the import checks the stored copy; a rotten one goes to quarantine and both versions
+    load the imported bytes."""
+    first = _saved_tiny(tmp_path, tiny_bert)
+    assert zoo_cli("-q", "import", str(first), "--name", "alpha").returncode == 0
+    home = Path(os.environ["ZOO_HOME"])
+    entry = next(f for f in json.loads(next(home.glob("versions/models--local--alpha/v*.json")).read_text())["files"]
+                 if f["path"] == "model.safetensors")
+    obj = home / "objects" / "sha256" / entry["sha256"][:2] / entry["sha256"]
+    st = obj.stat()
+    os.chmod(obj, 0o644)
+    with open(obj, "r+b") as f:
+        f.seek(st.st_size - 4)
+        f.write(b"\xff\xff\xff\xff")
+    os.utime(obj, ns=(st.st_atime_ns, st.st_mtime_ns))  # unseen: size and mtime as recorded
+    second = tmp_path / "again"
+    second.mkdir()
+    for p in first.iterdir():
+        (second / p.name).write_bytes(p.read_bytes())  # the same content, other files
+    imported = zoo_cli("-q", "import", str(second), "--name", "beta")
+    assert imported.returncode == 0, imported.stderr
+    check = run_python(f"""
+        import torch, zoo
+        from safetensors.torch import load_file
+        ref = load_file({str(first / "model.safetensors")!r})
+        for name in ("beta", "alpha"):
+            got = zoo.load(name).state_dict()
+            shared = [k for k in ref if k in got]
+            assert len(shared) == len(ref), (len(shared), len(ref))
+            print(name, all(torch.equal(got[k], ref[k]) for k in shared))
+    """)
+    assert check.returncode == 0, check.stderr
+    assert "beta True" in check.stdout and "alpha True" in check.stdout, check.stdout
+    assert list((home / "quarantine").iterdir())  # the rotten copy is kept aside, not deleted

@@ -88,16 +88,38 @@ class Contents:
 
     def add_object(self, staged: Path, sha256: str) -> Path:
         """Move the temporary ``staged`` (ours, already hashed) in as the stored content ``sha256``,
-        read-only. Content already stored is not written again."""
+        read-only. Content already stored is not written again, once it is checked: with good bytes in
+        hand, a stored copy that rotted unseen (its stat unchanged) is never kept in their place; it goes
+        to quarantine and ours becomes the object."""
         dest = self.layout.object_path(sha256)
         if dest.exists():
-            staged.unlink()
+            try:
+                intact = hash_file(dest)[0] == sha256
+            except OSError:
+                intact = False
+            if intact:
+                staged.unlink()
+                return dest
+            damaged = dest.stat()
+            self.disk.mkdir(self.layout.quarantine)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(dest, self.layout.quarantine / f"{sha256}.{int(time.time())}")
+            self._store(staged, dest)
+            for blob in self.layout.hub.glob(f"models--*/blobs/{sha256}"):  # the blobs that were its inode
+                with contextlib.suppress(OSError):
+                    if os.path.samestat(blob.stat(), damaged):
+                        relinked = self.disk.tmp_name(sha256, ".blob")
+                        atomic.link_or_copy(dest, relinked)
+                        os.replace(relinked, blob)
             return dest
+        self._store(staged, dest)
+        return dest
+
+    def _store(self, staged: Path, dest: Path) -> None:
         self.disk.mkdir(dest.parent)
         self.disk.seal(staged)
         atomic.link_exclusive(staged, dest)  # if another writer got there first, its copy stays
         staged.unlink()
-        return dest
 
     def link_blob(self, repo: str, entry: FileEntry) -> Path:
         """Make ``repo``'s ``blobs/<etag>`` (the path every snapshot link of the content leads to) the

@@ -3,7 +3,7 @@
 tensors, persistent buffers), the same non-persistent buffers, the same ties and the same outputs; and
 transformers' ``from_pretrained`` of zoo's folder gives the same too.
 
-Used by tests/test_save_all_architectures.py (a rotating sample) and run as a script for all of them::
+Used by tests/model/test_save_all_architectures.py (a rotating sample) and run as a script for all of them::
 
     .venv/bin/python tests/save_sweep.py                 # every model_type; prints a summary
     .venv/bin/python tests/save_sweep.py llama clip t5   # these only

@@ -1,4 +1,4 @@
-"""Doors and tools for the model-based test of the store (tests/test_store_model.py); no pytest here.
+"""Doors and tools for the model-based test of the store (tests/store/test_store_model.py); no pytest here.
 
 - ``Worker``: one long-lived Python process that imports zoo and torch once, then runs each command
   (``zoo.load``, ``zoo.build`` + ``zoo.save``) in a child it forks for that command: every call is a

@@ -151,7 +151,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     from .daemon.evict import parse_max_size
 
+    from .daemon.scrub import scrub_rate
+
     max_size = parse_max_size(args.max_size) if args.max_size else None
+    scrub = scrub_rate(args.scrub_rate)  # a bad value is refused before anything starts
     http = None
     if args.http:
         from .hubserver.server import HttpSettings, parse_address
@@ -172,14 +175,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                     watch=[Path(w).expanduser() for w in args.watch], quiet_period=args.quiet_period,
                     poll=args.poll, http=http, tokens=Path(args.tokens).expanduser() if args.tokens else None,
                     revalidate=args.revalidate if args.revalidate is not None else 60.0,
-                    orphan_grace=args.orphan_grace if args.orphan_grace is not None else 600.0)
+                    orphan_grace=args.orphan_grace if args.orphan_grace is not None else 600.0, scrub=scrub)
     return daemon.serve()
 
 
 DAEMON_SETTINGS = {"store": str, "socket": str, "group": str, "max_size": str, "watch": list,
                    "quiet_period": float, "poll": float, "http": str, "upstream": str, "offline": bool,
                    "tokens": str, "revalidate": float, "tree_page_size": int, "send_timeout": float,
-                   "orphan_grace": float}
+                   "orphan_grace": float, "scrub_rate": float}
 
 
 def _daemon_config(args: argparse.Namespace) -> None:
@@ -454,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="never ask the upstream: serve only what is stored")
     p.add_argument("--tokens", metavar="FILE", help="tokens that may read private and gated content (and local/ "
                    "names) over HTTP: one per line, mode 0600")
+    p.add_argument("--scrub-rate", metavar="MB/S", help="re-hash the store in the background at most this fast, so "
+                   "that bit rot is found within one pass (default: ZOO_SCRUB_RATE, or 20; 0 turns it off)")
     p.add_argument("--revalidate", type=float, metavar="SECONDS",
                    help="how long a branch's commit is trusted before the upstream is asked again (default 60)")
     p.add_argument("--tree-page-size", type=int, default=None, help=argparse.SUPPRESS)

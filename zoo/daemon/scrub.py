@@ -30,9 +30,11 @@ DEFAULT_RATE = 20.0  # MB/s: about 2% of a core for sha256, and a small share of
 MB = 1_000_000
 
 
-def rate_from_env() -> float:
-    """``ZOO_SCRUB_RATE`` (MB/s; 0 turns the scrubber off), or the default."""
-    text = os.environ.get("ZOO_SCRUB_RATE", "").strip()
+def scrub_rate(value: str | float | None = None) -> float:
+    """The scrubber's rate in MB/s: ``value`` (``zoo daemon --scrub-rate``), else ``ZOO_SCRUB_RATE``, else the
+    default; 0 turns the scrubber off."""
+    where = "--scrub-rate" if value is not None else "ZOO_SCRUB_RATE"
+    text = str(value if value is not None else os.environ.get("ZOO_SCRUB_RATE", "")).strip()
     if not text:
         return DEFAULT_RATE
     try:
@@ -40,7 +42,7 @@ def rate_from_env() -> float:
     except ValueError:
         rate = -1.0
     if not rate >= 0 or rate == float("inf"):
-        raise InvalidArgumentError(f"ZOO_SCRUB_RATE={text!r}: expected megabytes a second, e.g. 20 (0 turns the "
+        raise InvalidArgumentError(f"{where} {text!r}: expected megabytes a second, e.g. 20 (0 turns the "
                                    "scrubber off)")
     return rate
 

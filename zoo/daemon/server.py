@@ -111,7 +111,7 @@ class Daemon:
     def __init__(self, store: Store, sock_path: Path, *, group: str | None = None,
                  max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
                  poll: float | None = None, http: Any = None, tokens: Path | None = None,
-                 revalidate: float = 60.0, orphan_grace: float = 600.0) -> None:
+                 revalidate: float = 60.0, orphan_grace: float = 600.0, scrub: float | None = None) -> None:
         require_extras(watch=bool(watch), http=http is not None)
         self.store = store
         self.drops = None
@@ -155,9 +155,9 @@ class Daemon:
 
             self.http = make_server(store, http, run_job=self.run_shared, tokens=tokens, revalidate=revalidate)
             self.extras.append(self.http.status)
-        from .scrub import Scrubber, rate_from_env  # bit rot a stat cannot see, found at a bounded rate
+        from .scrub import Scrubber, scrub_rate  # bit rot a stat cannot see, found at a bounded rate
 
-        self.scrubber = Scrubber(store, rate_from_env(), on_damage=self._scrubbed_damage)
+        self.scrubber = Scrubber(store, scrub if scrub is not None else scrub_rate(), on_damage=self._scrubbed_damage)
         self.extras.append(self.scrubber.status)
 
     def _scrubbed_damage(self, etags: list[str]) -> None:

@@ -102,3 +102,17 @@ def test_garbage_on_the_socket_gets_an_error_line(tmp_path):
         assert d.log.read_text().count("not a request, answered with an error") == 3
     finally:
         assert d.stop() == 0, d.log.read_text()
+
+
+def test_the_scrub_rate_is_a_flag_of_the_daemon(tmp_path):
+    home = Path(os.environ["ZOO_HOME"])
+    bad = subprocess.run([sys.executable, "-m", "zoo", "daemon", "--store", str(home), "--scrub-rate", "fast"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--scrub-rate 'fast': expected megabytes a second" in bad.stderr, bad.stderr
+    assert not (home / "daemon.sock").exists()
+    d = DaemonProcess(home, args=("--scrub-rate", "0.5")).start()
+    try:
+        status = json.loads(zoo_cli("daemon", "status", "--json", "--store", str(home)).stdout)
+        assert status["scrub"]["rate_mb_s"] == 0.5
+    finally:
+        assert d.stop() == 0, d.log.read_text()

@@ -5,7 +5,7 @@ all of them).
 
 The sample changes every day (the seed is the date's ordinal; ZOO_SWEEP_SEED sets it, ZOO_SWEEP_SIZE its
 size) and the seed is in every test id, so a failure names how to run it again:
-``ZOO_SWEEP_SEED=<seed> pytest tests/test_save_all_architectures.py``, or ``python tests/save_sweep.py TYPE``.
+``ZOO_SWEEP_SEED=<seed> pytest tests/model/test_save_all_architectures.py``, or ``python tests/save_sweep.py TYPE``.
 """
 
 from __future__ import annotations

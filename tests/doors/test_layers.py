@@ -13,7 +13,8 @@ functions count: a cycle hidden in a function is still a cycle), so the folder l
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 ORDER = ["doors", "daemon", "hubserver", "store", "model", "plugins", "ground"]
 GROUND = {"errors", "_env", "_deps", "names", "atomic", "_version"}
 

@@ -216,7 +216,7 @@ def test_hooks_are_documented(hook):
 def test_hooks_have_tests(hook):
     """A test implements the hook for real (a plugin function named after it) or names it in its title."""
     pattern = rf"def test_\w*{hook}\w*|def {hook}\("
-    tested = [p.name for p in (ROOT / "tests").glob("test_*.py") if re.search(pattern, p.read_text())]
+    tested = [p.name for p in (ROOT / "tests").rglob("test_*.py") if re.search(pattern, p.read_text())]
     assert tested, f"no test exercises {hook}"
 
 

@@ -19,6 +19,7 @@ import transformers
 
 import zoo
 import zoo_transformers
+from save_sweep import _flat
 
 # The transformers plugin alone, as its entry point loads it: every row goes through its fallback.
 REGISTRY = zoo.Registry([("transformers", zoo_transformers)], entry_points=False)
@@ -200,17 +201,6 @@ def _save(arch: Arch, directory) -> Any:
             param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(param.numel())) * 1e-3)
     model.save_pretrained(directory)
     return config
-
-
-def _flat(out: Any) -> list[tuple[str, torch.Tensor]]:
-    items = out.items() if hasattr(out, "items") else enumerate(out if isinstance(out, (list, tuple)) else [out])
-    found = []
-    for key, value in items:
-        if isinstance(value, torch.Tensor):
-            found.append((str(key), value))
-        elif isinstance(value, (list, tuple)) or hasattr(value, "items"):
-            found += [(f"{key}.{k}", v) for k, v in _flat(value)]
-    return found
 
 
 def _tied(model: torch.nn.Module) -> list[tuple[str, ...]]:

@@ -23,13 +23,14 @@ from ..store import hub
 from ..store.manifests import FileEntry
 from ..store.writer import Store
 from .catalog import Catalog, Snapshot, served_remote_file
+from .listeners import Listened
 from .protocol import ServedFile
 
 log = logging.getLogger("zoo.daemon")
 TAINT_DAYS = 1
 
 
-class Transfer:
+class Transfer(Listened):
     """One file's download, as the streams that read it see it."""
 
     def __init__(self, snap: Snapshot, f: ServedFile) -> None:
@@ -41,32 +42,12 @@ class Transfer:
         self.entry: FileEntry | None = None
         self.error: BaseException | None = None
         self.done = False
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
+        Listened.__init__(self)
 
     def also(self, snap: Snapshot, f: ServedFile) -> None:
         """Another snapshot (or repository) asks for the same content: it adopts the file too."""
         if (snap.repo, snap.commit, f.path) not in {(s.repo, s.commit, p) for s, p in self.asked}:
             self.asked.append((snap, f.path))
-
-    def listen(self, callback: Callable[[], None]) -> None:
-        """``callback()`` is called (from the download's thread) whenever the transfer moves on."""
-        with self._lock:
-            self._listeners.append(callback)
-
-    def unlisten(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-    def _notify(self) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for callback in listeners:
-            try:
-                callback()
-            except RuntimeError:  # the listener's event loop is closed: the daemon is stopping
-                pass
 
     def on_part(self, path: Path) -> None:
         self.part, self.attempt = path, self.attempt + 1

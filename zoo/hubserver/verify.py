@@ -19,13 +19,14 @@ import os
 import threading
 from typing import Any, Callable
 
+from .listeners import Listened
 from .protocol import ServedFile
 
 log = logging.getLogger("zoo.daemon")
 CHUNK = 1 << 22
 
 
-class Check:
+class Check(Listened):
     """One hash of one stored file (an inode), read by the responses that send it meanwhile."""
 
     def __init__(self, fd: int, f: ServedFile, stamp: tuple[int, int, int]) -> None:
@@ -33,26 +34,7 @@ class Check:
         self.hashed = 0  # bytes hashed so far, from the start
         self.done = False
         self.ok = False
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
-
-    def listen(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            self._listeners.append(callback)
-
-    def unlisten(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-    def _notify(self) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for callback in listeners:
-            try:
-                callback()
-            except RuntimeError:  # the listener's event loop is closed: the daemon is stopping
-                pass
+        Listened.__init__(self)
 
     def run(self) -> bool:
         """Hash the file (the descriptor's inode: the very bytes sent); True when it matches."""

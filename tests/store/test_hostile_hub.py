@@ -12,6 +12,7 @@ import hashlib
 import os
 import json
 import re
+import struct
 import subprocess
 import sys
 import threading
@@ -28,7 +29,14 @@ from zoo.errors import IntegrityError, InvalidNameError, RemoteError
 REPO = "acme/tiny"
 COMMIT = "c" * 40
 CONFIG = json.dumps({"model_type": "bert", "hidden_size": 4}).encode()
-WEIGHTS = bytes(range(256)) * 16  # 4096 bytes, listed as an LFS file
+def _safetensors(total: int) -> bytes:
+    """A valid safetensors file of ``total`` bytes (one U8 tensor of varied bytes): pulls check it as loads do."""
+    n = total - 8 - 80
+    header = json.dumps({"w": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}}).encode().ljust(80)
+    return struct.pack("<Q", len(header)) + header + (bytes(range(256)) * (n // 256 + 1))[:n]
+
+
+WEIGHTS = _safetensors(4096)  # listed as an LFS file
 HALF = len(WEIGHTS) // 2
 SERVER_CAP = 64 << 20  # the most any endless body sends: a client without the fix ends, but wrongly
 MAX_HANG = 8.0  # the longest the server keeps a request waiting (until the test ends)

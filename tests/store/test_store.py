@@ -14,7 +14,8 @@ import zoo
 from zoo.store import Store
 from zoo.store import content as content_module
 from zoo.store import ingest as ingest_module
-from zoo.store import writer as store_module
+from zoo.store import pulling as pulling_module
+from zoo import atomic as store_module
 from zoo.store.maintenance import gc_plan, removal_plan, usage
 from zoo import InvalidNameError
 from zoo import AmbiguousNameError, UnknownNameError
@@ -62,7 +63,7 @@ def test_load_by_name_then_warm_with_zero_requests_and_no_hashing(hub_env, hub, 
     def no_hashing(*args, **kwargs):
         raise AssertionError("the warm path must not hash")
 
-    for module in (store_module, content_module, ingest_module):
+    for module in (pulling_module, content_module, ingest_module):
         monkeypatch.setattr(module, "hash_file", no_hashing)
     again = _quiet_load("bert-base-cased")
     assert hub.requests() == []

@@ -77,3 +77,19 @@ def test_bytes_that_fail_their_digest_twice_are_refused_and_nothing_is_visible(t
         store.pull("acme/tiny")
     assert fake.downloads.count("model.safetensors") == 2
     assert store.versions("acme/tiny") == []
+
+
+def test_a_pulled_checkpoint_no_load_could_use_is_refused_with_the_reason(tmp_path, fake):
+    """The check loads make runs on a pull too: a model.safetensors the hub serves whole (its digest
+    matches) but that is not safetensors makes no version, and the error names the file."""
+    fake.repos["acme/tiny"]["model.safetensors"] = b"not safetensors at all, but long enough" * 20
+    store = Store(tmp_path / "store", fetcher=fake)
+    with pytest.raises(zoo.CorruptCheckpointError, match="acme/tiny@.*not a checkpoint zoo can load.*model.safetensors"):
+        store.pull("acme/tiny")
+    assert store.versions("acme/tiny") == []
+
+
+def test_a_pull_of_a_repository_without_weights_is_not_a_checkpoint_check(tmp_path, fake):
+    fake.repos["acme/tokenizer"] = {"tokenizer.json": b"{}", "config.json": b'{"model_type": "bert"}'}
+    version = Store(tmp_path / "store", fetcher=fake).pull("acme/tokenizer")
+    assert {f.path for f in version.files} == {"tokenizer.json", "config.json"}

@@ -88,9 +88,9 @@ def test_touched_but_intact_object_is_hashed_once_then_warm(tmp_path, tiny_bert,
     obj = Store().object_path(_weights_entry(version).sha256)
     os.utime(obj, ns=(obj.stat().st_atime_ns, obj.stat().st_mtime_ns + 5_000_000_000))  # e.g. a restore
     zoo.load("touched")  # hashed once: intact, and the new stat is recorded
-    from zoo.store import content, writer
+    from zoo.store import content, pulling
 
-    for module in (writer, content):  # wherever the store hashes
+    for module in (pulling, content):  # wherever the store hashes
         monkeypatch.setattr(module, "hash_file", lambda *a, **k: pytest.fail("hashed again"))
     zoo.load("touched")
 

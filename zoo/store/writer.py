@@ -5,7 +5,7 @@ The layout is drawn in :mod:`zoo.store.layout`. :class:`Store` reads it as any r
 writer of it in direct mode: every write goes through the methods of :class:`zoo.store.protocol.CacheWriter`
 (``ensure``, ``pull``, ``import_dir``, ``remove``, ``gc``, ``verify``, ``pin``), and each takes its own locks.
 The paths a load opens are made only by :mod:`zoo.store.content`; folders, modes and locks are
-:mod:`zoo.store.disk`'s; the import half is :mod:`zoo.store.ingest`. Rules that keep it correct without
+:mod:`zoo.store.disk`'s; the import half is :mod:`zoo.store.ingest`, the pulling half :mod:`zoo.store.pulling`. Rules that keep it correct without
 trusting the locks:
 
 - every file is written under a unique temporary name in ``tmp/`` (:mod:`zoo.atomic`) and moved
@@ -22,29 +22,27 @@ trusting the locks:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import os
 import shutil
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import atomic
-from ..atomic import HOST, owner_alive
 from ..errors import CorruptCheckpointError, IntegrityError, OfflineError
-from ..names import ZOO_PREFIX, is_local, local_repo, validate_name, validate_repo_id, validate_revision
+from ..names import ZOO_PREFIX, is_local, local_repo, validate_name
 from . import hub, ingest, progress, records
-from .content import Contents, hash_file
+from .content import Contents
 from .disk import check_free_space, disk_errors
 from .manifests import FileEntry, Version, config_fields, content_id
 from .protocol import Fetcher
+from .pulling import Pulling, _Held
 from .reader import StoreReader
 
 
-class Store(StoreReader):
+class Store(Pulling, StoreReader):
     """One zoo store, read and written: the one writer of it in direct mode (the daemon's in daemon mode).
     Every write goes through the methods of :class:`zoo.store.protocol.CacheWriter` and takes its own locks."""
 
@@ -137,171 +135,6 @@ class Store(StoreReader):
     def _describe(damaged: list[tuple[FileEntry, str]]) -> str:
         shown = "; ".join(f"{e.path}: {problem}" for e, problem in damaged[:3])
         return f"{len(damaged)} files failed their digest ({shown}{' ...' if len(damaged) > 3 else ''})"
-
-    def pull(self, repo: str, revision: str = "main", *, all_files: bool = False) -> Version:
-        """Ask the hub what ``repo@revision`` is now and make that commit a complete, verified version
-        (only what loading needs unless ``all_files``). Files already stored are not downloaded again."""
-        validate_repo_id(repo)
-        validate_revision(revision)
-        self.disk.prepare()
-        with self.disk.name_lock(repo):
-            return self._pull_locked(repo, revision, all_files=all_files, ask=True)
-
-    def _pull_locked(self, repo: str, revision: str, *, all_files: bool = False, ask: bool = False,
-                     refs: Iterable[str] | None = None) -> Version:
-        """Under the name lock. Without ``ask``, a complete stored version for ``revision`` is taken
-        as it is: N processes asking for one uncached model cost the hub one set of requests, not N."""
-        from .select import select_files
-
-        if not ask:
-            cached = self.find(repo, revision)
-            if cached is not None and not self.missing_files(cached):
-                return cached
-        remote = self.fetcher.fetch_revision(repo, revision)
-        wanted = select_files([f.path for f in remote.files], all_files=all_files)
-        refs = [revision] if refs is None and revision != remote.commit else list(refs or ())
-        done = [v for v in self.versions(repo) if v.id == remote.commit]
-        if done and not self._repair(done[-1]) and {f.path for f in done[-1].files} >= wanted:
-            for ref in refs:
-                self.disk.write_text(self.layout.ref_path(repo, ref), remote.commit)
-            return self.find(repo, done[-1].name) or done[-1]
-        files = [f for f in remote.files if f.path in wanted]
-        self._room_for(sum(self._missing_bytes(f.etag, f.size) for f in files
-                           if not (f.sha256 and self.object_path(f.sha256).exists())),
-                       f"the pull of {repo}@{revision}", repo)
-        entries: list[FileEntry] = []
-        downloaded: set[str] = set()
-        try:
-            with self.bar(sum(f.size for f in files), f"pull {repo}") as bar:
-                for f in files:
-                    entries.append(self._fetch(repo, remote.commit, f, bar.update, downloaded=downloaded))
-            return self._commit(repo, remote.commit, entries, source=f"hub:{self.fetcher.endpoint()}",
-                                revision=revision, refs=refs, access=remote.access, verified=downloaded)
-        finally:
-            self._pulling.release(e.sha256 for e in entries)
-
-    def fetch_file(self, repo: str, commit: str, remote: Any, *, on_bytes: Callable[[int], None] = lambda n: None,
-                   on_part: Callable[[Path], None] | None = None,
-                   confirm: Callable[[], None] | None = None) -> FileEntry:
-        """One file of ``repo@commit`` into the store, with no version made for it yet (see :meth:`adopt`):
-        what the daemon's HTTP pull-through does for a file a client asks for. ``on_part`` is told the
-        partial file before each try, so that the file can be read while it arrives. Its blob is linked
-        (``blobs/<etag>``), so that it is found by its etag until a version lists it. ``confirm()`` is
-        called (under the file's lock) when the content turns out to be stored already, for whatever
-        repository: the daemon asks its upstream there whether ``repo`` may have it."""
-        validate_repo_id(repo)
-        self.disk.prepare()
-        if not (remote.sha256 and self.object_path(remote.sha256).exists()):
-            self._room_for(self._missing_bytes(remote.etag, remote.size), f"the download of {repo}/{remote.path}",
-                           repo)
-        entry = self._fetch(repo, commit, remote, on_bytes, on_part, confirm=confirm)
-        try:
-            self.link_file(repo, entry)
-        finally:
-            self._pulling.release([entry.sha256])  # linked: gc takes it only as what no version lists
-        return entry
-
-    def link_file(self, repo: str, entry: FileEntry) -> None:
-        """Content already stored becomes ``repo``'s too (its ``blobs/<etag>``), ahead of :meth:`adopt`."""
-        validate_repo_id(repo)
-        with disk_errors(str(self.home)):
-            self.contents.link_blob(repo, entry)
-
-    def adopt(self, remote: Any, entries: Iterable[FileEntry], *, refs: Iterable[str] = ()) -> Version | None:
-        """Files of ``remote`` (a :class:`~zoo.store.hub.RemoteRevision`) fetched one by one become part of
-        its version: added to the version of that commit if there is one, else a new version as soon as
-        every file a load needs is stored. Returns the version, or None while files a load needs are missing."""
-        from .select import select_files
-
-        known = {e.path: e for e in entries}
-        repo = remote.repo
-        with self.disk.name_lock(repo):
-            for f in remote.files:
-                if f.path in known:
-                    continue
-                blob = self.layout.blob_path(repo, f.etag)  # this repository's: fetched for it, or confirmed
-                if f.sha256 and self.object_path(f.sha256).exists() and blob.exists():
-                    known[f.path] = FileEntry(f.path, f.sha256, f.size, f.etag)
-                    continue
-                with contextlib.suppress(OSError):
-                    if blob.stat().st_size == f.size:  # a small file fetched before: hashed again (cheap)
-                        sha256, sha1, size = hash_file(blob, git_sha1=True)
-                        if sha1 == f.blob_id and size == f.size and self.object_path(sha256).exists():
-                            known[f.path] = FileEntry(f.path, sha256, f.size, f.etag)
-            done = [v for v in self.versions(repo) if v.id == remote.commit]
-            wanted = select_files([f.path for f in remote.files])
-            if not done and not wanted <= set(known):
-                return None
-            refs = [r for r in refs if r != remote.commit]
-            return self._commit(repo, remote.commit, list(known.values()), source=f"hub:{self.fetcher.endpoint()}",
-                                revision=refs[0] if refs else remote.commit, refs=refs, access=remote.access)
-
-    def _fetch(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None],
-               on_part: Callable[[Path], None] | None = None, *, confirm: Callable[[], None] | None = None,
-               downloaded: set[str] | None = None) -> FileEntry:
-        """One file into objects/: skipped when its content is stored (after ``confirm()``, when given),
-        else downloaded (resuming a dead process's partial file), checked against size and digest, and
-        moved in (its path added to ``downloaded``). Until the pull commits, gc leaves it alone."""
-
-        def stored() -> bool:
-            if not (remote.sha256 and self.object_path(remote.sha256).exists()):
-                return False
-            if confirm is not None:
-                confirm()
-            self._pulling.add(remote.sha256)
-            on_bytes(remote.size)
-            return True
-
-        if stored():
-            return FileEntry(remote.path, remote.sha256, remote.size, remote.etag)
-        with self.disk.lock(f"blob-{remote.etag}", f"the download of {remote.path}"):
-            if stored():
-                return FileEntry(remote.path, remote.sha256, remote.size, remote.etag)
-            part = self._adopt_part(remote.etag)
-            for attempt in (1, 2):
-                if on_part is not None:
-                    on_part(part)
-                with disk_errors(str(self.tmp)):
-                    self.fetcher.download(repo, commit, remote, part, on_bytes)
-                sha256, sha1, size = hash_file(part, git_sha1=remote.sha256 is None)
-                if size == remote.size and (sha256 == remote.sha256 if remote.sha256 else sha1 == remote.blob_id):
-                    break
-                part.unlink()
-                if attempt == 2:
-                    raise IntegrityError(
-                        f"{repo}/{remote.path}: downloaded {size} bytes with sha256 {sha256[:12]}…, expected "
-                        f"{remote.size} bytes and {remote.etag[:12]}…, twice. The server or a proxy is "
-                        "serving damaged data; nothing was stored"
-                    )
-            self._pulling.add(sha256)
-            self.contents.add_object(part, sha256)
-            if downloaded is not None:
-                downloaded.add(remote.path)
-            return FileEntry(remote.path, sha256, remote.size, remote.etag)
-
-    def _missing_bytes(self, etag: str, size: int) -> int:
-        """What a download of ``etag`` (``size`` bytes) still has to write: a partial download in tmp/ is
-        resumed, so only the rest needs room (counting the whole file refused every retry after a full
-        disk cut a download)."""
-        have = 0
-        for part in self.tmp.glob(f"*.{etag}.part"):
-            with contextlib.suppress(OSError):
-                have = max(have, part.stat().st_size)
-        return max(size - have, 0)
-
-    def _adopt_part(self, etag: str) -> Path:
-        """Under the blob lock: a partial download of ``etag`` left by a dead process, or by an earlier
-        try of this one, becomes ours (resume) if we may write it; else a new name."""
-        mine = self.disk.tmp_name(etag, ".part")
-        ours = f"{HOST}.{os.getpid()}."
-        for part in sorted(self.tmp.glob(f"*.{etag}.part")):
-            if (part.name.startswith(ours) or not owner_alive(part)) and os.access(part, os.W_OK):
-                try:
-                    os.rename(part, mine)
-                    return mine
-                except OSError:
-                    continue
-        return mine
 
     @contextlib.contextmanager
     def staging(self, stem: str) -> Iterator[Path]:
@@ -526,29 +359,6 @@ class Store(StoreReader):
         if not dry_run:
             plan.execute()
         return plan
-
-
-class _Held:
-    """A multiset of sha256s, safe across threads: objects a pull in progress stored (gc leaves them)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: collections.Counter[str] = collections.Counter()
-
-    def add(self, sha256: str) -> None:
-        with self._lock:
-            self._counts[sha256] += 1
-
-    def release(self, sha256s: Iterable[str]) -> None:
-        with self._lock:
-            for sha in sha256s:
-                self._counts[sha] -= 1
-                if self._counts[sha] <= 0:
-                    del self._counts[sha]
-
-    def held(self) -> set[str]:
-        with self._lock:
-            return set(self._counts)
 
 
 def save_name(name: str) -> str:

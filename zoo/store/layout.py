@@ -21,7 +21,10 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     │                                    unchanged file is not hashed again
     ├── conversions/<hash>.json          what transformers' key renames did to a checkpoint layout
     │                                    (zoo.model.conversion), so later loads skip building its table
-    ├── pins/, leases/, lru/             the daemon's eviction records (drawn in zoo.daemon.evict)
+    ├── pins/models--org--name/v3        a pinned version (JSON: repo, version, id, when, by whom): the
+    │                                    quota never evicts it (zoo.store.records)
+    ├── leases/models--org--name/v3.lease   a shared flock held by each live process that loaded v3
+    ├── lru/models--org--name/v3         when v3 was last loaded (a Unix time), for LRU eviction
     ├── remote/models--org--name/<commit>.json   the upstream's listing of a commit, as the daemon's HTTP
     │                                    server asked it once (zoo.hubserver.catalog); gc removes
     │                                    the old ones of commits no version holds
@@ -111,6 +114,13 @@ class Layout:
 
     def ref_path(self, repo: str, ref: str) -> Path:
         return self.repo_path(repo) / "refs" / ref
+
+    def records_root(self, kind: str) -> Path:
+        """``pins``, ``leases`` or ``lru``: the store's records of use."""
+        return self.home / kind
+
+    def record_path(self, kind: str, repo: str, version_name: str, suffix: str = "") -> Path:
+        return self.records_root(kind) / repo_folder(repo) / f"{version_name}{suffix}"
 
     def versions_folder(self, repo: str) -> Path:
         return self.versions_root / repo_folder(repo)

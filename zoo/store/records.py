@@ -1,4 +1,4 @@
-"""The store's records of use: pins, leases and last uses, beside the tree drawn in :mod:`zoo.store.layout`::
+"""The store's records of use: pins, leases and last uses, in the tree drawn in :mod:`zoo.store.layout`::
 
     $ZOO_HOME/
     ├── pins/models--org--name/v3            a pinned version (JSON: repo, version, id, when, by whom):
@@ -48,7 +48,7 @@ LEASE_WAIT = 2.0  # seconds a loader waits for an evictor's exclusive hold befor
 def _record_path(store: Store, kind: str, repo: str, version_name: str, suffix: str = "") -> Path:
     if version_number(version_name) is None:
         raise ValueError(f"expected a version such as v3, not {version_name!r}")
-    return store.home / kind / repo_folder(repo) / f"{version_name}{suffix}"
+    return store.layout.record_path(kind, repo, version_name, suffix)
 
 
 def _repo_of_folder(folder_name: str) -> str | None:
@@ -69,7 +69,7 @@ def _repo(store: Store, name: str) -> str:
     if "/" in name or store.versions(name):
         return name
     local = f"{LOCAL_NAMESPACE}/{name}"
-    if store.versions(local) or (store.home / PINS / repo_folder(local)).is_dir():
+    if store.versions(local) or (store.layout.records_root(PINS) / repo_folder(local)).is_dir():
         return local
     return name
 
@@ -116,7 +116,7 @@ def unpin(store: Store, repo: str, version_name: str | None = None) -> list[str]
     """Remove pins: ``zoo unpin NAME@vN`` that version's, ``zoo unpin NAME`` every pin of NAME.
     Returns the version names unpinned (empty: nothing was pinned). Works for removed versions too."""
     repo = _repo(store, repo)
-    folder = store.home / PINS / repo_folder(repo)
+    folder = store.layout.records_root(PINS) / repo_folder(repo)
     if version_name is not None and version_number(version_name) is None:
         version = store.find(repo, version_name)  # an id or a ref: the version it names now
         if version is None:
@@ -141,7 +141,7 @@ def unpin(store: Store, repo: str, version_name: str | None = None) -> list[str]
 def pins(store: Store) -> set[tuple[str, str]]:
     """Every pin: ``{(repo, "vN")}``. A pin whose version was removed and whose number now names other
     content (``zoo rm`` of the newest, then a new save) is stale and left out."""
-    root = store.home / PINS
+    root = store.layout.records_root(PINS)
     out: set[tuple[str, str]] = set()
     for folder in root.iterdir() if root.is_dir() else []:
         repo = _repo_of_folder(folder.name)

@@ -289,3 +289,30 @@ def test_an_import_never_keeps_a_stored_copy_that_rotted_unseen(tmp_path, tiny_b
     assert check.returncode == 0, check.stderr
     assert "beta True" in check.stdout and "alpha True" in check.stdout, check.stdout
     assert list((home / "quarantine").iterdir())  # the rotten copy is kept aside, not deleted
+
+
+@pytest.mark.slow
+def test_a_repair_leaves_no_blob_of_the_damaged_inode_under_any_name(hub_env, hub, tmp_path, tiny_bert):
+    """Found by the model-based soak: one config.json is blobs/<git sha1> in a hub repository and
+    blobs/<sha256> in an import. Damage that keeps the stat, found by zoo verify and fetched again by zoo
+    pull, left the import's blob as the damaged inode (only blobs named by the hub's etag were unlinked):
+    the import then failed to load with 'config.json is not valid JSON ... fix the file'."""
+    src = _saved_tiny(tmp_path, tiny_bert)
+    hub.add_repo("acme/shared-config", {p.name: p for p in src.iterdir()})
+    assert zoo_cli("-q", "pull", "acme/shared-config", env=hub_env).returncode == 0
+    assert zoo_cli("-q", "import", str(src), "--name", "alpha").returncode == 0
+    home = Path(os.environ["ZOO_HOME"])
+    config = next(home.glob("hub/models--local--alpha/snapshots/*/config.json")).resolve()
+    assert config.stat().st_nlink >= 3  # the object, the import's blob, the hub repository's blob
+    st = config.stat()
+    os.chmod(config, 0o644)
+    with open(config, "r+b") as f:
+        f.write(b"#")  # not JSON any more; size and mtime kept: no stat shows it
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+    zoo_cli("verify", "acme/shared-config", env=hub_env)  # finds it, quarantines it
+    assert zoo_cli("-q", "pull", "acme/shared-config", env=hub_env).returncode == 0  # fetched again
+    loaded = run_python("""
+        import zoo
+        print(zoo.load_config("alpha").raw["model_type"])
+    """)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "bert", loaded.stderr

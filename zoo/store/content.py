@@ -105,15 +105,25 @@ class Contents:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(dest, self.layout.quarantine / f"{sha256}.{int(time.time())}")
             self._store(staged, dest)
-            for blob in self.layout.hub.glob(f"models--*/blobs/{sha256}"):  # the blobs that were its inode
+            for blob in self._blobs_of(damaged):  # every blob that was its inode now leads to ours
                 with contextlib.suppress(OSError):
-                    if os.path.samestat(blob.stat(), damaged):
-                        relinked = self.disk.tmp_name(sha256, ".blob")
-                        atomic.link_or_copy(dest, relinked)
-                        os.replace(relinked, blob)
+                    relinked = self.disk.tmp_name(sha256, ".blob")
+                    atomic.link_or_copy(dest, relinked)
+                    os.replace(relinked, blob)
             return dest
         self._store(staged, dest)
         return dest
+
+    def _blobs_of(self, st: os.stat_result) -> list[Path]:
+        """Every repository's blob that is the inode ``st``, whatever its name: a content is ``blobs/<sha256>``
+        in one repository and ``blobs/<git sha1>`` in another (the hub's etag of a small file). Only after
+        damage is found: one ``stat`` per blob of the store."""
+        out = []
+        for blob in self.layout.hub.glob("models--*/blobs/*"):
+            with contextlib.suppress(OSError):
+                if os.path.samestat(blob.stat(), st):
+                    out.append(blob)
+        return out
 
     def _store(self, staged: Path, dest: Path) -> None:
         self.disk.mkdir(dest.parent)
@@ -168,8 +178,10 @@ class Contents:
         return final
 
     def copies(self, entry: FileEntry) -> list[Path]:
-        """Other names that may hold the content of ``entry``: its blobs in every repo."""
-        return [repo_path / "blobs" / entry.etag for repo_path in self.layout.hub.glob("models--*")]
+        """Other names that may hold the content of ``entry``: its blobs in every repo, named by its etag or
+        by its sha256 (one content is both, in repositories of different kinds)."""
+        names = dict.fromkeys((entry.etag, entry.sha256))
+        return [repo_path / "blobs" / name for repo_path in self.layout.hub.glob("models--*") for name in names]
 
     def check_object(self, entry: FileEntry, on_bytes: Callable[[int], None] = lambda n: None) -> str | None:
         """None if the stored object of ``entry`` is intact (restored from an intact copy if it was missing
@@ -185,10 +197,9 @@ class Contents:
             self.disk.mkdir(self.layout.quarantine)
             os.replace(obj, self.layout.quarantine / f"{entry.sha256}.{int(time.time())}")
             problem = f"content changed (size {size}, sha256 {sha256[:12]}…)"
-            for copy in copies:
+            for blob in self._blobs_of(damaged):  # no path may lead to the damaged bytes any more
                 with contextlib.suppress(OSError):
-                    if os.path.samestat(copy.stat(), damaged):
-                        copy.unlink()
+                    blob.unlink()
         else:
             on_bytes(entry.size)
             problem = "missing from the store"

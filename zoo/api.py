@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ._deps import TORCH_INSTALL, require
 from ._env import flag
+from .model import checkpoint, conversion  # every load uses them; neither imports torch
 from .model.config import CONFIG_NAME, ModelConfig, parse_config, read_config_file
 from .errors import (
     ConfigError,
@@ -152,7 +153,7 @@ def load(
     """
     require("torch", TORCH_INSTALL, needed_by="zoo.load")
     from .model import build as building
-    from .model import checkpoint, conversion, modeling, weights
+    from .model import modeling, weights
 
     strict = _strict(strict)
     dtype = _dtype(dtype)

@@ -147,10 +147,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     require_extras(watch=bool(args.watch), http=bool(args.http))  # before anything is created
     logging.basicConfig(level=logging.INFO, format="%(asctime)s zoo daemon: %(message)s", stream=sys.stderr)
-    from .store.writer import Store
-
     from .daemon.evict import parse_max_size
-
     from .daemon.scrub import scrub_rate
 
     max_size = parse_max_size(args.max_size) if args.max_size else None
@@ -171,7 +168,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             logging.getLogger("zoo.daemon").warning(
                 "serving on %s without --tokens: everyone who can reach it reads the local/ names; "
                 "private and gated hub content is served to nobody", host)
-    daemon = Daemon(Store(home, quiet=True), sock, group=args.group, max_size=max_size,
+    daemon = Daemon(home, sock, group=args.group, max_size=max_size,
                     watch=[Path(w).expanduser() for w in args.watch], quiet_period=args.quiet_period,
                     poll=args.poll, http=http, tokens=Path(args.tokens).expanduser() if args.tokens else None,
                     revalidate=args.revalidate if args.revalidate is not None else 60.0,

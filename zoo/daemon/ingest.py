@@ -97,10 +97,10 @@ def copy_from(fd: int, target: Path, size: int, rel: str, gone: Callable[[], boo
 
 
 def room_for(store: Store, incoming: int, what: str, repo: str) -> None:
-    """Before copying ``incoming`` bytes: the quota makes room (the daemon's ``make_room``), and the disk
-    has the space, else a zoo error now, before a byte is written."""
-    if store.make_room is not None:
-        store.make_room(incoming, what, repo)
+    """Before copying ``incoming`` bytes: the quota makes room (the daemon's policy), and the disk has the
+    space, else a zoo error now, before a byte is written."""
+    if store.policy is not None:
+        store.policy.make_room(incoming, what, repo)
     check_free_space(store.home, incoming, what=what)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..store.disk import check_free_space
 from ..store.writer import Store
 from ..errors import InvalidArgumentError, ZooError
 from ..names import validate_name
@@ -108,12 +109,17 @@ class _JobBar:
 
 
 class Daemon:
-    def __init__(self, store: Store, sock_path: Path, *, group: str | None = None,
+    """The one writer of a shared store. Its policy (the quota, progress streamed to the client that asked)
+    is given to the store it makes (:class:`~zoo.store.protocol.WritePolicy`: :meth:`make_room`,
+    :meth:`bar`); the store itself is used through its public methods only."""
+
+    def __init__(self, home: Path, sock_path: Path, *, group: str | None = None,
                  max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
                  poll: float | None = None, http: Any = None, tokens: Path | None = None,
                  revalidate: float = 60.0, orphan_grace: float = 600.0, scrub: float | None = None) -> None:
         require_extras(watch=bool(watch), http=http is not None)
-        self.store = store
+        self.store = store = Store(home, quiet=True, policy=self)
+        self.orphan_grace = orphan_grace
         self.drops = None
         if watch:
             from .watch import DropFolders
@@ -121,23 +127,6 @@ class Daemon:
             self.drops = DropFolders(list(watch), self._ingest_drop, quiet=quiet_period, poll=poll,
                                      on_problem=self._drop_problem)
         self.max_size = max_size
-        if max_size is not None:
-            from . import evict
-
-            def make_room(incoming: int, what: str, repo: str) -> None:
-                for last in (False, True):
-                    try:
-                        evict.make_room(store, max_size=max_size, incoming=incoming, what=what,
-                                        busy=frozenset({repo}))
-                        return
-                    except evict.QuotaError:
-                        # Files fetched for other machines that no version lists yet (a repository's extra
-                        # files, a snapshot never finished) are not versions, so eviction cannot see them:
-                        # collect those older than orphan_grace (10 minutes), then try once more.
-                        if last or not store.gc(grace=orphan_grace).freed:
-                            raise
-
-            store.make_room = make_room
         self.sock_path = sock_path
         self.group_gid = _group_id(group) if group else None
         self.private = tokens is not None  # gated content: no local user outside the group reads the store
@@ -146,7 +135,6 @@ class Daemon:
         self.jobs_lock = threading.Lock()
         self.clients = 0
         self.current = threading.local()
-        store.progress_bar = self._bar
         self.server: socketserver.ThreadingUnixStreamServer | None = None
         self.extras: list[Callable[[], dict[str, Any]]] = []  # status sections (watched folders, quota)
         self.http = None
@@ -167,7 +155,27 @@ class Daemon:
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def _bar(self, total: int, desc: str) -> Any:
+    def make_room(self, incoming: int, what: str, repo: str) -> None:
+        """Before a write of ``incoming`` bytes: evict under the quota (never ``repo``, whose lock the writer
+        holds), else check the disk's free space."""
+        if self.max_size is None:
+            check_free_space(self.store.home, incoming, what=what)
+            return
+        from . import evict
+
+        for last in (False, True):
+            try:
+                evict.make_room(self.store, max_size=self.max_size, incoming=incoming, what=what,
+                                busy=frozenset({repo}))
+                return
+            except evict.QuotaError:
+                # Files fetched for other machines that no version lists yet (a repository's extra files, a
+                # snapshot never finished) are not versions, so eviction cannot see them: collect those older
+                # than orphan_grace (10 minutes), then try once more.
+                if last or not self.store.gc(grace=self.orphan_grace).freed:
+                    raise
+
+    def bar(self, total: int, desc: str) -> Any:
         job = getattr(self.current, "job", None)
         if job is None:
             from ..store import progress

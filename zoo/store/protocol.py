@@ -59,3 +59,16 @@ class CacheWriter(Protocol):
 
     def verify(self, repo: str | None = None) -> list[tuple[Version, FileEntry, str]]:
         """Re-hash and repair; returns the problems that remain."""
+
+
+class WritePolicy(Protocol):
+    """What the one writer of a shared store (the daemon) decides for the store, given to it when it is made
+    (``Store(home, policy=...)``): room under a quota before a write, and where progress is shown."""
+
+    def make_room(self, incoming: int, what: str, repo: str) -> None:
+        """Before ``incoming`` bytes are written for ``repo``: evict to fit, or raise zoo's QuotaError /
+        StoreFullError."""
+
+    def bar(self, total: int, desc: str) -> Any:
+        """A progress bar (a context manager with ``update(n)``) for long work."""
+

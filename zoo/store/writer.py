@@ -28,7 +28,7 @@ import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from .. import atomic
 from ..errors import CorruptCheckpointError, IntegrityError, OfflineError
@@ -37,7 +37,7 @@ from . import hub, ingest, progress, records
 from .content import Contents
 from .disk import check_free_space, disk_errors
 from .manifests import FileEntry, Version, config_fields, content_id
-from .protocol import Fetcher
+from .protocol import Fetcher, WritePolicy
 from .pulling import Pulling, _Held
 from .reader import StoreReader
 
@@ -47,21 +47,19 @@ class Store(Pulling, StoreReader):
     Every write goes through the methods of :class:`zoo.store.protocol.CacheWriter` and takes its own locks."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None,
-                 fetcher: Fetcher | None = None) -> None:
+                 fetcher: Fetcher | None = None, policy: WritePolicy | None = None) -> None:
         super().__init__(home)
         self.fetcher: Fetcher = fetcher if fetcher is not None else hub  # type: ignore[assignment]
         self.contents = Contents(self.layout, self.disk)
         self._importer = ingest.Importer(self.layout, self.disk, self.contents)
         self.quiet = quiet
-        # Where progress of long work goes: a terminal bar by default; the daemon streams it to clients.
-        self.progress_bar: Callable[[int, str], Any] | None = None
-        # What makes room before a write (the daemon's quota and LRU eviction); None: check free space only.
-        self.make_room: Callable[[int, str, str], None] | None = None
+        # The daemon's decisions (its quota, progress streamed to clients); None: free space only, a terminal bar
+        self.policy = policy
         self._pulling = _Held()  # objects stored by a pull of this process that has not committed yet
 
     def bar(self, total: int, desc: str) -> Any:
         """A progress bar for long work: the daemon's stream to its client, else one on the terminal."""
-        return self.progress_bar(total, desc) if self.progress_bar else progress.bar(total, desc, self.quiet)
+        return self.policy.bar(total, desc) if self.policy else progress.bar(total, desc, self.quiet)
 
     def pulling(self) -> set[str]:
         """Objects a pull of this process has stored and not yet committed (gc leaves them)."""
@@ -81,8 +79,8 @@ class Store(Pulling, StoreReader):
     def _room_for(self, incoming: int, what: str, repo: str) -> None:
         """Before writing ``incoming`` bytes: the daemon makes room under its quota (``make_room``); in
         any case a disk without the space fails now, before anything is downloaded or copied."""
-        if self.make_room is not None:
-            self.make_room(incoming, what, repo)
+        if self.policy is not None:
+            self.policy.make_room(incoming, what, repo)
             return
         check_free_space(self.home, incoming, what=what)
 

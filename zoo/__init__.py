@@ -35,6 +35,7 @@ from .errors import (
     PluginError,
     PluginLoadError,
     PluginWarning,
+    ProtectedError,
     UnknownArchitectureError,
     UnknownTaskError,
     UnsafeCheckpointError,
@@ -48,14 +49,16 @@ from .errors import (
 from .plugins.hookspecs import hookimpl
 from .plugins.registry import Registry
 from .plugins.spec import Architecture, Checkpoint
+from .registry import history, label, tag, untag
 
 __all__ = [
     "AmbiguousNameError", "CacheError", "CacheWarning", "QuotaError", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingDependencyError", "MissingWeightsError",
     "NameResolutionError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
     "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
     "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",
-    "ModelConfig", "PluginError", "PluginLoadError", "PluginWarning", "Registry", "UnknownArchitectureError",
+    "ModelConfig", "PluginError", "PluginLoadError", "PluginWarning", "ProtectedError", "Registry", "UnknownArchitectureError",
     "UnknownTaskError", "UnsafeCheckpointError", "VersionWarning", "WeightsMismatchError",
     "WeightsNotFoundError", "WeightsWarning", "ZooError", "ZooWarning", "__version__", "architectures",
-    "build", "default_registry", "hookimpl", "load", "load_config", "load_tokenizer", "save",
+    "build", "default_registry", "history", "hookimpl", "label", "load", "load_config", "load_tokenizer", "save",
+    "tag", "untag",
 ]

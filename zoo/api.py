@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import threading
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -18,32 +17,20 @@ from .model import checkpoint, conversion  # every load uses them; neither impor
 from .model.config import CONFIG_NAME, ModelConfig, parse_config, read_config_file
 from .errors import (
     ConfigError,
+    ZooError,
     IncompatibleVersionError,
     InvalidArgumentError,
     VersionWarning,
     WeightsMismatchError,
     WeightsWarning,
 )
-from .plugins.registry import Registered, Registry
+from .plugins.registry import Registered, Registry, default_registry
 from .plugins.spec import resolve_class
 
 if TYPE_CHECKING:
     import torch
 
     from .store.writer import Store, Version
-
-_default: Registry | None = None
-_default_lock = threading.Lock()
-
-
-def default_registry() -> Registry:
-    """The process-wide registry of installed plugins, created on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Registry()
-        return _default
-
 
 def _strict(strict: bool | None) -> bool:
     return flag("ZOO_STRICT") if strict is None else strict
@@ -180,7 +167,21 @@ def load(
     if device is not None:  # the dtype is settled: the model was built in it
         model = model.to(device=device)
     model = model.eval()
+    _remember_source(model, ref, cfg.path, store)
     return (model, report) if output_loading_info else model
+
+
+def _remember_source(model: Any, ref: Any, path: Path, store: "Store | None") -> None:
+    """Which stored version ``model`` was loaded from, so that ``zoo.save`` records it as the base."""
+    from .resolve import as_path
+    from .store.lineage import source_of
+
+    if as_path(ref) is not None and store is None:
+        return  # a folder the user named: not a version of the store
+    try:
+        model._zoo_source = source_of(store or default_store(), path)
+    except (OSError, ZooError, AttributeError):
+        pass  # lineage is a record, never a reason for a load to fail
 
 
 def _transformers_loading(cfg: ModelConfig, head: str) -> str:
@@ -229,7 +230,8 @@ def _report_keys(report: Any, cfg: ModelConfig, head: str, strict: bool) -> None
 
 
 def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_size: int | str = "5GB",
-         store: "Store | None" = None) -> "Path | Version":
+         store: "Store | None" = None, description: str | None = None,
+         labels: Mapping[str, str] | None = None) -> "Path | Version":
     """Write ``config.json`` (with ``transformers_version``) and ``model.safetensors`` (shards and an
     index past ``max_shard_size``), and ``generation_config.json`` for a model that generates (as save_pretrained
     does). Every file is written under a temporary name and renamed into
@@ -238,6 +240,9 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
     ``path`` is a directory (a ``Path``, or text with a ``/`` or starting with ``.`` or ``~``; returns
     the directory), or a bare name such as ``"my-bert"``: then the files become a new immutable version
     of that name in the cache (``zoo.load("my-bert")``, ``zoo versions my-bert``; returns the Version).
+    Such a version records who saved it, ``description`` and ``labels`` (``{"task": "ner"}``), and its base: the
+    stored version ``model`` was loaded from with ``zoo.load``, found without being told (``zoo lineage``).
+    A model card written to ``README.md`` beside it is not part of ``zoo.save``; ``zoo import`` keeps one.
     """
     require("torch", TORCH_INSTALL, needed_by="zoo.save")
     from .resolve import as_path
@@ -252,7 +257,9 @@ def save(model: "torch.nn.Module", path: str | os.PathLike[str], *, max_shard_si
         store = store or default_store()
         with store.staging("save") as tmp:
             _save_dir(model, tmp, max_shard_size)
-            return store.import_dir(tmp, name, source="zoo.save", owned=True)
+            return store.import_dir(tmp, name, source="zoo.save", owned=True, description=description,
+                                    labels=dict(labels) if labels else None,
+                                    base=getattr(model, "_zoo_source", None))
     return _save_dir(model, directory, max_shard_size)
 
 

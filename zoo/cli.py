@@ -172,14 +172,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                     watch=[Path(w).expanduser() for w in args.watch], quiet_period=args.quiet_period,
                     poll=args.poll, http=http, tokens=Path(args.tokens).expanduser() if args.tokens else None,
                     revalidate=args.revalidate if args.revalidate is not None else 60.0,
-                    orphan_grace=args.orphan_grace if args.orphan_grace is not None else 600.0, scrub=scrub)
+                    orphan_grace=args.orphan_grace if args.orphan_grace is not None else 600.0, scrub=scrub,
+                    admins=args.admins)
     return daemon.serve()
 
 
 DAEMON_SETTINGS = {"store": str, "socket": str, "group": str, "max_size": str, "watch": list,
                    "quiet_period": float, "poll": float, "http": str, "upstream": str, "offline": bool,
                    "tokens": str, "revalidate": float, "tree_page_size": int, "send_timeout": float,
-                   "orphan_grace": float, "scrub_rate": float}
+                   "orphan_grace": float, "scrub_rate": float, "admins": str}
 
 
 def _daemon_config(args: argparse.Namespace) -> None:
@@ -258,7 +259,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     store = _store(args)
     before = {v.id for v in store.versions(local_repo(args.name))}
-    version = store.import_dir(args.directory, args.name, link=args.link)
+    labels = {}
+    for pair in args.label or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidArgumentError(f"--label {pair!r}: write key=value")
+        labels[key] = value
+    version = store.import_dir(args.directory, args.name, link=args.link, description=args.description,
+                               labels=labels or None)
     state = "unchanged, already" if version.id in before else "new version"
     print(f"{args.name} {version.name} ({state}; content id {version.id[:12]}): {len(version.files)} files, "
           f"{_human(version.total_size)}")
@@ -288,14 +296,16 @@ def cmd_versions(args: argparse.Namespace) -> int:
     if not versions:
         print(f"no versions of {target.label} in {store.home}")
         return 1
-    header = ("VERSION", "ID", "CREATED", "SIZE", "MODEL_TYPE", "TRANSFORMERS", "SOURCE")
+    marks = store.marks(target.repo)
+    header = ("VERSION", "ID", "CREATED", "BY", "SIZE", "MODEL_TYPE", "TRANSFORMERS", "ALIASES", "SOURCE")
     rows = [header] + [
-        (v.name, v.id[:12], v.created, _human(v.total_size), v.model_type or "-",
-         _cut(v.transformers_version or "-", 16), v.source + (f" @{v.revision}" if v.revision else ""))
+        (v.name, v.id[:12], v.created, v.user or "-", _human(v.total_size), v.model_type or "-",
+         _cut(v.transformers_version or "-", 16), ",".join(marks.aliases_of(v.name)) or "-",
+         v.source + (f" @{v.revision}" if v.revision else ""))
         for v in versions
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    right = {0, 3}  # VERSION and SIZE line up on the right
+    right = {0, 4}  # VERSION and SIZE line up on the right
     for row in rows:
         cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         print("  ".join([*cells, row[-1]]))
@@ -417,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("import", cmd_import, "store a saved directory as a new version of NAME (a copy; --link to hard-link)")
     p.add_argument("directory")
     p.add_argument("--name", required=True)
+    p.add_argument("--description", help="what this version is (shown by zoo info and zoo history)")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label on the version (repeatable)")
     how = p.add_mutually_exclusive_group()
     # default=False on the first action: argparse takes the first action's default for a shared dest,
     # and store_false's own default (True) would make a plain `zoo import` link and chmod the user's files
@@ -461,8 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tree-page-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--send-timeout", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--orphan-grace", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--admins", metavar="GROUP", help="a unix group whose members may move any alias and remove any "
+                   "version (others: only what they made; root: anything)")
     add("pin", cmd_pin, "keep NAME (its newest version) or NAME@vN from quota eviction", name_arg="1")
     add("unpin", cmd_pin, "release a pin: NAME@vN, or every pin of NAME", name_arg="1")
+    from .registry_cli import add_commands
+
+    add_commands(add)
     return parser
 
 

@@ -156,6 +156,11 @@ class StoreAccessError(CacheError, PermissionError):
     """The store (or the folder zoo writes into) does not let this user do what was asked."""
 
 
+class ProtectedError(CacheError, PermissionError):
+    """A change the store refuses: an aliased version removed, or (through the daemon) an alias or version
+    changed by someone other than who made it, root or an admin. The message names who may."""
+
+
 class QuotaError(CacheError, OSError):
     """The store cannot make room for a request: the quota (``zoo daemon --max-size``) would be exceeded
     and what could go is pinned, leased or the newest version of its name, or the disk is full.

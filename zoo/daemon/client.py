@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from .. import errors
 from ..store.ingest import import_source
 from ..store.manifests import Version
+from ..store.marks import Alias
 from ..store.maintenance import Plan
 from ..store.reader import StoreReader
 from ..names import is_local, validate_name
@@ -125,15 +126,22 @@ class DaemonStore(StoreReader):
             yield Path(folder)
 
     def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
-                   source: str | None = None, owned: bool = False) -> Version:
+                   source: str | None = None, owned: bool = False, description: str | None = None,
+                   labels: dict[str, str] | None = None, base: dict[str, Any] | None = None) -> Version:
+        from ..store import lineage, marks
+
         validate_name(name)
+        labels = marks.check_labels(labels) if labels else None
         directory, files = import_source(directory)
+        if base is None:  # the client reads the card: the daemon sees only the files' descriptors
+            base = lineage.base_of_folder(self, directory)
         opened = []
         try:
             for _, real, _ in files:
                 opened.append(os.open(real, os.O_RDONLY | os.O_CLOEXEC))
             manifest = self.call("import", fds=opened, name=name, source=source or f"import:{directory}",
-                                 files=[{"path": rel, "size": size} for rel, _, size in files])
+                                 files=[{"path": rel, "size": size} for rel, _, size in files],
+                                 description=description, labels=labels, base=base)
         finally:
             for fd in opened:
                 os.close(fd)
@@ -157,6 +165,15 @@ class DaemonStore(StoreReader):
 
     def pin(self, repo: str, revision: str | None = None) -> Version:
         return Version.read(Path(self.call("pin", repo=repo, revision=revision)))
+
+    def tag(self, repo: str, alias: str, revision: str | None = None) -> Alias:
+        return Alias.from_json(alias, self.call("tag", repo=repo, alias=alias, revision=revision))
+
+    def untag(self, repo: str, alias: str) -> Alias:
+        return Alias.from_json(alias, self.call("untag", repo=repo, alias=alias))
+
+    def label(self, repo: str, revision: str | None, labels: dict[str, str], remove: Any = ()) -> Version:
+        return Version.read(Path(self.call("label", repo=repo, revision=revision, labels=labels, remove=list(remove))))
 
     def unpin(self, repo: str, revision: str | None = None) -> list[str]:
         return self.call("unpin", repo=repo, revision=revision)

@@ -178,6 +178,8 @@ def plan_eviction(store: Store, *, max_size: int | str, incoming: int = 0) -> Ev
             plan.blocked.append((v, "newest"))
         elif (v.repo, v.name) in pinned:
             plan.blocked.append((v, "pinned"))
+        elif store.marks(v.repo).aliases_of(v.name):
+            plan.blocked.append((v, "aliased"))
         elif records.leased(store, v):
             plan.blocked.append((v, "leased"))
         else:
@@ -214,6 +216,9 @@ def _quota_error(plan: EvictionPlan, what: str) -> QuotaError:
                 f"{human(plan.max_size)}, so {human(plan.needed)} must be freed, and evicting every version "
                 f"that may go frees only {human(plan.freed)} ({human(short)} short)")
     kept = []
+    aliased = [_label(v) for v in plan.kept("aliased")]
+    if aliased:
+        kept.append(f"aliased: {', '.join(aliased)} (zoo untag NAME ALIAS)")
     if pinned:
         kept.append(f"pinned: {', '.join(pinned)} (zoo unpin NAME@vN)")
     if leased_:
@@ -241,13 +246,14 @@ def _evict_one(store: Store, version: Version, busy: frozenset[str] = frozenset(
             return None
         if not any(v.number == version.number and v.id == version.id for v in current):
             return None
-        if (version.repo, version.name) in records.pins(store):
+        if (version.repo, version.name) in records.pins(store) or store.marks(version.repo).aliases_of(version.name):
             return None
         try:
             with records.exclusive_lease(store, version):
                 freed = removal_plan(store, version.repo, [version]).execute()
         except records.Leased:
             return None
+        store.tagging.removed(version.repo, [version], "evicted")
         with contextlib.suppress(OSError, ValueError):
             records._record_path(store, records.LRU, version.repo, version.name).unlink()
     return freed

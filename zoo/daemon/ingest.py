@@ -105,7 +105,8 @@ def room_for(store: Store, incoming: int, what: str, repo: str) -> None:
 
 
 def import_open(store: Store, name: str, sources: list[Source], *, source: str, stem: str,
-                gone: Callable[[], bool] = lambda: False, check: Callable[[Path], str | None] | None = None) -> Any:
+                gone: Callable[[], bool] = lambda: False, check: Callable[[Path], str | None] | None = None,
+                about: dict[str, Any] | None = None) -> Any:
     """A new version of ``name`` from open files: sizes checked against the quota and the free space
     first, each copied into a staging folder of the store's ``tmp/`` (named for this process: what a
     killed daemon leaves is removed by the next one), ``check(staging)`` (what is wrong with the copy, or
@@ -119,7 +120,7 @@ def import_open(store: Store, name: str, sources: list[Source], *, source: str, 
             copy_from(fd, target, size, rel, gone)
         if check is not None and (problem := check(staging)):
             raise CorruptCheckpointError(f"{source}: {problem}; nothing was stored")
-        return store.import_dir(staging, name, owned=True, source=source)
+        return store.import_dir(staging, name, owned=True, source=source, **(about or {}))
 
 
 # -- drop folders ---------------------------------------------------------------------------------

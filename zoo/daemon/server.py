@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import grp
 import logging
 import os
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..store.disk import check_free_space
+from ..store.events import Actor, acting_as
 from ..store.writer import Store
-from ..errors import InvalidArgumentError, ZooError
+from ..errors import InvalidArgumentError, ProtectedError, ZooError
 from ..names import validate_name
 from . import wire
 from .startup import prepare_home, remove_leftovers, require_extras, socket_in_use
@@ -116,7 +118,8 @@ class Daemon:
     def __init__(self, home: Path, sock_path: Path, *, group: str | None = None,
                  max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
                  poll: float | None = None, http: Any = None, tokens: Path | None = None,
-                 revalidate: float = 60.0, orphan_grace: float = 600.0, scrub: float | None = None) -> None:
+                 revalidate: float = 60.0, orphan_grace: float = 600.0, scrub: float | None = None,
+                 admins: str | None = None) -> None:
         require_extras(watch=bool(watch), http=http is not None)
         self.store = store = Store(home, quiet=True, policy=self)
         self.orphan_grace = orphan_grace
@@ -129,6 +132,8 @@ class Daemon:
         self.max_size = max_size
         self.sock_path = sock_path
         self.group_gid = _group_id(group) if group else None
+        self.admins = admins  # a group whose members may move any alias and remove any version
+        self.admins_gid = _group_id(admins) if admins else None
         self.private = tokens is not None  # gated content: no local user outside the group reads the store
         self.started = time.time()
         self.jobs: dict[tuple, Job] = {}
@@ -175,6 +180,27 @@ class Daemon:
                 if last or not self.store.gc(grace=self.orphan_grace).freed:
                     raise
 
+    def may_change(self, owner: Actor | None, doing: str) -> None:
+        """An alias is moved or removed, or a version removed, only by who made it, root, or an admin."""
+        actor = Actor.current()
+        if actor.uid == 0 or (owner is not None and owner.uid == actor.uid):
+            return
+        if self.admins_gid is not None and self._in_group(actor, self.admins_gid):
+            return
+        who = [owner.user if owner is not None else None, "root",
+               f"members of the group {self.admins!r}" if self.admins else None]
+        fix = "" if self.admins else " (the daemon has no admin group: start it with --admins GROUP to name one)"
+        raise ProtectedError(f"{actor.user} may not {doing}: only {', '.join(w for w in who if w)} may{fix}; "
+                             "nothing was changed")
+
+    @staticmethod
+    def _in_group(actor: Actor, gid: int) -> bool:
+        try:
+            entry = pwd.getpwuid(actor.uid)
+        except KeyError:
+            return False
+        return entry.pw_gid == gid or entry.pw_name in grp.getgrgid(gid).gr_mem
+
     def bar(self, total: int, desc: str) -> Any:
         job = getattr(self.current, "job", None)
         if job is None:
@@ -193,6 +219,8 @@ class Daemon:
                 return job
             job = self.jobs[key] = Job(key, waiting=1)
 
+        context = contextvars.copy_context()  # the job's changes are recorded as the client's who started it
+
         def run() -> None:
             self.current.job = job
             try:
@@ -204,7 +232,7 @@ class Daemon:
                     self.jobs.pop(key, None)
                 job.done.set()
 
-        threading.Thread(target=run, name=f"zoo-job-{key[0]}", daemon=True).start()
+        threading.Thread(target=context.run, args=(run,), name=f"zoo-job-{key[0]}", daemon=True).start()
         return job
 
     # -- requests --------------------------------------------------------------------------------
@@ -228,6 +256,11 @@ class Daemon:
         (log.debug if op == "used" else log.info)(
             "%s (uid %d, pid %d): %s %s", peer.user, peer.uid, peer.pid, op,
             " ".join(f"{k}={v}" for k, v in args.items() if k != "files"))
+        with acting_as(Actor.of_uid(peer.uid, peer.user)):  # records and events name the client, not the daemon
+            return self._handle(op, args, reader, peer, send)
+
+    def _handle(self, op: Any, args: dict[str, Any], reader: wire.Reader, peer: Peer,
+                send: Callable[[dict[str, Any]], None]) -> Any:
         store = self.store
         if op == "used":  # a client loaded a version: its last use, for LRU eviction
             from ..store.records import record_use
@@ -240,6 +273,16 @@ class Daemon:
         if op in ("pin", "unpin"):
             repo, revision = _text(args, "repo"), _text(args, "revision", optional=True)
             return str(store.pin(repo, revision).manifest) if op == "pin" else store.unpin(repo, revision)
+        if op in ("tag", "untag"):
+            repo, alias = _text(args, "repo"), _text(args, "alias")
+            done = store.tag(repo, alias, _text(args, "revision", optional=True)) if op == "tag" else store.untag(repo, alias)
+            return done.as_json()
+        if op == "label":
+            labels, remove = args.get("labels") or {}, args.get("remove") or []
+            if not isinstance(labels, dict) or not isinstance(remove, list):
+                raise InvalidArgumentError("label takes labels (an object) and remove (a list)")
+            return str(store.label(_text(args, "repo"), _text(args, "revision", optional=True), labels,
+                                   [str(k) for k in remove]).manifest)
         if op == "pull":
             repo, revision = _text(args, "repo"), _text(args, "revision") or "main"
             all_files = bool(args.get("all_files"))
@@ -286,9 +329,12 @@ class Daemon:
                 rel = _relative_path(entry).as_posix()
                 sources.append((rel, fd, regular_size(fd, rel, entry.get("size"))))
             source = args.get("source") if isinstance(args.get("source"), str) else None
+            about = {"description": args.get("description") if isinstance(args.get("description"), str) else None,
+                     "labels": args.get("labels") if isinstance(args.get("labels"), dict) else None,
+                     "base": args.get("base") if isinstance(args.get("base"), dict) else None}
             version = import_open(self.store, name, sources, stem=f"import-{peer.uid}",
                                   source=f"{source or 'import'} (uid {peer.uid} {peer.user})",
-                                  gone=peer_gone(reader.sock))
+                                  gone=peer_gone(reader.sock), about=about)
         except ClientGone as exc:
             log.warning("%s (uid %d, pid %d): %s; nothing was kept", peer.user, peer.uid, peer.pid, exc)
             raise
@@ -311,7 +357,12 @@ class Daemon:
         """A drop folder became complete: a new version of ``name`` (none when the content is known)."""
         from .ingest import import_drop
 
-        job = self.run_shared(("drop", name, str(folder)), lambda: import_drop(self.store, name, folder))
+        try:
+            maker = Actor.of_uid(folder.stat().st_uid)  # who filled the drop folder
+        except OSError:
+            maker = None
+        with acting_as(maker):
+            job = self.run_shared(("drop", name, str(folder)), lambda: import_drop(self.store, name, folder))
         job.done.wait()
         if job.error is not None:
             raise job.error

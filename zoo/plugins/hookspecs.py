@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
+    from ..store.events import AliasMoved, LabelsChanged, VersionCreated, VersionRemoved
     from .spec import Architecture
 
 PROJECT = "zoo"
@@ -71,3 +72,36 @@ def zoo_fallback_architecture(model_type: str) -> "Architecture | None":
     the next one is asked. ``zoo plugins`` shows the first line of this function's docstring as what
     the fallback covers, and the types it has served in this process.
     """
+
+
+# -- events: what happened in a store (zoo.store.events) -------------------------------------------------
+#
+# Called by: the store's writer (the daemon's, on a shared store; else the process that made the change),
+# after the change is durable and recorded in the name's history, on a thread of zoo's own: a hook can
+# neither undo nor delay it. A hook that raises is logged naming the plugin; one that runs longer than
+# zoo.store.events.HOOK_TIMEOUT (10 s) is logged as hung and left running; the next hook and the next event
+# are called regardless. A process that made a change waits up to 5 s at exit for its hooks.
+# What is passed: ``event``, a frozen record with ``name`` (as zoo shows it), ``repo``, ``version`` ("v3"),
+# ``id``, ``who`` (uid, user, host), ``when`` (ISO 8601, UTC) and ``as_json()``.
+
+
+@hookspec
+def zoo_version_created(event: "VersionCreated") -> None:
+    """A version was created (import, save, pull, drop folder): ``event.source``, ``event.base``,
+    ``event.description``."""
+
+
+@hookspec
+def zoo_alias_moved(event: "AliasMoved") -> None:
+    """An alias was set, moved or removed: ``event.alias`` now points at ``event.version`` (None: removed);
+    it pointed at ``event.previous`` (None: it is new)."""
+
+
+@hookspec
+def zoo_labels_changed(event: "LabelsChanged") -> None:
+    """Labels of a version were set (``event.labels``) or removed (``event.removed``)."""
+
+
+@hookspec
+def zoo_version_removed(event: "VersionRemoved") -> None:
+    """A version was removed: ``event.reason`` is ``"removed"`` (zoo rm) or ``"evicted"`` (the quota)."""

@@ -46,6 +46,7 @@ from ..errors import (
 from .spec import Architecture, Checkpoint
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+EVENT_HOOKS = ("zoo_version_created", "zoo_alias_moved", "zoo_labels_changed", "zoo_version_removed")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Registry:
         self._served: dict[str, Registered | None] = {}  # model_type -> a fallback's answer (None: none)
         self._fallback_errors: dict[str, list[str]] = {}  # model_type -> what failing fallbacks said
         self._lock = threading.RLock()  # loading and asking fallbacks happen once, whichever thread asks
+        self._pm: pluggy.PluginManager | None = None
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -180,7 +182,7 @@ class Registry:
                 self._loaded = True  # once, even when strict mode raised
 
     def _load_plugins(self) -> None:
-        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm = self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
         for name, load, dist, version in self._candidates():
             if name in self._disabled or (self._only is not None and name not in self._only):
@@ -384,6 +386,18 @@ class Registry:
                       f"ZOO_DISABLE_PLUGINS={plugin} (ZOO_STRICT_PLUGINS=1 raises instead).",
                       PluginWarning, stacklevel=4)
 
+    def event_hooks(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
+        """``[(plugin, function)]`` implementing the event hook ``hook`` (``zoo_version_created``, ...), of
+        the plugins that loaded, in pluggy's calling order. The store's event dispatcher calls each on its
+        own (:class:`zoo.store.events.Dispatcher`)."""
+        if hook not in EVENT_HOOKS:
+            raise ValueError(f"{hook!r} is not an event hook ({', '.join(EVENT_HOOKS)})")
+        self._load()
+        assert self._pm is not None
+        impls = getattr(self._pm.hook, hook).get_hookimpls()
+        return [(impl.plugin_name, impl.function) for impl in reversed(impls)
+                if self._plugins.get(impl.plugin_name, PluginInfo("", None, None, "ok")).status == "ok"]
+
     def checkpoints(self) -> dict[str, Registered]:
         """name -> Registered(Checkpoint, plugin), aliases included."""
         self._load()
@@ -398,3 +412,16 @@ class Registry:
 
 def _first_line(doc: str | None) -> str:
     return (doc or "").strip().split("\n", 1)[0].strip().rstrip(".")
+
+
+_default: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry of installed plugins, created on first use (``zoo.default_registry``)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Registry()
+        return _default

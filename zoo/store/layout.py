@@ -17,6 +17,12 @@ Layout under ``$ZOO_HOME`` (default ``~/.cache/zoo``)::
     │                                    exactly when this file does. Its files never change (only the
     │                                    stat each was last checked with, and ``pull --all`` additions)
     ├── used/models--org--name           touched on every load: "last used"
+    ├── marks/models--org--name.json     the name's aliases (prod -> v7: who set it, when) and each
+    │                                    version's labels; replaced whole, atomically (zoo.store.marks)
+    ├── history/models--org--name.jsonl  what happened to the name, one JSON event per line, appended
+    │                                    (zoo.store.history): created, alias moved, labels, removed
+    ├── tensors/<sha256>.json            the sha256 of each tensor of a safetensors object, computed
+    │                                    once (zoo.store.lineage: what a fine-tune shares with its base)
     ├── imported/<dev>-<ino>.json        stat fingerprints of imported source files -> sha256, so an
     │                                    unchanged file is not hashed again
     ├── conversions/<hash>.json          what transformers' key renames did to a checkpoint layout
@@ -118,6 +124,23 @@ class Layout:
     def records_root(self, kind: str) -> Path:
         """``pins``, ``leases`` or ``lru``: the store's records of use."""
         return self.home / kind
+
+    @property
+    def history_root(self) -> Path:
+        return self.home / "history"
+
+    def history_path(self, repo: str) -> Path:
+        return self.history_root / f"{repo_folder(repo)}.jsonl"
+
+    @property
+    def marks_root(self) -> Path:
+        return self.home / "marks"
+
+    def marks_path(self, repo: str) -> Path:
+        return self.marks_root / f"{repo_folder(repo)}.json"
+
+    def tensors_path(self, sha256: str) -> Path:
+        return self.home / "tensors" / f"{sha256}.json"
 
     def record_path(self, kind: str, repo: str, version_name: str, suffix: str = "") -> Path:
         return self.records_root(kind) / repo_folder(repo) / f"{version_name}{suffix}"

@@ -46,6 +46,13 @@ class Version:
     # Who may be served this content over HTTP (zoo.hubserver): "public", "private" or "gated" as
     # the hub said when it was pulled; None for imports and for manifests written before zoo recorded it.
     access: str | None = None
+    # Who made it (the client, through the daemon), on which host; what it was made from; what it is.
+    # None for manifests written before zoo recorded them.
+    uid: int | None = None
+    user: str | None = None
+    host: str | None = None
+    base: dict[str, Any] | None = None  # {"name", "version", "id"} of the model it was saved or imported from
+    description: str | None = None
 
     @property
     def name(self) -> str:
@@ -61,6 +68,10 @@ class Version:
             transformers_version=data.get("transformers_version"), model_type=data.get("model_type"),
             architectures=tuple(data.get("architectures") or ()), manifest=path,
             access=data.get("access") if isinstance(data.get("access"), str) else None,
+            uid=data.get("uid") if isinstance(data.get("uid"), int) else None,
+            user=_text(data.get("user")), host=_text(data.get("host")),
+            base=data.get("base") if isinstance(data.get("base"), dict) else None,
+            description=_text(data.get("description"), 4096),
         )
 
     def to_json(self) -> str:
@@ -68,6 +79,10 @@ class Version:
         data["files"] = [asdict(f) for f in sorted(self.files, key=lambda f: f.path)]
         data["architectures"] = list(self.architectures)
         return json.dumps(data, indent=2)
+
+
+def _text(value: Any, limit: int = 256) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
 
 
 def read_folder(folder: Path) -> list[Version]:

@@ -44,7 +44,8 @@ class CacheWriter(Protocol):
         """Ask the hub what ``revision`` is now and store that commit."""
 
     def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
-                   source: str | None = None, owned: bool = False) -> Version:
+                   source: str | None = None, owned: bool = False, description: str | None = None,
+                   labels: dict[str, str] | None = None, base: dict[str, Any] | None = None) -> Version:
         """A saved directory as a new version of ``local/<name>`` (``zoo import``, ``zoo.save``)."""
 
     def staging(self, stem: str) -> Any:
@@ -56,6 +57,15 @@ class CacheWriter(Protocol):
 
     def gc(self, *, dry_run: bool = False, grace: float | None = None) -> Any:
         """Delete what no version uses and dead processes' temporaries; returns the plan."""
+
+    def tag(self, repo: str, alias: str, revision: str | None = None) -> Any:
+        """Point ``alias`` at ``repo@revision`` (the newest without one), moving it if it exists."""
+
+    def untag(self, repo: str, alias: str) -> Any:
+        """Remove ``alias`` of ``repo``."""
+
+    def label(self, repo: str, revision: str | None, labels: dict[str, str], remove: Any = ()) -> Version:
+        """Set ``labels`` and remove the keys ``remove`` on ``repo@revision``."""
 
     def verify(self, repo: str | None = None) -> list[tuple[Version, FileEntry, str]]:
         """Re-hash and repair; returns the problems that remain."""
@@ -71,4 +81,9 @@ class WritePolicy(Protocol):
 
     def bar(self, total: int, desc: str) -> Any:
         """A progress bar (a context manager with ``update(n)``) for long work."""
+
+    def may_change(self, owner: Any, doing: str) -> None:
+        """Before an alias is moved or removed, or a version removed: raise zoo's ProtectedError unless the
+        actor of this call (:meth:`zoo.store.events.Actor.current`) may change what ``owner`` (an
+        :class:`~zoo.store.events.Actor`, None when unknown) made."""
 

@@ -11,13 +11,15 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import AmbiguousNameError, CheckpointNotFoundError
 from ..names import is_local, version_number
 from .disk import Disk
 from .layout import Layout, default_home
 from .manifests import FileEntry, Version, read_folder
+from .marks import Marks
+from .marks import read as read_marks
 
 
 class StoreReader:
@@ -82,6 +84,9 @@ class StoreReader:
             matches = [v for v in versions if v.id == target]
             if matches:
                 return matches[-1]
+        alias = self.marks(repo).aliases.get(spec)  # one read of one file: the old or the new target, whole
+        if alias is not None:
+            return next((v for v in versions if v.number == version_number(alias.version) and v.id == alias.id), None)
         if len(spec) >= 7 and all(c in "0123456789abcdef" for c in spec.lower()):
             matches = {v.id: v for v in versions if v.id.startswith(spec.lower())}
             if len(matches) > 1:
@@ -92,6 +97,16 @@ class StoreReader:
             if matches:
                 return next(iter(matches.values()))
         return None
+
+    def marks(self, repo: str) -> Marks:
+        """The aliases of ``repo`` and its versions' labels (:mod:`zoo.store.marks`)."""
+        return read_marks(self.layout, repo)
+
+    def history(self, repo: str) -> Any:
+        """What happened to ``repo``, oldest first (:class:`zoo.store.history.History`)."""
+        from .history import read
+
+        return read(self.layout, repo)
 
     def check_absent(self, repo: str, wanted: str | None) -> None:
         """Raise the not-found error for ``repo@wanted`` when no pull can make it: a local name, or a zoo

@@ -24,22 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import atomic
-from ..errors import CorruptCheckpointError, IntegrityError, OfflineError
+from ..errors import CorruptCheckpointError, IntegrityError, OfflineError, ZooError
 from ..names import ZOO_PREFIX, is_local, local_repo, validate_name
-from . import hub, ingest, progress, records
+from . import history, hub, ingest, progress, records
 from .content import Contents
 from .disk import check_free_space, disk_errors
+from .events import Actor, Dispatcher, Event, VersionCreated, plugin_hooks
 from .manifests import FileEntry, Version, config_fields, content_id
 from .protocol import Fetcher, WritePolicy
 from .pulling import Pulling, _Held
 from .reader import StoreReader
+
+log = logging.getLogger("zoo.store")
 
 
 class Store(Pulling, StoreReader):
@@ -47,7 +51,8 @@ class Store(Pulling, StoreReader):
     Every write goes through the methods of :class:`zoo.store.protocol.CacheWriter` and takes its own locks."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None,
-                 fetcher: Fetcher | None = None, policy: WritePolicy | None = None) -> None:
+                 fetcher: Fetcher | None = None, policy: WritePolicy | None = None,
+                 events: Callable[[Event], None] | None = None) -> None:
         super().__init__(home)
         self.fetcher: Fetcher = fetcher if fetcher is not None else hub  # type: ignore[assignment]
         self.contents = Contents(self.layout, self.disk)
@@ -56,6 +61,8 @@ class Store(Pulling, StoreReader):
         # The daemon's decisions (its quota, progress streamed to clients); None: free space only, a terminal bar
         self.policy = policy
         self._pulling = _Held()  # objects stored by a pull of this process that has not committed yet
+        # Where events go once durable and in the history: the plugins' hooks, on a thread of their own
+        self.events: Callable[[Event], None] = events if events is not None else Dispatcher(plugin_hooks)
 
     def bar(self, total: int, desc: str) -> Any:
         """A progress bar for long work: the daemon's stream to its client, else one on the terminal."""
@@ -148,7 +155,9 @@ class Store(Pulling, StoreReader):
             shutil.rmtree(folder, ignore_errors=True)
 
     def import_dir(self, directory: str | os.PathLike[str], name: str, *, link: bool = False,
-                   source: str | None = None, owned: bool = False, contained: bool = False) -> Version:
+                   source: str | None = None, owned: bool = False, contained: bool = False,
+                   description: str | None = None, labels: dict[str, str] | None = None,
+                   base: dict[str, Any] | None = None) -> Version:
         """Ingest a saved directory as a new version of ``local/<name>`` (or return the version that
         already holds exactly this content).
 
@@ -159,8 +168,18 @@ class Store(Pulling, StoreReader):
         ``owned=True`` is for zoo's own staging folders (``zoo.save``): the files are moved in.
         ``contained=True`` (drop folders, which anyone may write): a symlink that leads outside
         ``directory`` is refused, so an import never reads a file the folder's writer could not place.
+        ``description`` and ``base`` (the model it was made from; else found from the model card's
+        ``base_model`` or config's ``_name_or_path``) are recorded with a new version; ``labels`` are set on
+        the version made (or found).
         """
+        from . import lineage, marks
+
         repo = local_repo(name)
+        labels = marks.check_labels(labels) if labels else {}
+        if description is not None and (not isinstance(description, str) or len(description) > 4096):
+            from ..errors import InvalidArgumentError
+
+            raise InvalidArgumentError("a description is text of at most 4096 characters")
         directory, files = ingest.import_source(directory, contained=contained)
         self.disk.prepare()
         total = sum(size for _, _, size in files)
@@ -170,9 +189,14 @@ class Store(Pulling, StoreReader):
             for rel, path, size in files:
                 sha256 = self._importer.ingest(path, link=link, owned=owned, on_bytes=bar.update)
                 entries.append(FileEntry(rel, sha256, size, sha256))
+        if base is None:
+            base = lineage.base_of_folder(self, directory)
         with self.disk.name_lock(repo):
-            return self._commit(repo, content_id(entries), entries, source=source or f"import:{directory}",
-                                revision=None, refs=["main"])
+            version = self._commit(repo, content_id(entries), entries, source=source or f"import:{directory}",
+                                   revision=None, refs=["main"], about={"description": description, "base": base})
+            if labels:
+                self.tagging.label_locked(version, labels, [])
+        return self.find(repo, version.name) or version
 
     # -- versions --------------------------------------------------------------------------------
 
@@ -199,7 +223,7 @@ class Store(Pulling, StoreReader):
 
     def _commit(self, repo: str, snap_id: str, entries: list[FileEntry], *, source: str,
                 revision: str | None, refs: Iterable[str], access: str | None = None,
-                verified: Iterable[str] = ()) -> Version:
+                verified: Iterable[str] = (), about: dict[str, Any] | None = None) -> Version:
         """Make a version visible: snapshot in place, then the manifest (exclusive create), then refs."""
         self._check_shards(repo, entries)
         entries = [dataclasses.replace(e, mtime_ns=self.object_path(e.sha256).stat().st_mtime_ns) for e in entries]
@@ -221,7 +245,7 @@ class Store(Pulling, StoreReader):
                     version = dataclasses.replace(version, files=files, total_size=sum(e.size for e in files))
                     self.disk.write_text(version.manifest, version.to_json())
             else:
-                version = self._new_version(repo, snap_id, entries, source, revision, access)
+                version = self._new_version(repo, snap_id, entries, source, revision, access, about or {})
             newest = max(v.number for v in self.versions(repo))
             # readers of the hub layout (HF_HUB_CACHE=$ZOO_HOME/hub) find zoo's version by its ref too: vN for
             # local/ names, zoo:vN for hub repositories, where vN may be an upstream's tag (never shadowed)
@@ -233,18 +257,20 @@ class Store(Pulling, StoreReader):
         return version
 
     def _new_version(self, repo: str, snap_id: str, entries: list[FileEntry], source: str,
-                     revision: str | None, access: str | None = None) -> Version:
+                     revision: str | None, access: str | None, about: dict[str, Any]) -> Version:
         config = next((e for e in entries if e.path == "config.json"), None)
         fields = config_fields(self.object_path(config.sha256) if config else None)
         folder = self.layout.versions_folder(repo)
         self.disk.mkdir(folder)
         number = max((v.number for v in self.versions(repo)), default=0) + 1
+        who = Actor.current()
         template = Version(
             repo=repo, number=number, id=snap_id, source=source, revision=revision,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             files=tuple(sorted(entries, key=lambda e: e.path)), total_size=sum(e.size for e in entries),
             transformers_version=fields.get("transformers_version"), model_type=fields.get("model_type"),
             architectures=tuple(fields.get("architectures", ())), manifest=folder, access=access,
+            uid=who.uid, user=who.user, host=who.host, base=about.get("base"), description=about.get("description"),
         )
         staged = self.disk.tmp_name("manifest")
         while True:  # exclusive create: two writers never share a number
@@ -261,8 +287,39 @@ class Store(Pulling, StoreReader):
         twins = [v for v in self.versions(repo) if v.id == snap_id and v.number < version.number]
         if twins:
             version.manifest.unlink(missing_ok=True)
-            version = twins[0]
+            return twins[0]
+        self.record(VersionCreated(repo, version.name, version.id, who, version.created, source=source,
+                                   base=version.base, description=version.description))
         return version
+
+    # -- the registry: records and events ---------------------------------------------------------
+
+    def record(self, event: Event) -> None:
+        """After a change is durable: append it to its name's history, then hand it to the hooks. Neither
+        can undo the change: a history that cannot be written is logged (and warned), not raised."""
+        try:
+            history.append(self.layout, self.disk, event)
+        except (OSError, ValueError, ZooError) as exc:
+            log.error("%s of %s@%s is done but could not be added to the history: %s", event.kind, event.name,
+                      event.version, exc)
+        self.events(event)
+
+    @property
+    def tagging(self) -> Any:
+        """Aliases, labels and who may change them (:class:`zoo.store.tagging.Tagging`)."""
+        from .tagging import Tagging
+
+        return Tagging(self)
+
+    def tag(self, repo: str, alias: str, revision: str | None = None) -> Any:
+        """Point ``alias`` at ``repo@revision`` (the newest version without one); moving it if it exists."""
+        return self.tagging.tag(repo, alias, revision)
+
+    def untag(self, repo: str, alias: str) -> Any:
+        return self.tagging.untag(repo, alias)
+
+    def label(self, repo: str, revision: str | None, labels: dict[str, str], remove: Iterable[str] = ()) -> Version:
+        return self.tagging.label(repo, revision, labels, list(remove))
 
     # -- integrity -------------------------------------------------------------------------------
 
@@ -346,7 +403,9 @@ class Store(Pulling, StoreReader):
                 versions = self.versions(repo)
             plan = removal_plan(self, repo, versions)
             if not dry_run and versions:
+                self.tagging.check_removal(repo, versions)
                 plan.execute()
+                self.tagging.removed(repo, versions, "removed")
         return plan
 
     def gc(self, *, dry_run: bool = False, grace: float | None = None) -> Any:

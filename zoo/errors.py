@@ -30,6 +30,8 @@ One base class per kind, each also inheriting the builtin a generic handler woul
         ├── IntegrityError (ValueError)                   stored or downloaded data does not match its digest
         ├── LockTimeoutError (TimeoutError)               a lock held past ZOO_LOCK_TIMEOUT
         ├── StoreAccessError (PermissionError)            the store is not writable (or readable) by you
+        ├── ProtectedError (PermissionError)              an aliased version removed, or an alias or version
+        │                                                 changed through the daemon by whom may not
         ├── StoreFullError (OSError)                      no space left where zoo writes
         ├── QuotaError (OSError)                          the daemon's quota cannot make room
         └── RemoteError                                   the hub answered an error or was unreachable

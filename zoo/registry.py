@@ -66,3 +66,16 @@ def history(name: str, *, store: "Store | None" = None) -> "list[Event]":
     store = _store(store)
     repo, _ = target(name, store)
     return store.history(repo).events
+
+
+def lineage(name: str, *, store: "Store | None" = None) -> dict[str, Any]:
+    """The lineage of ``name`` (``name@REV``, or its newest version): ``bases`` above it (nearest first: each
+    version's recorded base, followed upward; a base the store does not hold has ``stored: False``), ``derived``
+    below it (every version saved or imported from a version of ``name``, and theirs, each with ``aliases`` and
+    ``from``), and on each stored node ``shares``: what it shares with its base (tensors whose bytes are
+    identical, by sha256 of each tensor's bytes; a file of both is shared whole). As ``zoo lineage --json``."""
+    from .store import lineage as lineages
+
+    store = _store(store)
+    repo, revision = target(name, store)
+    return lineages.tree(store, repo, revision)

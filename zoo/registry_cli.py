@@ -1,4 +1,4 @@
-"""The registry's commands: ``zoo tag``, ``zoo untag``, ``zoo label``, ``zoo history``."""
+"""The registry's commands: ``zoo tag``, ``zoo untag``, ``zoo label``, ``zoo history``, ``zoo lineage``."""
 
 from __future__ import annotations
 
@@ -109,6 +109,70 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lineage_label(node: dict[str, Any]) -> str:
+    if not node["stored"]:
+        at = f"@{node['version']}" if node["version"] else ""
+        why = ("a hub repository the store does not hold (no commit recorded)" if not node["version"]
+               else "not in the store (removed since)")
+        return f"{node['name']}{at}  ({why})"
+    aliases = f"  [{', '.join(node['aliases'])}]" if node["aliases"] else ""
+    return f"{node['name']}@{node['version']}  {node['id'][:12]}{aliases}"
+
+
+def _shares_text(node: dict[str, Any]) -> list[str]:
+    from .store.progress import human
+
+    shared, base = node.get("shares"), node.get("base") or {}
+    if not shared:
+        return []
+    of = f"{base.get('name')}@{base.get('version')}"
+    if shared["note"]:
+        return [f"shares with its base {of}: not known ({shared['note']})"]
+    whole = f" ({shared['whole_files']} file{'s' if shared['whole_files'] != 1 else ''} the same)" \
+        if shared["whole_files"] else ""
+    other = shared["tensors"] - shared["unchanged"]
+    renamed = f" ({other:,} of them match a tensor of another name)" if other else ""
+    return [f"shares {shared['tensors']:,} of {shared['of_tensors']:,} tensors{renamed}, {human(shared['bytes'])} of "
+            f"{human(shared['of_bytes'])} with its base {of}{whole}"]
+
+
+def draw_lineage(tree: dict[str, Any]) -> list[str]:
+    """``zoo lineage``'s drawing: the bases above (farthest first), the name, what was made from it below."""
+    lines: list[str] = []
+
+    def draw(node: dict[str, Any], kids: list, first: str, rest: str, extra: str = "") -> None:
+        lines.append(first + _lineage_label(node) + extra)
+        lines.extend(rest + ("│   " if kids else "    ") + text for text in _shares_text(node))
+        for i, (kid, grandkids, note) in enumerate(kids):
+            last = i == len(kids) - 1
+            draw(kid, grandkids, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), note)
+
+    def below(node: dict[str, Any]) -> list:
+        here = f"{node['name']}@{node['version']}"
+        return [(kid, below(kid), f"  (from {kid['from']})" if kid.get("from") != here else "")
+                for kid in node.get("derived", [])]
+
+    kids: list = below(tree)
+    top: tuple = (tree, kids, "  <- this")
+    for base in tree["bases"]:
+        top = (base, [top], "")
+    draw(top[0], top[1], "", "", top[2])
+    return lines
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from . import registry
+
+    tree = registry.lineage(args.name, store=_store(args))
+    if args.json:
+        print(json.dumps(tree, indent=2))
+        return 0
+    print("\n".join(draw_lineage(tree)))
+    if not tree["bases"] and not tree["derived"]:
+        print(f"(no base recorded, and no version in the store was made from {tree['name']})")
+    return 0
+
+
 def add_commands(add: Any) -> None:
     """The registry's subcommands, added with the CLI's ``add(name, func, help)``."""
     p = add("tag", cmd_tag, "point ALIAS at NAME's newest version, or NAME@REV (moves it if it exists)")
@@ -124,3 +188,7 @@ def add_commands(add: Any) -> None:
     p = add("history", cmd_history, "what happened to NAME, oldest first: versions, aliases, labels, removals")
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="the events as JSON")
+    p = add("lineage", cmd_lineage, "the bases of NAME (or NAME@REV) above, the versions made from it below, "
+            "and the tensors each shares with its base")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="the tree as JSON")

@@ -9,14 +9,17 @@ version: the store cannot tell which commit it was).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..names import LOCAL_NAMESPACE, display_name, local_repo, validate_name, validate_repo_id
 
 if TYPE_CHECKING:
+    from .manifests import FileEntry, Version
     from .reader import StoreReader
 
 _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.S)
@@ -103,3 +106,336 @@ def base_of_folder(reader: "StoreReader", folder: Path) -> dict[str, Any] | None
             if base is not None:
                 return base
     return None
+
+
+def card_title(text: str) -> str | None:
+    """A model card's title: its front matter's ``model_name``, else its first ``# `` heading."""
+    match = _FRONT.match(text)
+    if match:
+        for line in match.group(1).splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model_name" and not line[:1].isspace():
+                value = value.strip().strip("'\"")
+                if value:
+                    return value[:256]
+    body = text[match.end():] if match else text
+    fenced = False
+    for line in body.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and line.startswith("# "):
+            return line[2:].strip()[:256] or None
+    return None
+
+
+def about(reader: "StoreReader", version: "Version") -> dict[str, Any]:
+    """What the registry knows of a stored version (``zoo info NAME``): description, labels, model card title,
+    aliases, base, who made it, on which host, when."""
+    marks = reader.marks(version.repo)
+    title = None
+    if any(e.path == "README.md" for e in version.files):
+        try:
+            with open(reader.snapshot(version) / "README.md", "rb") as f:
+                title = card_title(f.read(65536).decode("utf-8", errors="replace"))
+        except OSError:
+            pass
+    return {
+        "name": display_name(version.repo), "repo": version.repo, "version": version.name, "id": version.id,
+        "description": version.description, "labels": dict(marks.labels.get(version.name, {})),
+        "card_title": title, "aliases": marks.aliases_of(version.name), "base": version.base,
+        "user": version.user, "uid": version.uid, "host": version.host, "created": version.created,
+        "source": version.source,
+    }
+
+
+# -- what a version shares with its base: the sha256 of each tensor's bytes --------------------------------
+
+RECORD_FORMAT = 1
+_CHUNK = 1 << 20
+_computed: dict[str, dict[str, list]] = {}  # sha256 -> tensor digests this process could not record
+
+
+def _is_safetensors(entry: "FileEntry") -> bool:
+    return entry.path.endswith(".safetensors")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _read_record(reader: "StoreReader", sha256: str) -> dict[str, list] | None:
+    try:
+        raw = json.loads(reader.layout.tensors_path(sha256).read_text(encoding="utf-8"))
+        tensors = raw["tensors"]
+        if raw.get("format") != RECORD_FORMAT or raw.get("sha256") != sha256 or not isinstance(tensors, dict):
+            return None
+        if all(isinstance(t, list) and len(t) == 2 and isinstance(t[0], str) and type(t[1]) is int
+               for t in tensors.values()):
+            return tensors
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        pass
+    return None
+
+
+def tensor_digests(reader: "StoreReader", sha256: str) -> dict[str, list]:
+    """``{tensor name: [sha256 of its bytes, bytes]}`` of the safetensors object ``sha256``, from its record
+    (``tensors/<sha256>.json``: content-addressed, so valid for as long as the object exists), else computed in
+    one read of the file, which also re-hashes the whole file: a record is written only for bytes whose sha256
+    is the object's name. A reader that may not write the store (another user's) keeps it in memory.
+    Raises :class:`~zoo.errors.CorruptCheckpointError` (a damaged header) or
+    :class:`~zoo.errors.IntegrityError` (the bytes are not the object's), naming the file."""
+    import hashlib
+
+    from ..errors import IntegrityError
+    from ..model.weights import read_safetensors_header
+
+    known = _computed.get(sha256) or _read_record(reader, sha256)
+    if known is not None:
+        return known
+    path = reader.object_path(sha256)
+    header = read_safetensors_header(path)  # checked against the file's size; raises for a damaged one
+    whole = hashlib.sha256()
+    tensors: dict[str, list] = {}
+    with open(path, "rb") as f:
+        start = min((t.start for t in header.tensors.values()), default=f.seek(0, 2))
+        f.seek(0)
+        whole.update(f.read(start))
+        for name, info in sorted(header.tensors.items(), key=lambda item: item[1].start):
+            h, left = hashlib.sha256(), info.end - info.start
+            while left > 0:
+                chunk = f.read(min(_CHUNK, left))
+                if not chunk:
+                    break
+                h.update(chunk)
+                whole.update(chunk)
+                left -= len(chunk)
+            tensors[name] = [h.hexdigest(), info.end - info.start]
+        whole.update(f.read())
+    if whole.hexdigest() != sha256:
+        raise IntegrityError(f"{path}: its bytes no longer have the sha256 it is stored under (changed on disk); "
+                             "zoo verify quarantines it and the next pull or import brings it again")
+    record = json.dumps({"format": RECORD_FORMAT, "sha256": sha256, "tensors": tensors}, separators=(",", ":"))
+    try:
+        reader.disk.write_text(reader.layout.tensors_path(sha256), record)
+    except OSError:  # another user's store: this reader keeps it in memory, for this process
+        if len(_computed) >= 1024:
+            _computed.clear()
+        _computed[sha256] = tensors
+    return tensors
+
+
+@dataclass
+class Shares:
+    """What a version's safetensors weights share with its base's: tensors whose bytes are identical (the same
+    sha256), counted and in bytes; ``again``: the shared bytes it stores in files of its own (not a file of the
+    base, which the store already holds once). ``note``: why it could not be told (then the counts are 0)."""
+
+    tensors: int = 0
+    of_tensors: int = 0
+    unchanged: int = 0  # of ``tensors``: under the same name in the base (the others match a tensor of another name)
+    bytes: int = 0
+    of_bytes: int = 0
+    again: int = 0
+    whole_files: int = 0
+    note: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _where(version: "Version", entry: "FileEntry") -> str:
+    return f"{display_name(version.repo)}@{version.name} {entry.path}"
+
+
+def shares(reader: "StoreReader", version: "Version", base: "Version") -> Shares:
+    """What ``version`` shares with ``base``: a file of both (the same sha256) is shared whole, without hashing;
+    the other safetensors files are compared tensor by tensor (:func:`tensor_digests`)."""
+    from ..errors import ZooError
+    from ..model.weights import read_safetensors_header
+
+    out = Shares()
+    base_files = {e.sha256 for e in base.files}
+    mine = sorted({e.sha256: e for e in version.files if _is_safetensors(e)}.values(), key=lambda e: e.path)
+    if not mine:
+        out.note = f"{display_name(version.repo)}@{version.name} has no safetensors weights to compare"
+        return out
+    base_digests: dict[str, str] | None = None  # tensor name -> sha256 of its bytes, in the base
+    known: set[str] = set()
+    where = ""
+    try:
+        for entry in mine:
+            where = _where(version, entry)
+            if entry.sha256 in base_files:
+                sizes = [t.end - t.start for t in read_safetensors_header(reader.object_path(entry.sha256)).tensors.values()]
+                out.tensors, out.of_tensors = out.tensors + len(sizes), out.of_tensors + len(sizes)
+                out.unchanged += len(sizes)
+                out.bytes, out.of_bytes = out.bytes + sum(sizes), out.of_bytes + sum(sizes)
+                out.whole_files += 1
+                continue
+            if base_digests is None:
+                base_digests = {}
+                for other in (e for e in base.files if _is_safetensors(e)):
+                    where = _where(base, other)
+                    base_digests.update((n, d) for n, (d, _) in tensor_digests(reader, other.sha256).items())
+                known = set(base_digests.values())
+                where = _where(version, entry)
+            for name, (digest, size) in tensor_digests(reader, entry.sha256).items():
+                out.of_tensors += 1
+                out.of_bytes += size
+                if digest in known:
+                    out.tensors += 1
+                    out.unchanged += base_digests.get(name) == digest
+                    out.bytes += size
+                    out.again += size
+    except (ZooError, OSError) as exc:
+        return Shares(note=f"{where}: {_first_line(exc)}")
+    return out
+
+
+# -- the tree -------------------------------------------------------------------------------------------------
+
+MAX_DEPTH = 32  # a lineage deeper than this is cut (a chain of saves that long is a loop or an accident)
+
+
+def stored_base(reader: "StoreReader", base: dict[str, Any] | None) -> "Version | None":
+    """The stored version a base record names (by its content id, else its version), or None."""
+    if not isinstance(base, dict):
+        return None
+    repo = base.get("repo") or base.get("name")
+    if not isinstance(repo, str):
+        return None
+    try:
+        repo = repo if "/" in repo else local_repo(validate_name(repo))
+        versions = reader.versions(repo)
+    except ValueError:
+        return None
+    by_id = [v for v in versions if base.get("id") and v.id == base.get("id")]
+    if by_id:
+        return next((v for v in by_id if v.name == base.get("version")), by_id[-1])
+    if base.get("id") is None and base.get("version"):  # a record without an id: its version number
+        return next((v for v in versions if v.name == base.get("version")), None)
+    return None
+
+
+def _node(reader: "StoreReader", version: "Version", cache: dict) -> dict[str, Any]:
+    base = stored_base(reader, version.base)
+    key = (version.manifest, base.manifest if base else None)
+    if base is not None and key not in cache:
+        cache[key] = shares(reader, version, base).as_json()
+    return {"name": display_name(version.repo), "repo": version.repo, "version": version.name, "id": version.id,
+            "stored": True, "aliases": reader.marks(version.repo).aliases_of(version.name),
+            "base": version.base, "shares": cache.get(key)}
+
+
+def _base_node(record: dict[str, Any]) -> dict[str, Any]:
+    """A base the store does not hold: a hub id it has not pulled, or a version removed since."""
+    repo = record.get("repo") or record.get("name")
+    return {"name": record.get("name") or repo, "repo": repo, "version": record.get("version"),
+            "id": record.get("id"), "stored": False, "aliases": [], "base": None, "shares": None}
+
+
+def tree(reader: "StoreReader", repo: str, spec: str | None = None) -> dict[str, Any]:
+    """``zoo lineage``: the version ``repo@spec`` names (the newest without one), its bases above (nearest
+    first: each version's recorded ``base``, followed upward), and below, every version saved or imported from
+    a version of ``repo`` (with what those were made from, and so on), each with its aliases and what it shares
+    with its base (:func:`shares`)."""
+    from ..errors import UnknownNameError
+
+    version = reader.find(repo, spec)
+    if version is None:
+        raise UnknownNameError(f"{display_name(repo)}{'@' + spec if spec else ''}: no such version in the store "
+                               f"{reader.home} (zoo versions {display_name(repo)} lists them)")
+    cache: dict = {}
+    root = _node(reader, version, cache)
+    seen = {(version.repo, version.id)}
+    bases, record, current = [], version.base, version
+    while isinstance(record, dict) and len(bases) < MAX_DEPTH:
+        found = stored_base(reader, record)
+        if found is None:
+            bases.append(_base_node(record))
+            break
+        if (found.repo, found.id) in seen:
+            break
+        seen.add((found.repo, found.id))
+        bases.append(_node(reader, found, cache))
+        record, current = found.base, found
+    children: dict[str, list] = {}
+    for other in reader.iter_versions():
+        if isinstance(other.base, dict):
+            named = other.base.get("repo") or other.base.get("name")
+            if isinstance(named, str):
+                children.setdefault(named if "/" in named else f"{LOCAL_NAMESPACE}/{named}", []).append(other)
+
+    def below(of: "Version | None", depth: int) -> list[dict[str, Any]]:
+        out = []
+        for child in children.get(of.repo if of else repo, []):
+            made_from = stored_base(reader, child.base)
+            if (child.repo, child.id) in seen or (of is not None and made_from != of) or depth >= MAX_DEPTH:
+                continue
+            seen.add((child.repo, child.id))
+            node = _node(reader, child, cache)
+            node["from"] = f"{display_name(made_from.repo)}@{made_from.name}" if made_from else \
+                f"{display_name(repo)}@{child.base.get('version') or '?'}"
+            node["derived"] = below(child, depth + 1)
+            out.append(node)
+        return out
+
+    root["bases"] = bases
+    root["derived"] = below(None, 0)
+    return root
+
+
+# -- zoo du: what tensor-level dedupe against the base would save ---------------------------------------------
+
+@dataclass
+class Restored:
+    """Bytes of tensors that versions store again: tensors of a version's safetensors files whose bytes are
+    identical to a tensor of its stored base, in files that are not the base's (a file of both is stored once).
+    Each stored object is counted once, however many versions hold it. What storing each tensor once would
+    save; ``notes``: versions that could not be compared, and why."""
+
+    bytes: int = 0
+    tensors: int = 0
+    files: int = 0
+    versions: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def restored(reader: "StoreReader") -> Restored:
+    """:class:`Restored` over the whole store (from ``tensors/`` records; computed once per object)."""
+    from ..errors import ZooError
+
+    out = Restored()
+    against: dict[str, set[str]] = {}  # object -> the tensor digests of the bases of the versions holding it
+    digests: dict[str, set[str]] = {}  # base version's manifest -> its tensor digests
+    for version in reader.iter_versions():
+        base = stored_base(reader, version.base)
+        if base is None:
+            continue
+        base_files = {e.sha256 for e in base.files}
+        own = [e for e in version.files if _is_safetensors(e) and e.sha256 not in base_files]
+        if not own:
+            continue
+        key = str(base.manifest)
+        try:
+            if key not in digests:
+                digests[key] = {d for e in base.files if _is_safetensors(e)
+                                for d, _ in tensor_digests(reader, e.sha256).values()}
+        except (ZooError, OSError) as exc:
+            out.notes.append(f"{display_name(base.repo)}@{base.name}: {_first_line(exc)}")
+            digests[key] = set()
+            continue
+        out.versions += 1
+        for entry in own:
+            against.setdefault(entry.sha256, set()).update(digests[key])
+    for sha256, wanted in against.items():
+        try:
+            found = [size for digest, size in tensor_digests(reader, sha256).values() if digest in wanted]
+        except (ZooError, OSError) as exc:
+            out.notes.append(f"object {sha256[:12]}: {_first_line(exc)}")
+            continue
+        if found:
+            out.files += 1
+            out.tensors += len(found)
+            out.bytes += sum(found)
+    return out

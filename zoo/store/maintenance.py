@@ -153,6 +153,13 @@ def gc_plan(store: Store, *, grace: float = GRACE) -> Plan:
             if listing.stem not in ids and st and now - st.st_mtime > grace:
                 plan.files.append(listing)
                 plan.freed += st.st_size
+    # records of the tensors of safetensors objects (zoo.store.lineage) whose object is gone or goes now
+    doomed = {p.name for p in plan.files if p.parent.parent == store.objects}
+    for record in store.layout.tensors_path("x").parent.glob("*.json"):
+        st = _stat(record)
+        if st and (record.stem in doomed or not store.object_path(record.stem).exists()):
+            plan.files.append(record)
+            plan.freed += st.st_size
     for entry, freed in atomic.dead_temporaries(store.tmp):  # what dead processes left, folders counted whole
         (plan.dirs if entry.is_dir() and not entry.is_symlink() else plan.files).append(entry)
         plan.freed += freed

@@ -53,12 +53,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     registry = default_registry()
     info = describe(locate(args.path, registry=registry), registry=registry)
-    facts = _registry_facts(info.path)
+    from .registry_cli import facts_lines, registry_facts
+
+    facts = registry_facts(info.path)
     if args.json and not args.load:
         print(json.dumps({**info.as_json(), **(facts or {})}, indent=2))
         return 0
     print(f"path:                 {info.path}")
-    for line in _facts_lines(facts) if facts else ():
+    for line in facts_lines(facts) if facts else ():
         print(line)
     print(f"model_type:           {info.model_type}")
     print(f"plugin:               {info.plugin}")
@@ -77,35 +79,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     for rel, size in info.files:
         print(f"  {size:>14,}  {rel}")
     return _print_load(info.path, info.head) if args.load else 0
-
-
-def _registry_facts(path: Path) -> dict | None:
-    """What the registry knows of the stored version whose snapshot ``path`` is (None for a folder of the user's)."""
-    from .api import default_store
-    from .store.lineage import about, source_of
-
-    store = default_store()
-    source = source_of(store, path)
-    version = store.find(source["repo"], source["version"]) if source else None
-    return about(store, version) if version else None
-
-
-def _facts_lines(facts: dict) -> list[str]:
-    base = facts["base"]
-    made = " ".join(x for x in (facts["user"] or "?", f"(uid {facts['uid']})" if facts["uid"] is not None else "",
-                                f"on {facts['host']}" if facts["host"] else "") if x)
-    return [
-        f"name:                 {facts['name']}@{facts['version']} ({facts['id'][:12]})",
-        f"description:          {facts['description'] or '(none)'}",
-        f"labels:               {', '.join(f'{k}={v}' for k, v in sorted(facts['labels'].items())) or '(none)'}",
-        f"model card:           {facts['card_title'] or '(no README.md title)'}",
-        f"aliases:              {', '.join(facts['aliases']) or '(none)'}",
-        "base:                 " + (f"{base.get('name')}@{base.get('version') or '?'}"
-                                    + (f" ({str(base.get('id'))[:12]})" if base.get("id") else "")
-                                    + " (zoo lineage draws the tree)" if isinstance(base, dict) else "(none recorded)"),
-        f"made:                 {facts['created'].replace('T', ' ').replace('+00:00', 'Z')} by {made}, "
-        f"from {facts['source']}",
-    ]
 
 
 def _print_load(path: Path, head: str) -> int:
@@ -388,7 +361,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_du(args: argparse.Namespace) -> int:
-    from .store.lineage import restored
     from .store.maintenance import usage
 
     store = _store(args)
@@ -396,13 +368,9 @@ def cmd_du(args: argparse.Namespace) -> int:
     print(f"logical  {_human(u.logical):>10}  (all versions, as separate copies)")
     print(f"physical {_human(u.physical):>10}  (each content stored once)")
     print(f"saved    {_human(u.saved):>10}  by deduplication")
-    again = restored(store)
-    files = f"{again.files:,} file{'' if again.files == 1 else 's'}"
-    print(f"again    {_human(again.bytes):>10}  stored again: {again.tensors:,} tensors in {files} of fine-tunes, "
-          "byte-identical to tensors of their base version\n"
-          f"{'':21}(what storing each tensor once would save; included in physical)")
-    for note in again.notes:
-        print(f"  not compared: {note}", file=sys.stderr)
+    from .registry_cli import print_restored
+
+    print_restored(store)
     return 0
 
 

@@ -173,6 +173,53 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def registry_facts(path: Any) -> dict | None:
+    """What the registry knows of the stored version whose snapshot ``path`` is (None for a folder of the user's):
+    ``zoo info``'s registry part."""
+    from .api import default_store
+    from .store.lineage import about, source_of
+
+    store = default_store()
+    source = source_of(store, path)
+    version = store.find(source["repo"], source["version"]) if source else None
+    return about(store, version) if version else None
+
+
+def facts_lines(facts: dict) -> list[str]:
+    base = facts["base"]
+    made = " ".join(x for x in (facts["user"] or "?", f"(uid {facts['uid']})" if facts["uid"] is not None else "",
+                                f"on {facts['host']}" if facts["host"] else "") if x)
+    return [
+        f"name:                 {facts['name']}@{facts['version']} ({facts['id'][:12]})",
+        f"description:          {facts['description'] or '(none)'}",
+        f"labels:               {', '.join(f'{k}={v}' for k, v in sorted(facts['labels'].items())) or '(none)'}",
+        f"model card:           {facts['card_title'] or '(no README.md title)'}",
+        f"aliases:              {', '.join(facts['aliases']) or '(none)'}",
+        "base:                 " + (f"{base.get('name')}@{base.get('version') or '?'}"
+                                    + (f" ({str(base.get('id'))[:12]})" if base.get("id") else "")
+                                    + " (zoo lineage draws the tree)" if isinstance(base, dict) else "(none recorded)"),
+        f"made:                 {facts['created'].replace('T', ' ').replace('+00:00', 'Z')} by {made}, "
+        f"from {facts['source']}",
+    ]
+
+
+def print_restored(store: Any) -> None:
+    """``zoo du``'s line for what tensor-level dedupe against each version's base would save
+    (:func:`zoo.store.lineage.restored`)."""
+    import sys
+
+    from .store.lineage import restored
+    from .store.progress import human
+
+    again = restored(store)
+    files = f"{again.files:,} file{'' if again.files == 1 else 's'}"
+    print(f"again    {human(again.bytes):>10}  stored again: {again.tensors:,} tensors in {files} of fine-tunes, "
+          "byte-identical to tensors of their base version\n"
+          f"{'':21}(what storing each tensor once would save; included in physical)")
+    for note in again.notes:
+        print(f"  not compared: {note}", file=sys.stderr)
+
+
 def add_commands(add: Any) -> None:
     """The registry's subcommands, added with the CLI's ``add(name, func, help)``."""
     p = add("tag", cmd_tag, "point ALIAS at NAME's newest version, or NAME@REV (moves it if it exists)")

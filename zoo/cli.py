@@ -157,6 +157,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     max_size = parse_max_size(args.max_size) if args.max_size else None
     scrub = scrub_rate(args.scrub_rate)  # a bad value is refused before anything starts
+    webhook = None
+    if args.webhook or args.webhook_secret:  # each event posted, signed (a bad URL or secret file: refused here)
+        from .daemon.webhook import Webhook
+
+        webhook = Webhook.load(args.webhook, args.webhook_secret, queue_size=args.webhook_queue)
     http = None
     if args.http:
         from .hubserver.server import HttpSettings, parse_address
@@ -178,14 +183,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                     poll=args.poll, http=http, tokens=Path(args.tokens).expanduser() if args.tokens else None,
                     revalidate=args.revalidate if args.revalidate is not None else 60.0,
                     orphan_grace=args.orphan_grace if args.orphan_grace is not None else 600.0, scrub=scrub,
-                    admins=args.admins)
+                    admins=args.admins, webhook=webhook)
     return daemon.serve()
 
 
 DAEMON_SETTINGS = {"store": str, "socket": str, "group": str, "max_size": str, "watch": list,
                    "quiet_period": float, "poll": float, "http": str, "upstream": str, "offline": bool,
                    "tokens": str, "revalidate": float, "tree_page_size": int, "send_timeout": float,
-                   "orphan_grace": float, "scrub_rate": float, "admins": str}
+                   "orphan_grace": float, "scrub_rate": float, "admins": str, "webhook": str,
+                   "webhook_secret": str, "webhook_queue": int}
 
 
 def _daemon_config(args: argparse.Namespace) -> None:
@@ -279,18 +285,31 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .names import display_name
+    """One row per name: its newest version (with filters: the newest that matches them all, and how many
+    match), as ``zoo.search`` returns them (``--json``: exactly those rows)."""
+    from .registry import search
 
     store = _store(args)
-    repos = store.repos()
-    if not repos:
-        print(f"the cache at {store.home} is empty")
+    filters = {"model_type": args.model_type, "labels": args.label, "alias": args.alias, "base": args.base,
+               "since": args.since, "user": args.user}
+    rows = search(**filters, store=store)
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], indent=2))
         return 0
-    print(f"{'NAME':40} {'VERSIONS':>8} {'NEWEST':>8} {'SIZE':>10}  LAST USED")
-    for repo in repos:
-        versions = store.versions(repo)
-        print(f"{display_name(repo):40} {len(versions):>8} {versions[-1].name:>8} "
-              f"{_human(versions[-1].total_size):>10}  {_when(store.last_used(repo))}")
+    flags = {"model_type": "--model-type", "labels": "--label"}
+    asked = " ".join(f"{flags.get(k, '--' + k)} {v}" for k, values in filters.items() if values
+                     for v in (values if isinstance(values, list) else [values]))
+    if not rows:
+        print(f"nothing in the cache at {store.home} matches {asked}" if asked else f"the cache at {store.home} is empty")
+        return 0
+    width = max(40, *(len(row.name) for row in rows))
+    by = max(2, *(len(row.user or "-") for row in rows))
+    print(f"{'NAME':{width}} {'MATCHING' if asked else 'VERSIONS':>8} {'NEWEST':>8} {'SIZE':>10}  {'LAST USED':16}  "
+          f"{'BY':{by}}  ALIASES")
+    for row in rows:
+        aliases = ",".join(f"{alias}={version}" for alias, version in row.aliases.items()) or "-"
+        print(f"{row.name:{width}} {row.versions:>8} {row.version:>8} {_human(row.size):>10}  "
+              f"{_when(row.last_used):16}  {row.user or '-':{by}}  {aliases}")
     return 0
 
 
@@ -357,7 +376,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"CORRUPT {version.repo} {version.name} {entry.path}: {problem} (quarantined; {fix})")
     count = len(list(store.versions(repo))) if repo else len(list(store.iter_versions()))
     print(f"verified {count} versions: {'all files intact' if not problems else f'{len(problems)} problems'}")
-    return 1 if problems else 0
+    from .store import history
+
+    logs = [store.layout.history_path(repo)] if repo else history.logs(store.layout)
+    damaged = 0
+    for path in logs:
+        try:
+            found = history.parse(path.read_bytes())
+        except FileNotFoundError:
+            continue
+        if found.damaged:
+            damaged += 1
+            print(f"DAMAGED history {path}: lines {', '.join(map(str, found.damaged[:20]))} are not zoo events "
+                  f"(skipped by zoo history; {len(found.events)} events readable). A torn line from a crash is "
+                  "harmless; otherwise restore the file from a backup")
+    return 1 if problems or damaged else 0
 
 
 def cmd_du(args: argparse.Namespace) -> int:
@@ -445,7 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="copy the files (the default): DIR stays exactly as it is")
     how.add_argument("--link", dest="link", action="store_true",
                      help="hard-link instead of copying: no second copy on disk, but DIR's files become read-only")
-    add("ls", cmd_ls, "cached names: versions, sizes, last use")
+    p = add("ls", cmd_ls, "cached names: versions, sizes, last use, who, aliases; filters find versions")
+    p.add_argument("--model-type", metavar="TYPE", help="versions whose config.json says this model_type (bert)")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE",
+                   help="versions with this label (repeatable: all must match)")
+    p.add_argument("--alias", metavar="ALIAS", help="the version this alias of a name points at (names having it)")
+    p.add_argument("--base", metavar="NAME", help="versions saved or imported from NAME (NAME@vN: from that version)")
+    p.add_argument("--since", metavar="DATE", help="versions created since DATE (2026-12-01, 2026-12-01T14:30, "
+                   "local time unless an offset is given; or 7d, 12h)")
+    p.add_argument("--user", metavar="USER", help="versions made by USER (a name or a uid)")
+    p.add_argument("--json", action="store_true", help="the rows as JSON, as zoo.search returns them")
     add("versions", cmd_versions, "the versions of NAME", name_arg="1")
     add("rm", cmd_rm, "remove NAME or NAME@version and show the bytes freed", name_arg="1", dry_run=True)
     add("gc", cmd_gc, "delete unreferenced blobs and stale temporaries", dry_run=True)
@@ -484,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orphan-grace", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--admins", metavar="GROUP", help="a unix group whose members may move any alias and remove any "
                    "version (others: only what they made; root: anything)")
+    p.add_argument("--webhook", metavar="URL", help="post each event (version created or removed, alias moved, "
+                   "labels changed) there as JSON, signed in X-Zoo-Signature, retried until delivered")
+    p.add_argument("--webhook-secret", metavar="FILE", help="the HMAC-SHA256 key of --webhook's signatures: a file "
+                   "of mode 0600 holding at least 16 characters")
+    p.add_argument("--webhook-queue", type=int, metavar="N", help="events kept while the receiver is down or slow "
+                   "(default 10000); more are dropped, logged and counted in zoo daemon status")
     add("pin", cmd_pin, "keep NAME (its newest version) or NAME@vN from quota eviction", name_arg="1")
     add("unpin", cmd_pin, "release a pin: NAME@vN, or every pin of NAME", name_arg="1")
     from .registry_cli import add_commands

@@ -359,7 +359,7 @@ def _gpt2_registry(loading: dict) -> zoo.Registry:
 
 
 def test_classes_not_proven_on_the_fast_path_are_loaded_by_transformers(tmp_path, monkeypatch, capsys):
-    from zoo import api
+    from zoo.plugins import registry as plugin_registry
     from zoo.cli import main
 
     arch = _row("gpt2")
@@ -368,7 +368,7 @@ def test_classes_not_proven_on_the_fast_path_are_loaded_by_transformers(tmp_path
     ours, report = zoo.load(tmp_path, output_loading_info=True, registry=registry)
     assert report.loader == "transformers" and report.note == "not proven for this class (a test)"
     _assert_same(ours, _auto(arch.saved, tmp_path), arch.inputs(config))
-    monkeypatch.setattr(api, "_default", registry)
+    monkeypatch.setattr(plugin_registry, "_default", registry)  # the process-wide default
     assert main(["info", str(tmp_path), "--load"]) == 0
     out = capsys.readouterr().out
     assert "by transformers' from_pretrained, not zoo's fast path: not proven for this class (a test)" in out

@@ -379,11 +379,11 @@ def test_disabled_transformers_plugin_brings_back_the_unknown_architecture_advic
 
 
 def test_zoo_plugins_shows_fallbacks_and_what_they_served(monkeypatch, capsys):
-    from zoo import api
     from zoo.cli import main
+    from zoo.plugins import registry as plugin_registry
 
     registry = Registry([("fb", _fallback({"gamma"}))], entry_points=False)
-    monkeypatch.setattr(api, "_default", registry)
+    monkeypatch.setattr(plugin_registry, "_default", registry)  # the process-wide default
     registry.architecture("gamma")
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out

@@ -295,6 +295,22 @@ def test_newest_version_is_never_evicted(store, tmp_path):
     assert store.find("local/solo") == only and len(store.versions("local/a")) == 2  # nothing removed
 
 
+def test_an_aliased_version_is_never_evicted_and_an_eviction_is_recorded(store, tmp_path):
+    a1, a2, a3 = (quick_version(store, "a", tmp_path) for _ in range(3))
+    store.tag("a", "prod", "v1")
+    records.record_use(store, a1.repo, a1.name, when=T0)  # the least recently used of all
+    records.record_use(store, a2.repo, a2.name, when=T0 + 5)
+    plan = evict.plan_eviction(store, max_size=1, incoming=0)
+    assert ("local/a", "v1") in {(v.repo, v.name) for v, why in plan.blocked if why == "aliased"}
+    with pytest.raises(QuotaError, match=r"aliased: a@v1 \(zoo untag NAME ALIAS\)"):
+        evict.make_room(store, max_size=1, incoming=0)
+    assert [v.name for v in store.versions("local/a")] == ["v1", "v2", "v3"]  # refused: nothing removed
+    evict.make_room(store, max_size=physical(store) - 1, incoming=0)
+    assert [v.name for v in store.versions("local/a")] == ["v1", "v3"]  # v2 went; v1 (prod) and v3 (newest) stay
+    removed = [e for e in store.history("local/a").events if e.kind == "version_removed"]
+    assert [(e.version, e.reason) for e in removed] == [("v2", "evicted")]
+
+
 def test_no_eviction_under_the_quota(store, tmp_path):
     quick_version(store, "a", tmp_path)
     quick_version(store, "a", tmp_path)

@@ -228,3 +228,21 @@ for _ in range(30):
         matches = [name for name, ref in want.items() if all(got[k] == ref[k] for k in ref if k in got)]
         assert len(matches) == 1, "a load mixed two versions"
     assert moves > 0 and len(out.strip().splitlines()) == 30
+
+
+def test_an_alias_of_a_hub_repository_never_shadows_an_upstream_ref(hub_env, hub, minilm_dir):
+    """Aliases work for hub repositories in the store; one spelt like a branch or tag the upstream is known to have
+    is refused, and NAME@ALIAS is resolved from the store without asking the upstream."""
+    repo = "org/aliased"
+    files = {p.name: p for p in minilm_dir.iterdir() if p.name in ("config.json", "model.safetensors")}
+    hub.add_repo(repo, files, tag="release")
+    ok(zoo_cli("pull", f"{repo}@release"))
+    refused = zoo_cli("tag", repo, "release")
+    assert refused.returncode == 2 and "the upstream has a branch or tag 'release'" in refused.stderr
+    assert "org/aliased@stable -> v1" in ok(zoo_cli("tag", repo, "stable"))
+    hub.reset_counts()
+    result = run_python(f"import zoo\nprint(zoo.load_config({repo + '@stable'!r}).path)")
+    assert result.returncode == 0, result.stderr
+    assert hub.requests() == []
+    versions = ok(zoo_cli("versions", repo))
+    assert "stable" in versions.splitlines()[1].split()

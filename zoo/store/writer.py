@@ -191,6 +191,7 @@ class Store(Pulling, StoreReader):
                 entries.append(FileEntry(rel, sha256, size, sha256))
         if base is None:
             base = lineage.base_of_folder(self, directory)
+        base = _base_record(base)
         with self.disk.name_lock(repo):
             version = self._commit(repo, content_id(entries), entries, source=source or f"import:{directory}",
                                    revision=None, refs=["main"], about={"description": description, "base": base})
@@ -416,6 +417,19 @@ class Store(Pulling, StoreReader):
         if not dry_run:
             plan.execute()
         return plan
+
+
+def _base_record(base: Any) -> dict[str, str | None] | None:
+    """A base as a manifest records it: ``name``, ``repo``, ``version``, ``id``, each short text or None (what a
+    client sent through the daemon is not trusted to be anything else)."""
+    if base is None:
+        return None
+    if not isinstance(base, dict) or not isinstance(base.get("name"), str):
+        from ..errors import InvalidArgumentError
+
+        raise InvalidArgumentError("a base is a dict with at least a name, e.g. {'name': 'bert-base-cased'}")
+    return {key: value[:256] if isinstance(value, str) else None
+            for key, value in ((k, base.get(k)) for k in ("name", "repo", "version", "id"))}
 
 
 def save_name(name: str) -> str:

@@ -50,11 +50,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     """From config.json and the weights' headers only (no torch, no tensor data); ``--load`` also loads."""
     from .api import default_registry, locate
     from .model.describe import describe
+    from .registry_cli import facts_lines, registry_facts
 
     registry = default_registry()
     info = describe(locate(args.path, registry=registry), registry=registry)
-    from .registry_cli import facts_lines, registry_facts
-
     facts = registry_facts(info.path)
     if args.json and not args.load:
         print(json.dumps({**info.as_json(), **(facts or {})}, indent=2))
@@ -394,6 +393,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_du(args: argparse.Namespace) -> int:
+    from .registry_cli import print_restored
     from .store.maintenance import usage
 
     store = _store(args)
@@ -401,8 +401,6 @@ def cmd_du(args: argparse.Namespace) -> int:
     print(f"logical  {_human(u.logical):>10}  (all versions, as separate copies)")
     print(f"physical {_human(u.physical):>10}  (each content stored once)")
     print(f"saved    {_human(u.saved):>10}  by deduplication")
-    from .registry_cli import print_restored
-
     print_restored(store)
     return 0
 

@@ -213,8 +213,8 @@ def print_restored(store: Any) -> None:
 
     again = restored(store)
     files = f"{again.files:,} file{'' if again.files == 1 else 's'}"
-    print(f"again    {human(again.bytes):>10}  stored again: {again.tensors:,} tensors in {files} of fine-tunes, "
-          "byte-identical to tensors of their base version\n"
+    print(f"again    {human(again.bytes):>10}  stored again: {again.bytes:,} bytes in {again.tensors:,} tensors of "
+          f"{files} of fine-tunes, byte-identical to tensors of their base version\n"
           f"{'':21}(what storing each tensor once would save; included in physical)")
     for note in again.notes:
         print(f"  not compared: {note}", file=sys.stderr)

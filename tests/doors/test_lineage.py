@@ -311,3 +311,37 @@ def test_gc_removes_the_tensor_records_of_objects_gone(pair):
     assert (records / f"{obj.name}.json").exists(), dry.stdout
     zoo_cli("gc", env=env)
     assert {p.stem for p in records.iterdir()} == {base_sha}
+
+
+# -- another user's store ------------------------------------------------------------------------------------
+
+def _multi_user():
+    """tests/daemon/test_multi_user.py's users and runner (a module of tests, loaded by its path)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "daemon" / "test_multi_user.py"
+    spec = importlib.util.spec_from_file_location("zoo_test_multi_user_for_lineage", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+_mu = _multi_user()
+users = _mu.users  # the fixture: a group with users a and b, an outsider c (skips unless root)
+
+
+def test_a_reader_who_may_not_write_the_store_computes_in_memory(users):
+    import tempfile
+
+    store = Path(tempfile.mkdtemp(prefix="store-", dir=users["base"]))
+    store.chmod(0o755)  # root's store: others may read it, never write it
+    env = {"ZOO_HOME": str(store), "ZOO_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "ZOO_QUIET": "1"}
+    expected = json.loads(python(SAVE_BASE + TUNE, "1", "ft-bert", env=env).splitlines()[-1])["expected"]
+    theirs = json.loads(_mu.ok(_mu.zoo_cli(users, "c", store, "lineage", "ft-bert", "--json")))
+    assert theirs["shares"] == shares_of(expected)
+    assert not (store / "tensors").exists() and not any((store / "tmp").iterdir())
+    du = _mu.ok(_mu.zoo_cli(users, "c", store, "du"))
+    assert f"stored again: {expected['bytes']:,} bytes in {expected['tensors']} tensors of 1 file" in du
+    assert json.loads(zoo_cli("lineage", "ft-bert", "--json", env=env).stdout) == theirs
+    assert len(list((store / "tensors").iterdir())) == 2  # the owner's reader records them

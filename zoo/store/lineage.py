@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..names import LOCAL_NAMESPACE, display_name, local_repo, validate_name, validate_repo_id
 
@@ -297,6 +297,26 @@ def shares(reader: "StoreReader", version: "Version", base: "Version") -> Shares
 MAX_DEPTH = 32  # a lineage deeper than this is cut (a chain of saves that long is a loop or an accident)
 
 
+class _Scan:
+    """A reader whose manifests are read once per name for one answer (a store of thousands of versions)."""
+
+    def __init__(self, reader: "StoreReader") -> None:
+        self._reader = reader
+        self._versions: dict[str, list] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+    def versions(self, repo: str) -> "list[Version]":
+        if repo not in self._versions:
+            self._versions[repo] = self._reader.versions(repo)
+        return self._versions[repo]
+
+    def iter_versions(self) -> "Iterator[Version]":
+        for repo in self._reader.repos():
+            yield from self.versions(repo)
+
+
 def stored_base(reader: "StoreReader", base: dict[str, Any] | None) -> "Version | None":
     """The stored version a base record names (by its content id, else its version), or None."""
     if not isinstance(base, dict):
@@ -342,6 +362,7 @@ def tree(reader: "StoreReader", repo: str, spec: str | None = None) -> dict[str,
     from ..errors import UnknownNameError
 
     version = reader.find(repo, spec)
+    reader = _Scan(reader)  # type: ignore[assignment]
     if version is None:
         raise UnknownNameError(f"{display_name(repo)}{'@' + spec if spec else ''}: no such version in the store "
                                f"{reader.home} (zoo versions {display_name(repo)} lists them)")
@@ -406,6 +427,7 @@ def restored(reader: "StoreReader") -> Restored:
     from ..errors import ZooError
 
     out = Restored()
+    reader = _Scan(reader)  # type: ignore[assignment]
     against: dict[str, set[str]] = {}  # object -> the tensor digests of the bases of the versions holding it
     digests: dict[str, set[str]] = {}  # base version's manifest -> its tensor digests
     for version in reader.iter_versions():

@@ -119,9 +119,9 @@ class Daemon:
                  max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
                  poll: float | None = None, http: Any = None, tokens: Path | None = None,
                  revalidate: float = 60.0, orphan_grace: float = 600.0, scrub: float | None = None,
-                 admins: str | None = None) -> None:
+                 admins: str | None = None, webhook: Any = None) -> None:
         require_extras(watch=bool(watch), http=http is not None)
-        self.store = store = Store(home, quiet=True, policy=self)
+        self.store = store = Store(home, quiet=True, policy=self, events=webhook.dispatcher() if webhook else None)
         self.orphan_grace = orphan_grace
         self.drops = None
         if watch:
@@ -152,6 +152,7 @@ class Daemon:
 
         self.scrubber = Scrubber(store, scrub if scrub is not None else scrub_rate(), on_damage=self._scrubbed_damage)
         self.extras.append(self.scrubber.status)
+        self.extras += [webhook.status] if webhook is not None else []  # zoo.daemon.webhook: deliveries, drops
 
     def _scrubbed_damage(self, etags: list[str]) -> None:
         if self.http is not None:  # a client that got those bytes and resumes is sent the whole file

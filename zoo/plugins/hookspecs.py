@@ -74,34 +74,49 @@ def zoo_fallback_architecture(model_type: str) -> "Architecture | None":
     """
 
 
-# -- events: what happened in a store (zoo.store.events) -------------------------------------------------
-#
-# Called by: the store's writer (the daemon's, on a shared store; else the process that made the change),
-# after the change is durable and recorded in the name's history, on a thread of zoo's own: a hook can
-# neither undo nor delay it. A hook that raises is logged naming the plugin; one that runs longer than
-# zoo.store.events.HOOK_TIMEOUT (10 s) is logged as hung and left running; the next hook and the next event
-# are called regardless. A process that made a change waits up to 5 s at exit for its hooks.
-# What is passed: ``event``, a frozen record with ``name`` (as zoo shows it), ``repo``, ``version`` ("v3"),
-# ``id``, ``who`` (uid, user, host), ``when`` (ISO 8601, UTC) and ``as_json()``.
+# -- events: what happened in a store (zoo.store.events); the four share the rules below ----------------
+
+_EVENT_RULES = """
+    Called by: the store's writer: on a shared store the daemon (install the plugin where the daemon runs),
+    else the process that made the change. After the change is durable (the manifest, alias or labels are on
+    disk) and in the name's history (zoo history), on a thread zoo runs for each plugin, in the order the
+    events happened: the hook can neither undo nor delay the change. A hook that raises is logged naming the
+    plugin and the hook; one still running after ``zoo.store.events.HOOK_TIMEOUT`` (10 s) is logged as hung and
+    left running (that plugin's later events wait behind it); other plugins and the next events are called
+    regardless. A process that made a change waits up to 5 s at exit for its hooks, then names those running.
+
+    What to pass: nothing (the return value is ignored). ``event`` is a frozen record: ``name`` (as zoo shows
+    it: ``my-bert``), ``repo`` (as stored: ``local/my-bert``), ``version`` (``"v3"``), ``id`` (the version's
+    commit or content id), ``who`` (``uid``, ``user``, ``host``; through the daemon the client that asked,
+    never the daemon's user), ``when`` (ISO 8601, UTC), the fields named above, and ``as_json()`` (the body
+    ``zoo daemon --webhook`` posts). Do slow work (a network call) in the hook itself: zoo already runs it apart.
+"""
 
 
 @hookspec
 def zoo_version_created(event: "VersionCreated") -> None:
-    """A version was created (import, save, pull, drop folder): ``event.source``, ``event.base``,
-    ``event.description``."""
+    """A version was created (zoo import, zoo.save, zoo pull, a drop folder): ``event.source`` (``import:DIR``,
+    ``zoo.save``, ``hub:ENDPOINT``, ``drop:FOLDER``), ``event.base`` (``{"name", "version", "id"}`` of the
+    model it was made from, or None) and ``event.description``."""
 
 
 @hookspec
 def zoo_alias_moved(event: "AliasMoved") -> None:
-    """An alias was set, moved or removed: ``event.alias`` now points at ``event.version`` (None: removed);
-    it pointed at ``event.previous`` (None: it is new)."""
+    """An alias was set, moved or removed (zoo tag, zoo untag, ``zoo.tag``): ``event.alias`` now points at
+    ``event.version`` (None: removed); it pointed at ``event.previous`` (None: it is new)."""
 
 
 @hookspec
 def zoo_labels_changed(event: "LabelsChanged") -> None:
-    """Labels of a version were set (``event.labels``) or removed (``event.removed``)."""
+    """Labels of ``event.version`` were set (``event.labels``: the keys whose values changed) or removed
+    (``event.removed``: the keys) by zoo label or ``zoo.label``."""
 
 
 @hookspec
 def zoo_version_removed(event: "VersionRemoved") -> None:
-    """A version was removed: ``event.reason`` is ``"removed"`` (zoo rm) or ``"evicted"`` (the quota)."""
+    """A version was removed: ``event.reason`` is ``"removed"`` (zoo rm) or ``"evicted"`` (the daemon's
+    ``--max-size`` quota made room)."""
+
+
+for _spec in (zoo_version_created, zoo_alias_moved, zoo_labels_changed, zoo_version_removed):
+    _spec.__doc__ = (_spec.__doc__ or "") + "\n" + _EVENT_RULES

@@ -3,9 +3,10 @@
 The writer makes an event after each change is durable (a version created, an alias moved, labels changed,
 a version removed or evicted), appends it to the name's history (:mod:`zoo.store.history`) and hands it to
 its :class:`Dispatcher`, which calls the plugins' hooks (``zoo_version_created``, ``zoo_alias_moved``,
-``zoo_labels_changed``, ``zoo_version_removed``: :mod:`zoo.plugins.hookspecs`) on a thread of its own. A hook
-can neither undo nor delay the change: one that raises is logged by name, one that runs past
-:data:`HOOK_TIMEOUT` is logged as hung and left behind, and the next hook and the next event still run.
+``zoo_labels_changed``, ``zoo_version_removed``: :mod:`zoo.plugins.hookspecs`) on threads of its own, one per
+plugin. A hook can neither undo nor delay the change: one that raises is logged by name, one that runs past
+:data:`HOOK_TIMEOUT` is logged as hung (its own later events wait behind it), and the other hooks and the next
+event still run.
 
 Who: the :class:`Actor` of the calling process (its uid, user name and host), or, through the daemon, the
 client the socket says sent the request (:func:`acting_as`), never the daemon's own user.
@@ -172,27 +173,32 @@ Hooks = Callable[[str], list[tuple[str, Callable[..., Any]]]]  # hook name -> [(
 
 
 class Dispatcher:
-    """Calls the hooks for each event, in order, on a thread of its own; never raises into the writer.
+    """Hands each event to every plugin's hook, in order; never raises into the writer, never waits for a hook.
 
-    ``hooks`` is asked for the implementations of a hook name when the first event fires (so a process that
-    changes nothing never loads plugins). Each call runs on a worker thread and is waited for at most
-    ``timeout`` seconds. At exit a process waits up to :data:`EXIT_WAIT` seconds for events still queued."""
+    Each plugin has a lane of its own (a thread and a bounded queue), so a plugin that is slow or hangs holds
+    back only its own later events: never the change, another plugin, or the next event. A call still running
+    after ``timeout`` seconds is logged as hung and one that raises is logged, both naming the plugin and the
+    hook. ``hooks`` is asked for a hook's implementations on the dispatcher's thread when an event of it fires
+    (a process that changes nothing loads no plugins). At exit a process waits up to :data:`EXIT_WAIT` seconds
+    for its lanes, then names the plugins still running."""
 
     def __init__(self, hooks: Hooks, *, timeout: float = HOOK_TIMEOUT, maxsize: int = 10_000) -> None:
         self._hooks = hooks
         self.timeout = timeout
-        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize=maxsize)
+        self._lanes: dict[str, _Lane] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.failed = 0  # hook calls that raised or hung
-        self.dropped = 0  # events not delivered: the queue was full
+        self.dropped = 0  # events a plugin never got: its queue (or the dispatcher's) was full
 
     def __call__(self, event: Event) -> None:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="zoo-events", daemon=True)
                 self._thread.start()
-                atexit.register(self.drain, EXIT_WAIT)
+                atexit.register(self._at_exit)
         try:
             self._queue.put_nowait(event)
         except queue.Full:
@@ -201,52 +207,99 @@ class Dispatcher:
                       event.version, self._queue.qsize())
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every queued event was handed to its hooks (at most ``timeout`` s); True if so."""
+        """Wait until every event was handled by every hook (at most ``timeout`` s); True if so."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            lanes = list(self._lanes.values())
+            if not self._queue.unfinished_tasks and not any(lane.queue.unfinished_tasks for lane in lanes):
+                return True
             time.sleep(0.01)
-        return not self._queue.unfinished_tasks
+        return False
+
+    def _at_exit(self) -> None:
+        if self.drain(EXIT_WAIT):
+            return
+        for lane in list(self._lanes.values()):
+            busy, waiting = lane.busy, lane.queue.unfinished_tasks
+            if busy is not None:
+                since, hook, event = busy
+                log.error("hook %s of plugin %r still runs on %s of %s@%s after %.0f s; exiting without it%s",
+                          hook, lane.plugin, event.kind, event.name, event.version, time.monotonic() - since,
+                          f" ({waiting - 1} later event(s) not delivered to it)" if waiting > 1 else "")
+        if self._queue.unfinished_tasks:
+            log.error("%d event(s) not handed to hooks: the process exits", self._queue.unfinished_tasks)
 
     def _run(self) -> None:
         while True:
-            event = self._queue.get()
             try:
-                if event is not None:
-                    self.deliver(event)
+                event = self._queue.get(timeout=min(1.0, self.timeout / 2))
+            except queue.Empty:
+                self._check_hung()
+                continue
+            try:
+                self._fan_out(event)
             finally:
                 self._queue.task_done()
+            self._check_hung()
 
-    def deliver(self, event: Event) -> None:
-        """Call every implementation of the event's hook, each at most ``timeout`` seconds."""
+    def _fan_out(self, event: Event) -> None:
+        """Put ``event`` in the lane of every plugin that implements its hook."""
         try:
             impls = self._hooks(event.hook)
-        except Exception:
-            log.exception("the hooks of %s could not be listed; event not delivered", event.hook)
+        except Exception as exc:
+            log.error("the hooks of %s could not be listed (%s: %s); %s of %s@%s not delivered", event.hook,
+                      type(exc).__name__, exc, event.kind, event.name, event.version)
             self.failed += 1
             return
         for plugin, function in impls:
-            done = threading.Event()
-            error: list[BaseException] = []
+            lane = self._lanes.get(plugin)
+            if lane is None:
+                lane = self._lanes[plugin] = _Lane(self, plugin)
+            try:
+                lane.queue.put_nowait((event.hook, function, event))
+            except queue.Full:
+                self.dropped += 1
+                log.error("hook %s of plugin %r not called on %s of %s@%s: %d of its calls are waiting (it hangs "
+                          "or is slow)", event.hook, plugin, event.kind, event.name, event.version, self.maxsize)
 
-            def call(function: Callable[..., Any] = function) -> None:
-                try:
-                    function(event=event)
-                except BaseException as exc:  # a plugin's bug is reported, never raised into the store
-                    error.append(exc)
-                finally:
-                    done.set()
+    def _check_hung(self) -> None:
+        now_ = time.monotonic()
+        for lane in list(self._lanes.values()):
+            busy = lane.busy
+            if busy is not None and busy is not lane.reported and now_ - busy[0] > self.timeout:
+                lane.reported = busy
+                self.failed += 1
+                since, hook, event = busy
+                log.error("hook %s of plugin %r hung on %s of %s@%s (still running after %.0f s); the change "
+                          "stands, other plugins and the next events go on; this plugin's later events wait",
+                          hook, lane.plugin, event.kind, event.name, event.version, now_ - since)
 
-            threading.Thread(target=call, name=f"zoo-hook-{plugin}", daemon=True).start()
-            if not done.wait(self.timeout):
-                self.failed += 1
-                log.error("hook %s of plugin %r hung on %s of %s@%s (still running after %.0f s); the next hooks "
-                          "and events go on without it", event.hook, plugin, event.kind, event.name, event.version,
-                          self.timeout)
-            elif error:
-                self.failed += 1
+
+class _Lane:
+    """One plugin's calls, one at a time, in the order of the events."""
+
+    def __init__(self, dispatcher: Dispatcher, plugin: str) -> None:
+        self.dispatcher, self.plugin = dispatcher, plugin
+        self.queue: queue.Queue[tuple[str, Callable[..., Any], Event]] = queue.Queue(maxsize=dispatcher.maxsize)
+        self.busy: tuple[float, str, Event] | None = None  # (since, hook, event) of the call running
+        self.reported: tuple[float, str, Event] | None = None  # the call last logged as hung
+        threading.Thread(target=self._run, name=f"zoo-hook-{plugin}", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            hook, function, event = self.queue.get()
+            self.busy = (time.monotonic(), hook, event)
+            try:
+                function(event=event)
+            except BaseException as exc:  # a plugin's bug is reported, never raised into the store
+                self.dispatcher.failed += 1
                 log.error("hook %s of plugin %r raised %s: %s (on %s of %s@%s); the change stands, the next hooks "
-                          "and events go on", event.hook, plugin, type(error[0]).__name__, error[0], event.kind,
-                          event.name, event.version)
+                          "and events go on", hook, self.plugin, type(exc).__name__, exc, event.kind, event.name,
+                          event.version)
+                log.debug("hook %s of plugin %r failed", hook, self.plugin, exc_info=exc)
+            finally:
+                self.busy = None
+                self.queue.task_done()
 
 
 def plugin_hooks(hook: str) -> list[tuple[str, Callable[..., Any]]]:

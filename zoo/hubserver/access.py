@@ -6,9 +6,17 @@
   (``Authorization: Bearer TOKEN``, what huggingface_hub sends for ``HF_TOKEN``).
 - ``local/NAME`` (the team's imports and saves): to anyone without a tokens file; with one, to its holders.
 
-The tokens file has one token per line, optionally followed by a name for the log (``TOKEN  alice``);
+The tokens file has one token per line, optionally followed by a name for the log (``TOKEN  alice``) and a
+scope: ``read=PATTERN[,PATTERN...]``, the restricted repositories that token may read, each a repository id
+(``local/search-ner``, ``org/model``) or a prefix ending in ``*`` (``local/search-*``, ``org/*``); a token
+without ``read=`` reads all restricted content, as every token did before scopes. Public content is anyone's
+whatever the scope. A token outside its scope is answered as a token this server does not accept (401).
 ``#`` starts a comment. It must not be readable by others (mode 0600 or 0640), as an SSH key. ``kill -HUP``
 the daemon to read it again after adding or revoking a token.
+
+    # token                            name    scope (optional)
+    Zq3c...43 characters of secret...  alice
+    Yb8x...43 characters of secret...  search  read=local/search-*,org/search-base
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +34,36 @@ from ..errors import InvalidArgumentError
 from .protocol import HubError
 
 log = logging.getLogger("zoo.daemon")
+_PATTERN = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]*)?)?\*?$")
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A token's name and what it may read: None for all restricted content, else repository ids and
+    prefixes (a pattern ending in ``*``)."""
+
+    name: str
+    scope: tuple[str, ...] | None = None
+
+    def may_read(self, repo: str) -> bool:
+        if self.scope is None:
+            return True
+        return any(repo.startswith(p[:-1]) if p.endswith("*") else repo == p for p in self.scope)
+
+
+def _scope(text: str, where: str) -> tuple[str, ...]:
+    patterns = tuple(p.strip() for p in text.split(","))
+    for p in patterns:
+        if not p or not _PATTERN.match(p) or ".." in p or "--" in p:
+            raise InvalidArgumentError(f"{where}: {p!r} is not a scope pattern: read= takes repository ids or "
+                                       "prefixes ending in '*', separated by commas (e.g. read=local/search-*,"
+                                       "org/model)")
+    return patterns
 
 
 @dataclass(frozen=True)
 class Tokens:
-    digests: dict[bytes, str]  # sha256 of a token -> its name
+    digests: dict[bytes, Holder]  # sha256 of a token -> who holds it and what it may read
 
     @classmethod
     def load(cls, path: Path) -> "Tokens":
@@ -50,13 +84,26 @@ class Tokens:
                 raise InvalidArgumentError(f"{path}, line {number}: a token of {len(words[0])} characters is too "
                                            "short to be secret; use at least 16 (python -c 'import secrets; "
                                            "print(secrets.token_urlsafe())')")
-            digests[hashlib.sha256(words[0].encode()).digest()] = words[1] if len(words) > 1 else f"token {number}"
+            scopes = [w for w in words[1:] if "=" in w]
+            names = [w for w in words[1:] if "=" not in w]
+            scope = None
+            for word in scopes:
+                key, _, value = word.partition("=")
+                if key != "read":
+                    raise InvalidArgumentError(f"{path}, line {number}: unknown setting {key!r}; a token's line is "
+                                               "TOKEN [NAME] [read=PATTERN,...]")
+                if scope is not None:
+                    raise InvalidArgumentError(f"{path}, line {number}: read= given twice; list every pattern in "
+                                               "one, separated by commas")
+                scope = _scope(value, f"{path}, line {number}")
+            name = names[0] if names else f"token {number}"
+            digests[hashlib.sha256(words[0].encode()).digest()] = Holder(name, scope)
         if not digests:
             raise InvalidArgumentError(f"the tokens file {path} holds no token")
         return cls(digests)
 
-    def holder(self, authorization: str | None) -> str | None:
-        """The name of the token in ``Authorization: Bearer TOKEN``, or None."""
+    def holder(self, authorization: str | None) -> Holder | None:
+        """Who holds the token in ``Authorization: Bearer TOKEN``, or None."""
         if not authorization or not authorization.startswith("Bearer "):
             return None
         digest = hashlib.sha256(authorization[len("Bearer "):].strip().encode()).digest()
@@ -87,11 +134,13 @@ class Access:
         if access == "public":
             return
         holder = self.tokens.holder(authorization) if self.tokens else None
-        if holder is not None:
+        if holder is not None and holder.may_read(repo):
             return
         if access == "local" and self.tokens is None:
             return
-        if self.tokens is None:
+        if holder is not None:
+            why = f"the token sent ({holder.name}) may not read {repo}: it is outside its read= scope"
+        elif self.tokens is None:
             why = ("this zoo server has no tokens file, so it serves restricted content to nobody "
                    "(its administrator can start it with --tokens FILE)")
         elif authorization:

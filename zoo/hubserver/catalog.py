@@ -2,7 +2,12 @@
 files with sizes and etags, who may read it), from the store's versions and the upstream's metadata.
 
 - ``local/NAME`` repositories are zoo's imports and saves; their revisions are ``main`` (the newest), ``vN``
-  (or ``zoo:vN``) and content ids.
+  (or ``zoo:vN``), content ids and aliases (``prod``). ``HEAD`` is ``main``, for every repository.
+- In a tier (the upstream is another zoo daemon, :mod:`.tier`), ``local/NAME`` is the upstream's name when the
+  upstream has it, as a hub repository's ref is the upstream's: the team's names mean the same on every node.
+  A node's own ``local/NAME`` is served only while the upstream has no such name (asked again after
+  ``revalidate`` seconds), or when it cannot be reached and never answered for that name. Files of the
+  upstream's names are stored as content (never as versions of the node's own name of that spelling).
 - Hub repositories: a commit is listed upstream once (its listing is kept in ``$ZOO_HOME/remote/``; gc
   removes old listings of commits no version holds);
   a branch or tag is asked again (one request, for its commit) when the answer is older than
@@ -13,6 +18,9 @@ files with sizes and etags, who may read it), from the store's versions and the 
 - ``zoo:vN`` names a stored version of either kind. For a hub repository every other revision, ``vN``
   included, means what it means upstream (a client of the hub protocol cannot know zoo's conventions): its
   branch or tag ``v1`` is the upstream's, asked for like ``main``, never zoo's version 1.
+- An alias of a hub repository (``zoo tag org/name prod``) is served when the upstream has no ref of that
+  name (it never shadows one: the upstream is asked, and its answer that it has none is trusted for
+  ``revalidate`` seconds), and offline or when the upstream cannot be reached.
 
 Every method may be called from any thread. The answers that need no network and no lock are quick
 (:meth:`Catalog.cached`), so the event loop asks them itself and hands the rest to a worker thread.
@@ -32,11 +40,13 @@ from typing import Any, Callable
 from ..store import hub
 from ..store.hub import RemoteFile, RemoteRevision
 from ..store.manifests import Version
+from ..store.marks import Marks
 from ..store.writer import Store
 from ..errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
 from ..names import is_local, validate_repo_id, validate_revision, version_number, zoo_version
 from . import protocol
 from .protocol import HubError, ServedFile
+from .tier import Tier
 
 log = logging.getLogger("zoo.daemon")
 
@@ -62,8 +72,10 @@ class Snapshot:
 
 
 class Catalog:
-    def __init__(self, store: Store, *, revalidate: float = 60.0, offline: Callable[[], bool] = hub.offline) -> None:
+    def __init__(self, store: Store, *, revalidate: float = 60.0, offline: Callable[[], bool] = hub.offline,
+                 tier: Tier | None = None) -> None:
         self.store = store
+        self.tier = tier or Tier()
         self.revalidate = revalidate
         self.offline = offline
         self._lock = threading.Lock()
@@ -75,6 +87,9 @@ class Catalog:
         self._revalidating: set[tuple[str, str]] = set()
         self._access: dict[str, str] = {}  # repo -> public/private/gated, as the upstream last said
         self._background = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="zoo-revalidate")
+        self._marks: dict[str, tuple[tuple[int, int], Marks]] = {}  # repo -> (file stamp, marks)
+        self._not_upstream: dict[tuple[str, str], float] = {}  # (hub repo, alias) -> when the upstream said "no such ref"
+        self._own: dict[str, float] = {}  # local/NAME -> when the upstream zoo daemon said it has no such name
 
     # -- the store's versions, cached until their folder changes ----------------------------------
 
@@ -91,9 +106,37 @@ class Catalog:
         self._versions[repo] = (stamp, versions)
         return versions
 
+    def marks(self, repo: str) -> Marks:
+        """``repo``'s aliases and labels, read again when their file changed."""
+        path = self.store.layout.marks_path(repo)
+        try:
+            st = path.stat()
+        except OSError:
+            return Marks()
+        stamp = (st.st_mtime_ns, st.st_ino)
+        cached = self._marks.get(repo)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            marks = self.store.marks(repo)
+        for w in caught:
+            log.warning("%s", w.message)
+        self._marks[repo] = (stamp, marks)
+        return marks
+
+    def alias(self, repo: str, alias: str) -> Version | None:
+        """The version ``alias`` points at (None when no such alias, or its version is gone)."""
+        found = self.marks(repo).aliases.get(alias)
+        if found is None:
+            return None
+        return next((v for v in self.versions(repo) if v.name == found.version and v.id == found.id), None)
+
     def _stored(self, repo: str, revision: str) -> Version | None:
         """The stored version ``revision`` names (``zoo:vN``, ``vN`` of a local name, an upstream ref zoo
-        recorded, a commit); no network."""
+        recorded, a commit, an alias); no network."""
         versions = self.versions(repo)
         if not versions:
             return None
@@ -105,12 +148,14 @@ class Catalog:
         if is_local(repo):
             if revision == "main":
                 return versions[-1]
-            return None
+            return self.alias(repo, revision)
         try:  # an upstream ref: what the store recorded of it (never zoo's own refs/vN)
             target = self.store.upstream_ref(repo, revision)
         except OSError:
-            return None
-        return next((v for v in reversed(versions) if v.id == target), None)
+            target = None
+        if target:
+            return next((v for v in reversed(versions) if v.id == target), None)
+        return self.alias(repo, revision)
 
     # -- upstream listings -------------------------------------------------------------------------
 
@@ -140,6 +185,7 @@ class Catalog:
         self._commits[(remote.repo, remote.commit)] = remote
         if remote.revision != remote.commit:
             self._refs[(remote.repo, remote.revision)] = (remote.commit, time.monotonic())
+            self._not_upstream.pop((remote.repo, remote.revision), None)  # the upstream's ref now: it wins
         path = self.store.layout.listing_path(remote.repo, remote.commit)
         kept = self._listing(remote.repo, remote.commit) if path.exists() else None
         self._commits[(remote.repo, remote.commit)] = remote
@@ -187,12 +233,18 @@ class Catalog:
     def cached(self, repo: str, revision: str | None) -> Snapshot | None:
         """The snapshot when it is known without asking anyone; None when :meth:`resolve` must be called.
         Raises :class:`HubError` for names that cannot exist."""
-        revision = revision or "main"
+        revision = default_branch(revision)
         self._check_names(repo, revision)
+        upstream_local = False
         if is_local(repo):
-            return self._local(repo, revision)
+            tier = self.tier.known()
+            if tier is None:
+                return None  # the upstream must be asked what it is
+            if not tier or self._fresh(self._own.get(repo)):
+                return self._local(repo, revision)
+            upstream_local = True  # the upstream's name, when it has it
         offline = self.offline()
-        if zoo_version(revision) is not None or offline:  # zoo's own version, or only what is stored
+        if not upstream_local and (zoo_version(revision) is not None or offline):  # zoo's own, or only what is stored
             version = self._stored(repo, revision)
             if version is None:
                 raise self._absent(repo, revision, offline)
@@ -202,14 +254,25 @@ class Catalog:
         else:
             known = self._refs.get((repo, revision))
             if known is None:
-                return None
+                missed = None if upstream_local else self._not_upstream.get((repo, revision))
+                version = self.alias(repo, revision) if missed is not None else None
+                if version is None:
+                    return None
+                if not self._fresh(missed):
+                    self._revalidate(repo, revision)  # has the upstream a ref of that name now? (it would win)
+                return self._snapshot(repo, version.id, self._listing(repo, version.id), version)
             if time.monotonic() - known[1] > self.revalidate:
                 self._revalidate(repo, revision)  # meanwhile the commit it was stays served: a hit never waits
             commit = known[0]
         listing = self._listing(repo, commit)
         if listing is None:
             return None
+        if upstream_local:
+            return self._snapshot(repo, commit, listing, None, access="local")
         return self._snapshot(repo, commit, listing, self._stored(repo, commit))
+
+    def _fresh(self, when: float | None) -> bool:
+        return when is not None and time.monotonic() - when <= self.revalidate
 
     def _revalidate(self, repo: str, revision: str) -> None:
         """Ask the upstream again what ``revision`` is, in the background (once, however many ask)."""
@@ -224,9 +287,13 @@ class Catalog:
             remote = self._ask_upstream(repo, revision)
             log.debug("%s@%s revalidated: %s", repo, revision, remote.commit[:12])
         except RemoteNotFoundError as exc:
+            with self._lock:
+                was_ref = self._refs.pop((repo, revision), None) is not None
+                if not was_ref and (repo, revision) in self._not_upstream and exc.code != "GatedRepo":
+                    self._not_upstream[(repo, revision)] = time.monotonic()  # still none upstream: the alias stays
+                    return
             log.warning("%s@%s: gone upstream, or refused (%s); no longer served", repo, revision, exc.code)
             with self._lock:
-                self._refs.pop((repo, revision), None)
                 if exc.code in ("RepoNotFound", "GatedRepo"):  # the repository went private or gated:
                     self._access[repo] = "gated" if exc.code == "GatedRepo" else "private"  # its commits too
         except Exception as exc:  # the upstream is down: keep serving what it was, ask again later
@@ -241,10 +308,14 @@ class Catalog:
 
     def resolve(self, repo: str, revision: str | None) -> Snapshot:
         """The snapshot of ``repo@revision``, asking the upstream when needed (blocking)."""
-        revision = revision or "main"
+        revision = default_branch(revision)
         found = self.cached(repo, revision)
         if found is not None:
             return found
+        if is_local(repo):
+            if not self.tier.probe() or self._fresh(self._own.get(repo)):
+                return self._local(repo, revision)
+            return self._upstream_local(repo, revision)
         try:
             remote = self._ask_upstream(repo, revision)
         except RemoteNotFoundError as exc:
@@ -254,6 +325,11 @@ class Catalog:
                                                  "(gated or private; its HF_TOKEN has no access)") from None
             if code == "RepoNotFound" and self._known(repo):  # some mirrors (olah) say so for a bad revision
                 code = "RevisionNotFound"
+            version = self.alias(repo, revision) if code == "RevisionNotFound" else None
+            if version is not None:  # no such ref upstream: the alias is the name
+                with self._lock:
+                    self._not_upstream[(repo, revision)] = time.monotonic()
+                return self._snapshot(repo, version.id, self._listing(repo, version.id), version)
             raise HubError(404, code, f"{repo}@{revision}: not found upstream ({hub.endpoint()})") from None
         except OfflineError:
             raise self._absent(repo, revision, True) from None
@@ -265,6 +341,30 @@ class Catalog:
             log.warning("%s@%s: the upstream failed (%s); serving the stored %s", repo, revision, exc, version.name)
             return self._snapshot(repo, version.id, self._listing(repo, version.id), version)
         return self._snapshot(repo, remote.commit, remote, self._stored(repo, remote.commit))
+
+    def _upstream_local(self, repo: str, revision: str) -> Snapshot:
+        """``local/NAME@revision`` of the upstream zoo daemon; the node's own when the upstream has no such name."""
+        try:
+            remote = self._ask_upstream(repo, revision)
+        except RemoteNotFoundError as exc:
+            if exc.code == "GatedRepo":
+                raise HubError(401, "GatedRepo", f"{repo}: the upstream zoo daemon refused this daemon's token (start "
+                                                 "it with HF_TOKEN set to a token the upstream's --tokens lists)") from None
+            if exc.code == "RevisionNotFound":
+                raise protocol.revision_not_found(repo, revision, " on the upstream zoo daemon (its local/ names "
+                                                  "come first)") from None
+            with self._lock:
+                self._own[repo] = time.monotonic()
+            return self._local(repo, revision)
+        except (OfflineError, RemoteError, InvalidNameError) as exc:
+            log.warning("%s@%s: the upstream zoo daemon failed (%s); serving this daemon's own name, if any", repo,
+                        revision, exc)
+            return self._local(repo, revision)
+        return self._snapshot(repo, remote.commit, remote, None, access="local")
+
+    def upstream_local(self, snap: Snapshot) -> bool:
+        """Whether ``snap`` is a ``local/`` name of the upstream zoo daemon (not this store's)."""
+        return is_local(snap.repo) and snap.remote is not None
 
     def _known(self, repo: str) -> bool:
         """Whether ``repo`` exists: stored, or seen upstream."""
@@ -359,9 +459,14 @@ class Catalog:
         self._versions.pop(repo, None)
 
 
+def default_branch(revision: str | None) -> str:
+    """``HEAD`` (what ``@huggingface/hub``'s ``modelInfo`` asks for) and no revision: the default branch."""
+    return "main" if revision in (None, "", "HEAD") else revision
+
+
 def served_remote_file(f: ServedFile) -> RemoteFile:
     """The upstream's description of a file, for a download of it."""
     return RemoteFile(f.path, f.size, f.etag if f.lfs else None, f.blob_id)
 
 
-__all__ = ["Catalog", "Snapshot", "served_remote_file"]
+__all__ = ["Catalog", "Snapshot", "default_branch", "served_remote_file"]

@@ -8,6 +8,13 @@ What clients call (huggingface_hub 2.x):
 - ``POST /api/models/{repo}/paths-info/{rev}`` (form or JSON ``paths``) -> the entries of those paths;
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` -> ``X-Repo-Commit``, ``ETag`` (sha256 of an LFS file, git
   blob sha1 of others), ``X-Linked-Etag``/``X-Linked-Size``, ``Content-Length``, ``Accept-Ranges``; 206/416.
+- ``HEAD``/``GET /{repo}/raw/{rev}/{path}`` -> the git blob: a small file's bytes, an LFS file's pointer text
+  (``@huggingface/hub``'s ``fileExists`` and ``downloadFile({raw: true})``);
+- ``GET /api/models/{repo}/refs`` -> ``branches``, ``tags``, ``converts`` (``pullRequests`` with ``include_prs``);
+- ``GET /api/models/{repo}/commits/{rev}`` -> commits newest first (``id``, ``title``, ``message``, ``authors``,
+  ``date``), pages linked by ``Link: rel="next"``;
+- ``expand=true`` on ``tree`` and ``paths-info`` adds each entry's ``lastCommit`` (``id``, ``title``, ``date``);
+- ``GET /api/zoo`` -> ``{"server": "zoo", ...}``: how a zoo daemon knows its upstream is one (:mod:`.tier`).
 - Errors: ``X-Error-Code`` ``RepoNotFound`` / ``RevisionNotFound`` / ``EntryNotFound`` / ``GatedRepo`` and
   ``X-Error-Message``, which huggingface_hub turns into its exceptions.
 """
@@ -71,7 +78,7 @@ def _header_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class Request:
-    """What a path asks for. ``kind``: info, tree, paths-info or resolve."""
+    """What a path asks for. ``kind``: info, tree, paths-info, refs, commits, zoo, resolve or raw."""
 
     kind: str
     repo: str
@@ -106,9 +113,14 @@ def parse(raw_path: str, method: str) -> Request:
         raise bad_request("the path is not UTF-8") from None
     if parts[:1] in (["datasets"], ["spaces"]) or parts[:2] in (["api", "datasets"], ["api", "spaces"]):
         raise HubError(404, "RepoNotFound", "this zoo server serves models only")
+    if parts == ["api", "zoo"] and method in ("GET", "HEAD"):
+        return Request("zoo", "")
     if parts[:2] == ["api", "models"]:
         rest = parts[2:]
-        for marker, kind in (("revision", "info"), ("tree", "tree"), ("paths-info", "paths-info")):
+        if len(rest) in (2, 3) and rest[-1] == "refs" and method in ("GET", "HEAD"):
+            return Request("refs", "/".join(rest[:-1]), None)
+        for marker, kind in (("revision", "info"), ("tree", "tree"), ("paths-info", "paths-info"),
+                             ("commits", "commits")):
             for n in (1, 2):  # repo ids have one or two parts
                 if len(rest) > n and rest[n] == marker:
                     revision = rest[n + 1] if len(rest) > n + 1 else None
@@ -124,13 +136,13 @@ def parse(raw_path: str, method: str) -> Request:
     if parts[:1] == ["models"]:  # /models/REPO/resolve/... is accepted too
         parts = parts[1:]
     for n in (1, 2):
-        if len(parts) > n + 2 and parts[n] == "resolve":
+        if len(parts) > n + 2 and parts[n] in ("resolve", "raw"):
             if method not in ("GET", "HEAD"):
                 raise HubError(405, None, "files are read-only here: GET or HEAD")
             path = "/".join(parts[n + 2:])
             if len(path) > MAX_PATH:
                 raise bad_request("file path too long")
-            return Request("resolve", "/".join(parts[:n]), parts[n + 1], path)
+            return Request(parts[n], "/".join(parts[:n]), parts[n + 1], path)
     raise HubError(404, None, "not a route of this zoo server (it answers /api/models/... and /REPO/resolve/...)")
 
 

@@ -8,7 +8,9 @@ partial file as it grows; they hold back the last byte until the digest is check
 receives a whole file that failed its digest: its connection is cut instead, and it retries.
 
 Once stored, the file joins the version of its commit (:meth:`zoo.store.writer.Store.adopt`): a version
-appears as soon as every file a load needs is stored, so ``zoo.load`` on the server sees it too.
+appears as soon as every file a load needs is stored, so ``zoo.load`` on the server sees it too. Files of an
+upstream zoo daemon's ``local/`` names are stored as content only: they never become versions of this
+store's own name of that spelling (:mod:`.catalog`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..names import is_local
 from ..store import hub
 from ..store.manifests import FileEntry
 from ..store.writer import Store
@@ -176,7 +179,7 @@ class PullThrough:
         transfer.finish(entry)
         log.info("%s/%s@%s: stored (%d bytes)", snap.repo, f.path, snap.commit[:12], f.size)
         for other, path in asked:
-            if other.remote is None:
+            if other.remote is None or is_local(other.repo):  # the upstream zoo's local/ names: content only
                 continue
             mine = FileEntry(path, entry.sha256, entry.size, entry.etag)
             try:

@@ -26,8 +26,10 @@ from aiohttp import web
 from ..store import hub
 from ..store.manifests import FileEntry
 from ..errors import RemoteError, RemoteNotFoundError, ZooError
+from ..names import is_local
 from . import protocol
 from .access import Access
+from .answers import Answers
 from .catalog import Catalog, Snapshot, served_remote_file
 from .limits import Guard, ParserErrors, raise_fd_limit
 from .protocol import HubError, ServedFile
@@ -40,7 +42,6 @@ log = logging.getLogger("zoo.daemon")
 # 64 ms (p99), 256 KiB calls for about 5 ms at the same throughput (benchmarks/hubserver.py).
 CHUNK = 256 << 10
 MAX_BODY = 1 << 20  # a paths-info request
-MAX_PATHS = 1000  # paths in one paths-info request (aiohttp reads at most 1000 form fields)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class HubServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
+        self.answers = Answers(self)
 
     # -- life --------------------------------------------------------------------------------------
 
@@ -155,17 +157,10 @@ class HubServer:
             req = protocol.parse(request.raw_path, request.method)
             if req.kind == "resolve":
                 response = await self._resolve(request, req)
+            elif req.kind == "raw":
+                response = await self._raw(request, req)
             else:
-                snap = await self._snapshot(request, req.repo, req.revision)
-                if req.kind == "info":
-                    blobs = request.query.get("blobs", "").lower() == "true"
-                    response = web.json_response(protocol.model_info(
-                        snap.repo, snap.commit, list(snap.files.values()), blobs=blobs, access=snap.access or "gated",
-                        last_modified=snap.last_modified))
-                elif req.kind == "tree":
-                    response = self._tree(request, req, snap)
-                else:
-                    response = await self._paths_info(request, snap)
+                response = await self.answers.answer(request, req)
         except HubError as exc:
             response = web.json_response(exc.body(), status=exc.status, headers=exc.headers())
         except ZooError as exc:
@@ -179,52 +174,35 @@ class HubServer:
         return response
 
     async def _snapshot(self, request: web.Request, repo: str, revision: str | None) -> Snapshot:
-        snap = self.catalog.cached(repo, revision)
-        if snap is None:
-            snap = await asyncio.get_running_loop().run_in_executor(self.pool, self.catalog.resolve, repo, revision)
+        try:
+            snap = self.catalog.cached(repo, revision)
+            if snap is None:
+                snap = await asyncio.get_running_loop().run_in_executor(self.pool, self.catalog.resolve, repo, revision)
+        except HubError as exc:
+            if exc.status == 404 and is_local(repo):  # who may not read a name learns nothing of its revisions
+                self.access.check(repo, "local", request.headers.get("Authorization"))
+            raise
         self.access.check(repo, snap.access, request.headers.get("Authorization"))
         return snap
 
-    def _tree(self, request: web.Request, req: protocol.Request, snap: Snapshot) -> web.Response:
-        recursive = request.query.get("recursive", "").lower() in ("true", "1")
-        entries = snap.memo(("tree", req.path, recursive),
-                            lambda: protocol.tree(list(snap.files.values()), req.path, recursive))
-        if req.path and not entries:
-            raise protocol.entry_not_found(snap.repo, req.revision or "main", req.path)
-        try:
-            start = int(request.query.get("cursor", "0"))
-        except ValueError:
-            raise protocol.bad_request("invalid cursor") from None
-        size = self.settings.page_size
-        page = entries[max(start, 0):max(start, 0) + size]
-        headers = {}
-        if start + size < len(entries):
-            headers["Link"] = f'<{request.url.update_query(cursor=str(start + size))}>; rel="next"'
-        return web.json_response(page, headers=headers)
-
-    async def _paths_info(self, request: web.Request, snap: Snapshot) -> web.Response:
-        try:  # a body that trickles in holds nothing up for long
-            if (request.content_type or "").endswith("json"):
-                body = await asyncio.wait_for(request.json(), self.settings.header_timeout)
-                paths = body.get("paths") if isinstance(body, dict) else None
-            else:
-                paths = (await asyncio.wait_for(request.post(), self.settings.header_timeout)).getall("paths", [])
-        except asyncio.TimeoutError:
-            raise HubError(408, None, "the request body did not arrive in time") from None
-        except (ValueError, UnicodeDecodeError):
-            raise protocol.bad_request("paths-info takes a form or JSON body with 'paths'") from None
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or len(paths) > MAX_PATHS:
-            raise protocol.bad_request(f"paths-info takes a list of at most {MAX_PATHS} paths")
-        folders = snap.memo("folders", lambda: protocol.folders(list(snap.files.values())))
-        out = []
-        for path in dict.fromkeys(p.strip("/") for p in paths):
-            if path in snap.files:
-                out.append(snap.files[path].entry())
-            elif path in folders:
-                out.append(protocol.directory_entry(path, folders[path]))
-        return web.json_response(out)
-
     # -- files -------------------------------------------------------------------------------------
+
+    async def _raw(self, request: web.Request, req: protocol.Request) -> web.StreamResponse:
+        """The git blob of a file: a small file's bytes (as ``resolve``), an LFS file's pointer text."""
+        snap = await self._snapshot(request, req.repo, req.revision)
+        f = snap.files.get(req.path)
+        if f is None or not f.lfs:
+            return await self._resolve(request, req)
+        body = protocol.LFS_POINTER.format(sha256=f.etag, size=f.size).encode()
+        headers = {"X-Repo-Commit": snap.commit, "ETag": f'"{f.blob_id}"', "Accept-Ranges": "bytes",
+                   "Content-Type": "text/plain; charset=utf-8"}
+        span = protocol.parse_range(request.headers.get("Range"), len(body))
+        if span == "unsatisfiable":
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{len(body)}"})
+        if isinstance(span, tuple):
+            headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{len(body)}"
+            body = body[span[0]:span[1]]
+        return web.Response(status=206 if isinstance(span, tuple) else 200, body=body, headers=headers)  # HEAD: no body
 
     async def _resolve(self, request: web.Request, req: protocol.Request) -> web.StreamResponse:
         snap = await self._snapshot(request, req.repo, req.revision)
@@ -356,7 +334,7 @@ class HubServer:
         if stored and f.sha256:
             entry = FileEntry(f.path, f.sha256, f.size, f.etag)
             self.store.link_file(snap.repo, entry)
-            if snap.remote is not None and self.store.adopt(snap.remote, [entry],
+            if snap.remote is not None and not is_local(snap.repo) and self.store.adopt(snap.remote, [entry],
                                                             refs=self.catalog.refs_to(snap.repo, snap.commit)):
                 self.catalog.forget(snap.repo)
 

@@ -49,7 +49,7 @@ from .errors import (
 from .plugins.hookspecs import hookimpl
 from .plugins.registry import Registry
 from .plugins.spec import Architecture, Checkpoint
-from .registry import history, label, lineage, tag, untag
+from .registry import history, label, lineage, search, tag, untag
 
 __all__ = [
     "AmbiguousNameError", "CacheError", "CacheWarning", "QuotaError", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingDependencyError", "MissingWeightsError",
@@ -60,5 +60,5 @@ __all__ = [
     "UnknownTaskError", "UnsafeCheckpointError", "VersionWarning", "WeightsMismatchError",
     "WeightsNotFoundError", "WeightsWarning", "ZooError", "ZooWarning", "__version__", "architectures",
     "build", "default_registry", "history", "hookimpl", "label", "lineage", "load", "load_config", "load_tokenizer", "save",
-    "tag", "untag",
+    "search", "tag", "untag",
 ]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .store.events import Event
     from .store.manifests import Version
     from .store.marks import Alias
+    from .store.search import Row as SearchRow
     from .store.writer import Store
 
 
@@ -79,3 +80,30 @@ def lineage(name: str, *, store: "Store | None" = None) -> dict[str, Any]:
     store = _store(store)
     repo, revision = target(name, store)
     return lineages.tree(store, repo, revision)
+
+
+def search(*, model_type: str | None = None, labels: "Mapping[str, Any] | Iterable[str] | None" = None,
+           alias: str | None = None, base: str | None = None, since: Any = None, user: "str | int | None" = None,
+           store: "Store | None" = None) -> "list[SearchRow]":
+    """The names in the store with a version that matches every filter given, one row each (a frozen
+    :class:`zoo.store.search.Row`): the newest matching version, how many match, its size, model type, labels,
+    who made it, its base, and the name's aliases. ``zoo ls`` with the same filters shows the same rows
+    (``zoo ls --json`` prints ``row.as_json()`` of each).
+
+    ``model_type="bert"``; ``labels={"task": "ner"}`` (every pair must match); ``alias="prod"`` (the version it
+    points at); ``base="my-bert"`` / ``"org/name"`` / ``"my-bert@v2"`` (versions saved or imported from it);
+    ``since="2026-12-01"`` (an ISO date or datetime, local time unless it has an offset; a ``datetime``; or
+    ``"7d"``); ``user="alice"`` or a uid (who made the version). Reads only: no locks, no writes."""
+    from .store import search as found
+
+    store = _store(store)
+    extra = []
+    if isinstance(base, str) and "/" not in base and ":" not in base:
+        from .api import default_registry
+
+        row = default_registry().checkpoint(base.partition("@")[0])  # a plugin's short name for a hub repository
+        if row is not None:
+            extra.append(row.item.repo)
+    q = found.query(model_type=model_type, labels=labels, alias=alias, base=base, base_repos=extra, since=since,
+                    user=user)
+    return found.search(store, q)

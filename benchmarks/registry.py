@@ -1,0 +1,221 @@
+"""The registry on a large store: `zoo ls`, filtered `zoo ls`, `zoo history` and `zoo.load("NAME@ALIAS")`.
+
+The store: --names names x --per-name versions (default 1,000 x 10 = 10,000 versions), each a tiny checkpoint
+folder (config.json and a 2-tensor model.safetensors) made a version by the store's writer (`Store.import_dir`,
+history and events included), so every manifest, marks file and history log is the writer's own. Every 10th
+name has an alias `prod` (on v7) and a `staging` (on v10); every 5th name's versions are labelled
+`team=search`, the others `team=ads`, and v10 of every name `task=ner`; model types rotate bert/gpt2/t5; the
+versions of every 4th name record model-0000@v10 as their base. One name, `busy`, has its alias moved
+--moves times (a long history). A tiny BERT is saved with `zoo.save` as `tiny-bert` (v1, v2), `prod` on v1.
+
+Then, each command in fresh processes, median of --runs:
+1. `zoo ls` on the large store against `zoo ls` on an empty store (the CLI's start-up, the floor): the time
+   and the ratio (target: `zoo ls` under 1 s on this 2-core machine);
+2. filtered `zoo ls`: --model-type, --label, --alias, --since, --base, --user, each against plain `zoo ls`;
+3. `zoo history NAME` of a name of the large store and of `busy`, against `zoo versions NAME`;
+4. `zoo.load("tiny-bert@prod")` against `zoo.load("tiny-bert@v1")` (torch and zoo imported first, then one
+   timed call; target ratio ~1.0: an alias is one small file read), and in one process the resolution alone
+   (`zoo.registry.target` + `Store.find`) of NAME@ALIAS against NAME@vN, on a name of the large store.
+
+Run: python benchmarks/registry.py [--runs 5] [--names 1000] [--per-name 10] [--work DIR]
+(--work keeps the store between runs: it is built once, in about a minute.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "ZOO_DAEMON")}
+ENV["HF_HUB_DISABLE_TELEMETRY"] = "1"
+ENV["ZOO_QUIET"] = "1"
+ZOO = [sys.executable, "-m", "zoo"]
+TYPES = ("bert", "gpt2", "t5")
+
+TINY_BERT = {"model_type": "bert", "vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "intermediate_size": 37, "max_position_embeddings": 64, "type_vocab_size": 2}
+
+LOAD = r"""
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+import torch, transformers, zoo, zoo.model.modeling, zoo.model.weights
+from transformers import BertModel
+zoo.default_registry().architectures()
+start = time.perf_counter()
+zoo.load(sys.argv[1])
+print(json.dumps({"seconds": time.perf_counter() - start}))
+"""
+
+RESOLVE = r"""
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+import zoo
+from zoo.api import default_store
+from zoo.registry import target
+store = default_store()
+out = {}
+for spec in sys.argv[1:]:
+    repo, revision = target(spec, store)
+    assert store.find(repo, revision) is not None, spec
+    start = time.perf_counter()
+    for _ in range(200):
+        repo, revision = target(spec, store)
+        store.find(repo, revision)
+    out[spec] = (time.perf_counter() - start) / 200
+print(json.dumps(out))
+"""
+
+
+def tiny_folder(folder: Path, model_type: str, seed: int) -> Path:
+    """A complete checkpoint of a few hundred bytes: config.json and a safetensors file of one tensor."""
+    folder.mkdir(parents=True)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (-len(header) % 8)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + struct.pack("<2f", seed, 1))
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type, "seed": seed}))
+    return folder
+
+
+def build(home: Path, names: int, per_name: int, moves: int) -> None:
+    from zoo.store import Store
+
+    store = Store(home, quiet=True)
+    src = home.parent / "sources"
+    start = time.perf_counter()
+    base = None
+    for i in range(names):
+        name = f"model-{i:04d}"
+        for j in range(1, per_name + 1):
+            labels = {"team": "search" if i % 5 == 0 else "ads"}
+            if j == per_name:
+                labels["task"] = "ner"
+            folder = tiny_folder(src / f"{name}-{j}", TYPES[i % 3], i * 100 + j)
+            store.import_dir(folder, name, owned=True, labels=labels,
+                             base=base if i % 4 == 3 and base is not None else None)
+        if i == 0:
+            newest = store.find("local/model-0000")
+            base = {"name": "model-0000", "repo": "local/model-0000", "version": newest.name, "id": newest.id}
+        if i % 10 == 0 and per_name >= 7:
+            store.tag(f"local/{name}", "prod", "v7")
+            store.tag(f"local/{name}", "staging", f"v{per_name}")
+    made = time.perf_counter() - start
+    for j in (1, 2):
+        store.import_dir(tiny_folder(src / f"busy-{j}", "bert", j), "busy", owned=True)
+    for k in range(moves):
+        store.tag("local/busy", "prod", f"v{1 + k % 2}")
+    count = sum(len(store.versions(r)) for r in store.repos())
+    print(f"store: {count:,} versions of {names + 1:,} names made by Store.import_dir in {made:.1f} s "
+          f"({names * per_name / made:.0f} imports/s); busy's alias moved {moves} times")
+    code = f"""
+import torch, zoo
+torch.manual_seed(1); zoo.save(zoo.build({TINY_BERT!r}), "tiny-bert")
+torch.manual_seed(2); zoo.save(zoo.build({TINY_BERT!r}), "tiny-bert")
+zoo.tag("tiny-bert", "prod", "v1")
+"""
+    subprocess.run([sys.executable, "-c", code], env={**ENV, "ZOO_HOME": str(home)}, check=True)
+    (home.parent / "built.json").write_text(json.dumps({"names": names, "per_name": per_name, "moves": moves}))
+
+
+def timed(argv: list[str], home: Path, runs: int) -> tuple[float, str]:
+    """Median wall time of ``argv`` in fresh processes, and its output."""
+    times, out = [], ""
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = subprocess.run(argv, env={**ENV, "ZOO_HOME": str(home)}, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if result.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr}")
+        out = result.stdout
+    return statistics.median(times), out
+
+
+def listing(home: Path, empty: Path, runs: int, per_name: int) -> None:
+    floor, _ = timed([*ZOO, "ls"], empty, runs)
+    plain, out = timed([*ZOO, "ls"], home, runs)
+    rows = len(out.splitlines()) - 1
+    print(f"\n1. zoo ls ({runs} fresh processes each, median; {os.cpu_count()} CPU cores)")
+    print(f"   {'zoo ls, empty store (start-up floor)':44}{floor * 1e3:8.0f} ms")
+    print(f"   {'zoo ls, ' + f'{rows:,} names':44}{plain * 1e3:8.0f} ms   ratio to the floor {plain / floor:.2f}x; "
+          f"{(plain - floor) * 1e3 / max(rows, 1):.2f} ms per name above it (target: under 1000 ms)")
+    since = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))
+    user = json.loads(timed([*ZOO, "ls", "--json", "--alias", "prod"], home, 1)[1])[0]["user"]
+    print(f"\n2. filtered zoo ls, against plain zoo ls ({plain * 1e3:.0f} ms)")
+    for flags in (["--model-type", "bert"], ["--label", "team=search"], ["--label", "team=search", "--label", "task=ner"],
+                  ["--alias", "prod"], ["--since", since], ["--base", "model-0000"], ["--user", user],
+                  ["--model-type", "gpt2", "--label", "task=ner", "--json"]):
+        seconds, out = timed([*ZOO, "ls", *flags], home, runs)
+        shown = len(json.loads(out)) if "--json" in flags else len(out.splitlines()) - 1
+        print(f"   {'zoo ls ' + ' '.join(flags):58}{seconds * 1e3:8.0f} ms   ratio {seconds / plain:.2f}   "
+              f"{shown:,} names")
+
+
+def history(home: Path, runs: int) -> None:
+    print("\n3. zoo history, against zoo versions of the same name")
+    for name in ("model-0010", "busy"):
+        hist, out = timed([*ZOO, "history", name], home, runs)
+        vers, _ = timed([*ZOO, "versions", name], home, runs)
+        print(f"   zoo history {name:12} {hist * 1e3:8.0f} ms ({len(out.splitlines()):,} lines)   "
+              f"zoo versions {name:12} {vers * 1e3:6.0f} ms   ratio {hist / vers:.2f}")
+
+
+def loads(home: Path, runs: int) -> None:
+    env = {**ENV, "ZOO_HOME": str(home)}
+
+    def load(spec: str) -> float:
+        out = subprocess.run([sys.executable, "-c", LOAD, spec], env=env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+    times: dict[str, list[float]] = {"tiny-bert@prod": [], "tiny-bert@v1": []}
+    for _ in range(runs):
+        for spec in times:  # alternating, so that neither gets a warmer machine
+            times[spec].append(load(spec))
+    alias, plain = statistics.median(times["tiny-bert@prod"]), statistics.median(times["tiny-bert@v1"])
+    print(f"\n4. zoo.load of a tiny BERT in the large store ({runs} fresh processes each, median of the call)")
+    print(f"   zoo.load(\"tiny-bert@prod\")  {alias * 1e3:7.1f} ms   zoo.load(\"tiny-bert@v1\") {plain * 1e3:7.1f} ms   "
+          f"ratio {alias / plain:.2f} (target ~1.0)")
+    out = subprocess.run([sys.executable, "-c", RESOLVE, "model-0010@prod", "model-0010@v7", "model-0010"],
+                         env=env, capture_output=True, text=True, check=True)
+    each = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"   resolution alone (zoo.registry.target + Store.find, 200 calls in one process): "
+          f"model-0010@prod {each['model-0010@prod'] * 1e6:.0f} us, @v7 {each['model-0010@v7'] * 1e6:.0f} us, "
+          f"newest {each['model-0010'] * 1e6:.0f} us; ratio alias/vN {each['model-0010@prod'] / each['model-0010@v7']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--names", type=int, default=1000)
+    parser.add_argument("--per-name", type=int, default=10)
+    parser.add_argument("--moves", type=int, default=500, help="alias moves of the name busy")
+    parser.add_argument("--work", help="keep the store here (built once; reused while the sizes are the same)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work).expanduser() if args.work else Path(tmp)
+        home, empty = work / "store", Path(tmp) / "empty-store"
+        wanted = {"names": args.names, "per_name": args.per_name, "moves": args.moves}
+        built = work / "built.json"
+        if not built.exists() or json.loads(built.read_text()) != wanted:
+            if home.exists():
+                raise SystemExit(f"{home} holds another store: remove {work} or choose another --work")
+            build(home, args.names, args.per_name, args.moves)
+        else:
+            print(f"store: {home}, built before ({args.names:,} x {args.per_name} versions)")
+        empty.mkdir()
+        listing(home, empty, args.runs, args.per_name)
+        history(home, args.runs)
+        loads(home, args.runs)
+
+
+if __name__ == "__main__":
+    main()

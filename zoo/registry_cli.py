@@ -131,7 +131,7 @@ def _shares_text(node: dict[str, Any]) -> list[str]:
     whole = f" ({shared['whole_files']} file{'s' if shared['whole_files'] != 1 else ''} the same)" \
         if shared["whole_files"] else ""
     other = shared["tensors"] - shared["unchanged"]
-    renamed = f" ({other:,} of them match a tensor of another name)" if other else ""
+    renamed = f" ({other:,} of them identical to a base tensor of another name)" if other else ""
     return [f"shares {shared['tensors']:,} of {shared['of_tensors']:,} tensors{renamed}, {human(shared['bytes'])} of "
             f"{human(shared['of_bytes'])} with its base {of}{whole}"]
 
@@ -152,10 +152,16 @@ def draw_lineage(tree: dict[str, Any]) -> list[str]:
         return [(kid, below(kid), f"  (from {kid['from']})" if kid.get("from") != here else "")
                 for kid in node.get("derived", [])]
 
-    kids: list = below(tree)
-    top: tuple = (tree, kids, "  <- this")
-    for base in tree["bases"]:
-        top = (base, [top], "")
+    # a version made from an earlier version of the name hangs under it, where the chain above shows it
+    chain = [*reversed(tree["bases"]), tree]
+    kids: list[list] = [[] for _ in chain]
+    where = {f"{node['name']}@{node['version']}": i for i, node in enumerate(chain) if node["stored"]}
+    for kid in below(tree):
+        at = where.get(kid[0].get("from"), len(chain) - 1)
+        kids[at].append((kid[0], kid[1], "" if at < len(chain) - 1 else kid[2]))
+    top: tuple = (tree, kids[-1], "  <- this")
+    for i in range(len(chain) - 2, -1, -1):
+        top = (chain[i], [top, *kids[i]], "")
     draw(top[0], top[1], "", "", top[2])
     return lines
 

@@ -8,7 +8,8 @@ The family (one store for the module, each step a fresh process)::
 
     google-bert/bert-base-cased (hub, not stored)    base-bert@v1
     └── hubby@v1                                     ├── ft-bert@v1 [prod]   layer 1 changed (one tensor copied)
-                                                     │   └── card-bert@v1    import, card base_model: ft-bert
+                                                     │   ├── card-bert@v1    import, card base_model: ft-bert
+                                                     │   └── ft-bert@v3      loaded from ft-bert@v1, pooler changed
                                                      └── ft-bert@v2          layer 0 changed
 """
 
@@ -18,6 +19,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -59,16 +61,16 @@ zoo.save(model, "base-bert", description="the base", labels={{"team": "search"}}
 """
 
 TUNE = DIGESTS + """
-layer, name = int(sys.argv[1]), sys.argv[2]
+layer, name, source = int(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "base-bert"
 torch.manual_seed(layer + 1)
-model = zoo.load("base-bert")                      # a fresh process: the base is found from the load
+model = zoo.load(source)                           # a fresh process: the base is found from the load
 base = digests(model)
 with torch.no_grad():
-    for p in model.encoder.layer[layer].parameters():
+    for p in (model.encoder.layer[layer] if layer >= 0 else model.pooler).parameters():
         p.add_(torch.randn_like(p))
     if layer == 1:  # one tensor made byte-identical to a base tensor of another name
         model.encoder.layer[1].attention.output.dense.weight.copy_(model.encoder.layer[0].attention.output.dense.weight)
-version = zoo.save(model, name, description=f"layer {layer} tuned")
+version = zoo.save(model, name, description=f"layer {layer} tuned" if layer >= 0 else "pooler tuned")
 print(json.dumps({"version": version.name, "expected": expected(digests(model), base)}))
 """
 
@@ -115,11 +117,13 @@ def family(tmp_path_factory):
     zoo_cli("import", str(root / "card-bert"), "--name", "card-bert", "--description", "from a card",
             "--label", "task=ner", env=env)
     second = json.loads(python(TUNE, "0", "ft-bert", env=env).splitlines()[-1])
+    third = json.loads(python(TUNE, "-1", "ft-bert", "ft-bert@v1", env=env).splitlines()[-1])
     copy_folder(snapshot(home, "base-bert"), root / "hubby",
                 "---\nbase_model:\n  - google-bert/bert-base-cased\n---\n# Hubby\n")
     zoo_cli("import", str(root / "hubby"), "--name", "hubby", env=env)
-    assert (first["version"], second["version"]) == ("v1", "v2")
-    return {"home": home, "env": env, "root": root, "v1": first["expected"], "v2": second["expected"]}
+    assert (first["version"], second["version"], third["version"]) == ("v1", "v2", "v3")
+    return {"home": home, "env": env, "root": root, "v1": first["expected"], "v2": second["expected"],
+            "v3": third["expected"]}
 
 
 def manifest(home: Path, name: str, version: int = 1) -> dict:
@@ -138,16 +142,18 @@ def test_lineage_shows_the_base_above_and_the_exact_tensors_shared(family):
     assert tree["shares"] == shares_of(v1)
     assert [(b["name"], b["version"], b["stored"]) for b in tree["bases"]] == [("base-bert", "v1", True)]
     assert tree["bases"][0]["id"] == manifest(family["home"], "base-bert")["id"]
-    assert [(d["name"], d["version"], d["shares"]["whole_files"]) for d in tree["derived"]] == [("card-bert", "v1", 1)]
+    assert [(d["name"], d["version"], d["shares"]["whole_files"]) for d in tree["derived"]] == [
+        ("card-bert", "v1", 1), ("ft-bert", "v3", 0)]
 
-    text = zoo_cli("lineage", "ft-bert@v1", env=env).stdout.splitlines()
+    text = zoo_cli("lineage", "ft-bert@prod", env=env).stdout.splitlines()
     assert text[0].startswith("base-bert@v1  ")
     assert text[1].startswith("└── ft-bert@v1  ") and text[1].endswith("[prod]  <- this")
     from zoo.store.progress import human
 
-    assert (f"shares {v1['tensors']} of {v1['of_tensors']} tensors (1 of them match a tensor of another name), "
+    assert (f"shares {v1['tensors']} of {v1['of_tensors']} tensors (1 of them identical to a base tensor of another name), "
             f"{human(v1['bytes'])} of {human(v1['of_bytes'])} with its base base-bert@v1") in text[2]
     assert "card-bert@v1" in text[3] and f"shares {v1['of_tensors']} of {v1['of_tensors']} tensors" in text[4]
+    assert "ft-bert@v3" in text[5]
 
 
 def test_lineage_below_lists_every_version_made_from_the_name_with_aliases(family):
@@ -158,10 +164,24 @@ def test_lineage_below_lists_every_version_made_from_the_name_with_aliases(famil
     assert set(below) == {("ft-bert", "v1"), ("ft-bert", "v2")}
     assert below["ft-bert", "v1"]["aliases"] == ["prod"] and below["ft-bert", "v2"]["aliases"] == []
     assert below["ft-bert", "v2"]["shares"] == shares_of(family["v2"])
-    assert [(d["name"], d["from"]) for d in below["ft-bert", "v1"]["derived"]] == [("card-bert", "ft-bert@v1")]
+    assert [(d["name"], d["version"], d["from"]) for d in below["ft-bert", "v1"]["derived"]] == [
+        ("card-bert", "v1", "ft-bert@v1"), ("ft-bert", "v3", "ft-bert@v1")]
     text = zoo_cli("lineage", "base-bert", env=env).stdout
     assert text.splitlines()[0].endswith("<- this") and "├── ft-bert@v1" in text and "└── ft-bert@v2" in text
-    assert "│   └── card-bert@v1" in text
+    assert "│   ├── card-bert@v1" in text and "│   └── ft-bert@v3" in text
+
+
+def test_versions_made_from_an_earlier_version_of_the_name_hang_under_it(family):
+    env = family["env"]
+    tree = json.loads(zoo_cli("lineage", "ft-bert", "--json", env=env).stdout)  # the newest: v3
+    assert tree["version"] == "v3" and tree["shares"] == shares_of(family["v3"])
+    assert [(b["name"], b["version"]) for b in tree["bases"]] == [("ft-bert", "v1"), ("base-bert", "v1")]
+    assert [(d["name"], d["from"]) for d in tree["derived"]] == [("card-bert", "ft-bert@v1")]  # not ft-bert@v2
+    lines = zoo_cli("lineage", "ft-bert", env=env).stdout.splitlines()
+    drawn = [(m.group(1), line.endswith("<- this")) for line in lines if (m := re.match(r"^([│├└─ ]*\S+@v\d+)  ", line))]
+    # the version the newest was made from is drawn with what else was made from it, card-bert included
+    assert drawn == [("base-bert@v1", False), ("└── ft-bert@v1", False), ("    ├── ft-bert@v3", True),
+                     ("    └── card-bert@v1", False)]
 
 
 def test_zoo_lineage_in_python_is_the_cli_tree(family):
@@ -204,13 +224,13 @@ def test_tensor_records_are_each_objects_tensor_digests_with_the_stores_mode(fam
 
 
 def test_du_counts_the_bytes_fine_tunes_store_again(family):
-    # by hand: each fine-tune's own file holds the tensors it shares with base-bert again; card-bert's weights
+    # by hand: each fine-tune's own file holds the tensors it shares with its base again; card-bert's weights
     # are ft-bert@v1's file itself (stored once) and hubby's base is not stored: neither adds anything
-    expected = family["v1"]["bytes"] + family["v2"]["bytes"]
-    tensors = family["v1"]["tensors"] + family["v2"]["tensors"]
+    expected = sum(family[v]["bytes"] for v in ("v1", "v2", "v3"))
+    tensors = sum(family[v]["tensors"] for v in ("v1", "v2", "v3"))
     out = zoo_cli("du", env=family["env"])
     line = next(line for line in out.stdout.splitlines() if line.startswith("again"))
-    assert f"stored again: {expected:,} bytes in {tensors} tensors of 2 files of fine-tunes" in line
+    assert f"stored again: {expected:,} bytes in {tensors} tensors of 3 files of fine-tunes" in line
     assert out.stderr == ""
 
 

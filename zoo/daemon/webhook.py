@@ -216,7 +216,7 @@ class Webhook:
     def status(self) -> dict[str, Any]:
         """The ``webhook`` section of ``zoo daemon status``."""
         return {"webhook": {"url": self._shown, "delivered": self.delivered, "failed": self.failed,
-                            "retrying": self.retrying, "queued": self._queue.unfinished_tasks,
+                            "retrying": self.retrying, "queued": self._queue.qsize(),
                             "dropped": self.dropped, "last_error": self.last_error}}
 
     def close(self, timeout: float = EXIT_WAIT) -> bool:

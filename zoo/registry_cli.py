@@ -112,8 +112,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 def _lineage_label(node: dict[str, Any]) -> str:
     if not node["stored"]:
         at = f"@{node['version']}" if node["version"] else ""
-        why = ("a hub repository the store does not hold (no commit recorded)" if not node["version"]
-               else "not in the store (removed since)")
+        why = ("a hub repository the store does not hold; no commit recorded" if not node["version"]
+               else "not in the store: removed since")
         return f"{node['name']}{at}  ({why})"
     aliases = f"  [{', '.join(node['aliases'])}]" if node["aliases"] else ""
     return f"{node['name']}@{node['version']}  {node['id'][:12]}{aliases}"

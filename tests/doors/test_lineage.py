@@ -196,7 +196,7 @@ def test_a_base_the_store_does_not_hold_is_shown_as_such(family):
                                                         "repo": "google-bert/bert-base-cased",
                                                         "version": None, "id": None}
     text = zoo_cli("lineage", "hubby", env=family["env"]).stdout.splitlines()
-    assert text[0] == "google-bert/bert-base-cased  (a hub repository the store does not hold (no commit recorded))"
+    assert text[0] == "google-bert/bert-base-cased  (a hub repository the store does not hold; no commit recorded)"
     assert text[1].startswith("└── hubby@v1  ") and text[1].endswith("<- this")
 
 
@@ -365,3 +365,13 @@ def test_a_reader_who_may_not_write_the_store_computes_in_memory(users):
     assert f"stored again: {expected['bytes']:,} bytes in {expected['tensors']} tensors of 1 file" in du
     assert json.loads(zoo_cli("lineage", "ft-bert", "--json", env=env).stdout) == theirs
     assert len(list((store / "tensors").iterdir())) == 2  # the owner's reader records them
+
+
+def test_a_base_removed_since_is_drawn_as_gone(pair):
+    home, env, obj = pair
+    zoo_cli("rm", "base-bert", env=env)
+    tree = json.loads(zoo_cli("lineage", "ft-bert", "--json", env=env).stdout)
+    assert tree["shares"] is None and [(b["name"], b["stored"]) for b in tree["bases"]] == [("base-bert", False)]
+    assert zoo_cli("lineage", "ft-bert", env=env).stdout.splitlines()[0] == \
+        "base-bert@v1  (not in the store: removed since)"
+    assert "stored again: 0 bytes in 0 tensors of 0 files" in zoo_cli("du", env=env).stdout

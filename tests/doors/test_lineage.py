@@ -375,3 +375,33 @@ def test_a_base_removed_since_is_drawn_as_gone(pair):
     assert zoo_cli("lineage", "ft-bert", env=env).stdout.splitlines()[0] == \
         "base-bert@v1  (not in the store: removed since)"
     assert "stored again: 0 bytes in 0 tensors of 0 files" in zoo_cli("du", env=env).stdout
+
+
+def test_through_a_daemon_lineage_records_and_gc_work_the_same(tmp_path):
+    import signal
+    import time
+
+    home = tmp_path / "served"
+    home.mkdir()
+    env = {"ZOO_HOME": str(home), "ZOO_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "ZOO_QUIET": "1"}
+    log = tmp_path / "daemon.log"
+    with open(log, "ab") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "zoo", "daemon", "--store", str(home)],
+                                env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "daemon.sock").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        expected = json.loads(python(SAVE_BASE + TUNE, "1", "ft-bert", env=env).splitlines()[-1])["expected"]
+        assert "import name=ft-bert" in log.read_text()  # the versions were made by the daemon
+        tree = json.loads(zoo_cli("lineage", "ft-bert", "--json", env=env).stdout)
+        assert tree["shares"] == shares_of(expected) and tree["bases"][0]["name"] == "base-bert"
+        sha = next(f["sha256"] for f in manifest(home, "ft-bert")["files"] if f["path"] == "model.safetensors")
+        assert (home / "tensors" / f"{sha}.json").exists()
+        zoo_cli("rm", "ft-bert", env=env)
+        zoo_cli("gc", env=env)
+        assert [p.name for p in (home / "tensors").iterdir()] != [] and not (home / "tensors" / f"{sha}.json").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()

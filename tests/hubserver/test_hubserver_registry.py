@@ -188,6 +188,13 @@ def test_a_hub_repositorys_alias_is_served_until_the_upstream_has_that_ref(tmp_p
         refs = api.list_repo_refs(repo)
         assert ("stable", first) in {(t.name, t.target_commit) for t in refs.tags}
         assert ("main", second) in {(b.name, b.target_commit) for b in refs.branches}
+        assert api.model_info(repo, revision="HEAD").sha == second
+        # a hub repository's commits are its upstream's (olah names authors "name": read as huggingface_hub does)
+        (stable,) = api.list_repo_commits(repo, revision="stable")
+        assert stable.commit_id == first and stable.title == "update" and stable.authors == ["zoo-tests"]
+        assert [c.commit_id for c in api.list_repo_commits(repo)] == [second, first]
+        (entry,) = api.get_paths_info(repo, ["config.json"], revision="stable", expand=True)
+        assert entry.last_commit.oid == first
         # the upstream makes a tag of that name: it wins, once the daemon asks again
         third = hub.add_repo(repo, {"config.json": b'{"model_type": "bert", "n": 3}'}, tag="stable")
         deadline, seen = time.monotonic() + 20, []
@@ -198,6 +205,21 @@ def test_a_hub_repositorys_alias_is_served_until_the_upstream_has_that_ref(tmp_p
         got = hf_hub_download(repo, "config.json", revision="stable", cache_dir=tmp_path / "c2",
                               endpoint=daemon.endpoint)
         assert json.loads(Path(got).read_text())["n"] == 3
+    out = subprocess.run([sys.executable, "-m", "zoo", "tag", f"{repo}@v1", "gold"], env={**env, "ZOO_OFFLINE": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    hub.reset_counts()
+    with HttpDaemon(home, upstream=hub.endpoint, args=("--offline",)) as daemon:
+        # offline, the store is all there is: the upstream's tag as recorded still wins over the old alias; another
+        # alias is served; zoo's versions are the commits
+        api = HfApi(endpoint=daemon.endpoint)
+        assert api.model_info(repo, revision="stable").sha == third
+        assert api.model_info(repo, revision="gold").sha == first
+        (gold,) = api.list_repo_commits(repo, revision="gold")
+        assert gold.commit_id == first and gold.title.startswith("v1 by "), gold.title
+        tags = {t.name: t.target_commit for t in api.list_repo_refs(repo).tags}
+        assert tags["gold"] == first and "stable" not in tags  # the alias stable is shadowed: not listed
+    assert hub.requests() == []
 
 
 # ---- access: every new route, and scoped tokens -----------------------------------------------------------------
@@ -310,3 +332,24 @@ def test_a_node_serves_the_centrals_local_names_and_aliases(tmp_path, hub, tiny_
         node = HttpDaemon(node_home, upstream=f"http://127.0.0.1:{free_port()}", args=("--revalidate", "1"))
         with node:
             assert HfApi(endpoint=node.endpoint).model_info("local/team-ner").sha == own.id
+
+
+@pytest.mark.slow
+def test_local_names_never_go_to_an_upstream_that_is_not_a_zoo_daemon(tmp_path, hub, tiny_bert, monkeypatch):
+    """A daemon in front of the Hub (or a mirror) asks it once what it is, and sends it no local/ name: a
+    ``local`` organisation there would be someone else's."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    home = tmp_path / "served"
+    (v1,) = _save_versions(home, "mine", 1, monkeypatch, tiny_bert)
+    hub.reset_counts()
+    with HttpDaemon(home, upstream=hub.endpoint) as daemon:
+        api = HfApi(endpoint=daemon.endpoint)
+        for _ in range(3):
+            assert api.model_info("local/mine").sha == v1.id
+            with pytest.raises(RepositoryNotFoundError):
+                api.model_info("local/not-here")
+    paths = [p for _, p in hub.requests()]
+    assert [p for p in paths if "local" in p] == [], paths
+    assert paths.count("/api/zoo") <= 1, paths

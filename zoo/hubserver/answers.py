@@ -144,7 +144,8 @@ class Answers:
             upstream = None  # a mirror that has no such route, or no upstream: what zoo knows
         if not isinstance(upstream, dict):
             upstream = None
-        return registry.hub_refs(snap.commit, versions, marks, upstream, prs=prs)
+        shadowed = set() if upstream else {a for a in marks.aliases if catalog.upstream_has(repo, a)}
+        return registry.hub_refs(snap.commit, versions, marks, upstream, shadowed=shadowed, prs=prs)
 
     def _upstream(self, path: str, repo: str, what: str) -> Any:
         try:
@@ -180,9 +181,21 @@ class Answers:
             return None
         if not isinstance(data, list):
             return None
+        data = [c for c in map(_commit, data) if c is not None]
         headers = {}
         if following is not None:
             path, _, qs = following.partition("?")
             if path == f"/api/models/{snap.repo}/commits/{snap.commit}":
                 headers["Link"] = f'<{request.url.with_path(path).with_query(qs)}>; rel="next"'
         return web.json_response(data, headers=headers)
+
+
+def _commit(item: Any) -> dict[str, Any] | None:
+    """An upstream's commit as huggingface_hub reads it (some mirrors name authors ``name``, not ``user``);
+    None for one without a commit id."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not protocol.is_commit(item["id"]):
+        return None
+    authors = [a for a in item.get("authors") or [] if isinstance(a, dict)]
+    return {**item, "title": str(item.get("title") or "").strip(), "message": str(item.get("message") or ""),
+            "date": protocol.hub_time(item.get("date") if isinstance(item.get("date"), str) else None),
+            "authors": [{**a, "user": str(a.get("user") or a.get("name") or "unknown")} for a in authors]}

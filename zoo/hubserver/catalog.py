@@ -362,6 +362,15 @@ class Catalog:
             return self._local(repo, revision)
         return self._snapshot(repo, remote.commit, remote, None, access="local")
 
+    def upstream_has(self, repo: str, ref: str) -> bool:
+        """Whether the upstream was last seen to have a branch or tag ``ref`` of hub repository ``repo``."""
+        if (repo, ref) in self._refs:
+            return True
+        try:
+            return self.store.upstream_ref(repo, ref) is not None
+        except OSError:
+            return False
+
     def upstream_local(self, snap: Snapshot) -> bool:
         """Whether ``snap`` is a ``local/`` name of the upstream zoo daemon (not this store's)."""
         return is_local(snap.repo) and snap.remote is not None

@@ -64,14 +64,15 @@ def local_refs(versions: list[Version], marks: Marks, *, prs: bool = False) -> d
 
 
 def hub_refs(main: str | None, versions: list[Version], marks: Marks, upstream: dict[str, Any] | None,
-             *, prs: bool = False) -> dict[str, Any]:
+             *, shadowed: set[str] = frozenset(), prs: bool = False) -> dict[str, Any]:
     """The refs of a hub repository: the upstream's (when it answered), else ``main``; with the aliases as tags
-    (an alias never takes a name the upstream has: the upstream's ref is listed, the alias left out)."""
+    (an alias never takes a name the upstream has: the upstream's ref is listed, the alias left out, as are the
+    aliases in ``shadowed``, names the upstream was last seen to have)."""
     branches = list(upstream.get("branches") or []) if upstream else []
     tags = list(upstream.get("tags") or []) if upstream else []
     if not upstream and main:
         branches = [ref("main", "heads", main)]
-    taken = {r.get("name") for r in branches + tags if isinstance(r, dict)}
+    taken = {r.get("name") for r in branches + tags if isinstance(r, dict)} | set(shadowed)
     ids = {v.name: v.id for v in versions}
     tags += [ref(a.name, "tags", a.id) for a in sorted(marks.aliases.values(), key=lambda a: a.name)
              if a.name not in taken and ids.get(a.version) == a.id]

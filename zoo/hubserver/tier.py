@@ -59,7 +59,7 @@ class Tier:
             answer = False  # the Hub or a mirror: it has no such route
         except (RemoteError, OfflineError) as exc:
             answer = False
-            if not 400 <= _status(exc) < 500:  # an answer such as 404: the Hub or a mirror, for good
+            if _transient(exc):  # else it answered, and not as a zoo: the Hub or a mirror, for good
                 retry = time.monotonic() + RETRY
                 log.warning("could not ask the upstream %s whether it is a zoo daemon (%s); its local/ names are "
                             "not served until it answers (asked again in %.0f s)", hub.endpoint(), exc, RETRY)
@@ -92,6 +92,15 @@ def get_page(path: str, what: str) -> tuple[Any, str | None]:
     if parts[:2] != urlsplit(base)[:2]:
         return data, None  # a page elsewhere: not followed (nor handed to our clients)
     return data, urlunsplit(("", "", parts.path, parts.query, ""))
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether the upstream could not be asked (unreachable, timed out, 5xx), rather than answered."""
+    status = _status(exc)
+    if status:
+        return status >= 500
+    context = exc.__context__
+    return context is not None and any(c.__name__ in ("TransportError", "_Stalled") for c in type(context).__mro__)
 
 
 def _status(exc: BaseException) -> int:

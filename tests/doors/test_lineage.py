@@ -405,3 +405,12 @@ def test_through_a_daemon_lineage_records_and_gc_work_the_same(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
+
+
+def test_lineage_info_and_du_never_import_torch(family):
+    env = {**family["env"], "PYTHONPROFILEIMPORTTIME": "1"}
+    for args in (("lineage", "base-bert"), ("info", "card-bert"), ("du",)):
+        stderr = zoo_cli(*args, env=env).stderr
+        imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in stderr.splitlines()
+                    if line.startswith("import time:") and "|" in line}
+        assert "zoo" in imported and not imported & {"torch", "transformers", "safetensors", "numpy"}, args

@@ -291,16 +291,20 @@ def test_a_malformed_scope_is_an_error_naming_its_line(tmp_path):
 def test_a_node_serves_the_centrals_local_names_and_aliases(tmp_path, hub, tiny_bert, monkeypatch):
     import zoo
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    from huggingface_hub.errors import GatedRepoError
     from zoo.store.reader import StoreReader
 
     central_home, node_home = tmp_path / "central", tmp_path / "node"
     c1, c2 = _save_versions(central_home, "team-ner", 2, monkeypatch, tiny_bert, seed=1)
     zoo.tag("team-ner", "prod", "v1")
+    _save_versions(central_home, "secret-ner", 1, monkeypatch, tiny_bert, seed=4)  # outside the node's scope
     (own,) = _save_versions(node_home, "team-ner", 1, monkeypatch, tiny_bert, seed=2)  # the same spelling
     (mine,) = _save_versions(node_home, "node-only", 1, monkeypatch, tiny_bert, seed=3)
-    central = HttpDaemon(central_home, upstream=hub.endpoint)
+    token = "n" * 24 + "-node"  # the central serves local/ names to token holders; the node holds one
+    tokens = _tokens_file(tmp_path / "tokens", f"{token} nodes read=local/team-*\n")
+    central = HttpDaemon(central_home, upstream=hub.endpoint, args=("--tokens", str(tokens)))
     with central:
-        node = HttpDaemon(node_home, upstream=central.endpoint, args=("--revalidate", "1"))
+        node = HttpDaemon(node_home, upstream=central.endpoint, args=("--revalidate", "1"), env={"HF_TOKEN": token})
         with node:
             api = HfApi(endpoint=node.endpoint)
             # the central's name comes first: by name, by alias, as refs and commits
@@ -314,10 +318,13 @@ def test_a_node_serves_the_centrals_local_names_and_aliases(tmp_path, hub, tiny_
             assert (snap / "model.safetensors").read_bytes() == _file(central_home, c1, "model.safetensors")
             assert _embedding_sum(node.endpoint, tmp_path / "tf", "local/team-ner", "prod") == pytest.approx(
                 _weights_sum(_file(central_home, c1, "model.safetensors")), rel=1e-6)
-            # the node's own names that the central lacks are the node's
+            # the node's own names that the central lacks (outside the node's scope there: the same answer) are
+            # the node's
             got = hf_hub_download("local/node-only", "model.safetensors", cache_dir=tmp_path / "c2",
                                   endpoint=node.endpoint)
             assert Path(got).read_bytes() == _file(node_home, mine, "model.safetensors")
+            with pytest.raises(GatedRepoError, match="read= scope"):
+                api.model_info("local/secret-ner")
             # the central moves its alias: every node follows (after --revalidate)
             monkeypatch.setenv("ZOO_HOME", str(central_home))
             zoo.tag("team-ner", "prod", "v2")

@@ -1,10 +1,13 @@
 """The daemon's HTTP face: the Hugging Face Hub protocol for other machines (``zoo daemon --http``).
 
 - :mod:`.protocol`: the protocol as data (routes, JSON, headers, error codes, ranges);
-- :mod:`.catalog`: the store's versions and the upstream's listings as hub repositories and revisions;
+- :mod:`.catalog`: the store's versions, aliases and the upstream's listings as hub repositories and revisions;
+- :mod:`.registry`: aliases as tags, versions as commits, each file's last commit (data only);
+- :mod:`.tier`: whether the upstream is a zoo daemon (whose ``local/`` names are then served too);
+- :mod:`.answers`: the metadata routes (info, tree, paths-info, refs, commits);
 - :mod:`.pullthrough`: one download per missing file, readable while it arrives;
 - :mod:`.access`: who may read what (a tokens file);
-- :mod:`.server`: the HTTP server (aiohttp), sendfile and the limits on clients.
+- :mod:`.server`: the HTTP server (aiohttp), the files (``resolve``, ``raw``), sendfile and the limits on clients.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ files with sizes and etags, who may read it), from the store's versions and the 
   (or ``zoo:vN``), content ids and aliases (``prod``). ``HEAD`` is ``main``, for every repository.
 - In a tier (the upstream is another zoo daemon, :mod:`.tier`), ``local/NAME`` is the upstream's name when the
   upstream has it, as a hub repository's ref is the upstream's: the team's names mean the same on every node.
-  A node's own ``local/NAME`` is served only while the upstream has no such name (asked again after
-  ``revalidate`` seconds), or when it cannot be reached and never answered for that name. Files of the
+  A node's own ``local/NAME`` is served only while the upstream has no such name that the node's token may
+  read (asked again after ``revalidate`` seconds), or when it cannot be reached and never answered for it. Files of the
   upstream's names are stored as content (never as versions of the node's own name of that spelling).
 - Hub repositories: a commit is listed upstream once (its listing is kept in ``$ZOO_HOME/remote/``; gc
   removes old listings of commits no version holds);
@@ -347,12 +347,16 @@ class Catalog:
         try:
             remote = self._ask_upstream(repo, revision)
         except RemoteNotFoundError as exc:
-            if exc.code == "GatedRepo":
+            if exc.code == "GatedRepo" and not self.versions(repo):
                 raise HubError(401, "GatedRepo", f"{repo}: the upstream zoo daemon refused this daemon's token (start "
-                                                 "it with HF_TOKEN set to a token the upstream's --tokens lists)") from None
+                                                 "it with HF_TOKEN set to a token the upstream's --tokens lists, "
+                                                 "with a read= scope that includes this name)") from None
             if exc.code == "RevisionNotFound":
                 raise protocol.revision_not_found(repo, revision, " on the upstream zoo daemon (its local/ names "
                                                   "come first)") from None
+            if exc.code == "GatedRepo":  # none this daemon may read (its token's scope); never told which
+                log.info("%s: the upstream zoo daemon serves no such name to this daemon; this daemon's own is "
+                         "served", repo)
             with self._lock:
                 self._own[repo] = time.monotonic()
             return self._local(repo, revision)

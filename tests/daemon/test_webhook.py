@@ -208,6 +208,7 @@ def test_a_slow_receiver_delays_no_import(tmp_path, secret_file):
         zoo_cli({}, "tag", "slow", "prod")
         assert receiver.held == 1 and not receiver.events  # the receiver still holds the first event
         assert [v.name for v in Store(daemon.home).versions("local/slow")] == ["v1", "v2"]
+        wait_until(lambda: status()["queued"] == 2, 10)  # handed over from the store's thread to the webhook's
         assert status()["queued"] == 2
         receiver.released.set()
         wait_until(lambda: len(receiver.events) == 3, 30)
@@ -227,6 +228,7 @@ def test_the_queue_bound_drops_logs_and_counts(tmp_path, secret_file):
         wait_until(lambda: receiver.held == 1, 10)  # v1's event is being delivered: the queue is empty
         for alias in ("a1", "a2", "a3", "a4"):
             zoo_cli({}, "tag", "busy", alias)  # a1 and a2 wait in the queue; a3 and a4 find it full
+        wait_until(lambda: status()["dropped"] == 2, 10)
         state = status()
         assert (state["queued"], state["dropped"], state["delivered"]) == (2, 2, 0)
         receiver.released.set()

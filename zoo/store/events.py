@@ -209,12 +209,13 @@ class Dispatcher:
     def drain(self, timeout: float) -> bool:
         """Wait until every event was handled by every hook (at most ``timeout`` s); True if so."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             lanes = list(self._lanes.values())
             if not self._queue.unfinished_tasks and not any(lane.queue.unfinished_tasks for lane in lanes):
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.01)
-        return False
 
     def _at_exit(self) -> None:
         if self.drain(EXIT_WAIT):

@@ -313,6 +313,9 @@ def test_a_node_serves_the_centrals_local_names_and_aliases(tmp_path, hub, tiny_
             refs = api.list_repo_refs("local/team-ner")
             assert {t.name: t.target_commit for t in refs.tags} == {"prod": c1.id, "v1": c1.id, "v2": c2.id}
             assert [c.commit_id for c in api.list_repo_commits("local/team-ner")] == [c2.id, c1.id]
+            last = {e.path: e.last_commit for e in api.list_repo_tree("local/team-ner", expand=True)}
+            assert last["config.json"].oid == c1.id and last["model.safetensors"].oid == c2.id
+            assert last["model.safetensors"].title.startswith("v2 by ")
             snap = Path(snapshot_download("local/team-ner", revision="prod", cache_dir=tmp_path / "c1",
                                           endpoint=node.endpoint))
             assert (snap / "model.safetensors").read_bytes() == _file(central_home, c1, "model.safetensors")

@@ -59,17 +59,39 @@ class Answers:
     # -- last commits (expand=true) ----------------------------------------------------------------
 
     def _stamps(self, snap: Snapshot) -> dict[str, dict[str, str]]:
-        """Each file's ``lastCommit``: from the versions of a name this store holds, else the commit served."""
+        """Each file's ``lastCommit``: from the versions of a name this store holds; the upstream zoo daemon's
+        for its ``local/`` names; else the commit served. Blocking (once per snapshot)."""
         def build() -> dict[str, dict[str, str]]:
             if snap.version is not None and snap.remote is None:
                 return registry.last_commits(self.catalog.versions(snap.repo), snap.version)
             stamp = registry.served_stamp(snap.commit, snap.last_modified, snap.version)
-            return {path: stamp for path in snap.files}
+            stamps = {path: stamp for path in snap.files}
+            if self.catalog.upstream_local(snap):
+                stamps.update(self._upstream_stamps(snap))
+            return stamps
 
         return snap.memo("stamps", build)
 
-    def _expanded(self, snap: Snapshot, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        stamps = self._stamps(snap)
+    def _upstream_stamps(self, snap: Snapshot) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        path: str | None = f"/api/models/{snap.repo}/tree/{snap.commit}?recursive=true&expand=true"
+        for _ in range(100):  # pages of 1000 entries: a name of 100,000 files
+            if path is None:
+                break
+            try:
+                page, path = tier.get_page(path, f"{snap.repo} tree")
+            except (RemoteError, OfflineError):
+                break  # the commit served stands in
+            for e in page if isinstance(page, list) else []:
+                last = e.get("lastCommit") if isinstance(e, dict) else None
+                if isinstance(last, dict) and isinstance(e.get("path"), str) and isinstance(last.get("id"), str):
+                    out[e["path"]] = {"id": last["id"], "title": str(last.get("title") or ""),
+                                      "date": protocol.hub_time(last.get("date") if isinstance(last.get("date"), str)
+                                                                else None)}
+        return out
+
+    async def _expanded(self, snap: Snapshot, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        stamps = await self._in_pool(self._stamps, snap)
         folders = snap.memo("folders", lambda: protocol.folders(list(snap.files.values())))
         out = []
         for e in entries:
@@ -90,7 +112,7 @@ class Answers:
         size = self.server.settings.page_size
         page = entries[start:start + size]
         if _true(request.query.get("expand", "")):
-            page = self._expanded(snap, page)
+            page = await self._expanded(snap, page)
         return web.json_response(page, headers=self._next(request, start + size, len(entries)))
 
     def _cursor(self, request: web.Request) -> int:
@@ -127,7 +149,7 @@ class Answers:
                 out.append(snap.files[path].entry())
             elif path in folders:
                 out.append(protocol.directory_entry(path, folders[path]))
-        return web.json_response(self._expanded(snap, out) if expand else out)
+        return web.json_response(await self._expanded(snap, out) if expand else out)
 
     # -- refs and commits --------------------------------------------------------------------------
 

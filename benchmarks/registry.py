@@ -52,9 +52,16 @@ warnings.simplefilter("ignore")
 import torch, transformers, zoo, zoo.model.modeling, zoo.model.weights
 from transformers import BertModel
 zoo.default_registry().architectures()
+first, specs = sys.argv[1], sys.argv[2:]
 start = time.perf_counter()
-zoo.load(sys.argv[1])
-print(json.dumps({"seconds": time.perf_counter() - start}))
+zoo.load(first)
+out = {"first": time.perf_counter() - start}
+for _ in range(10):
+    for spec in specs:
+        start = time.perf_counter()
+        zoo.load(spec)
+        out.setdefault(spec, []).append(time.perf_counter() - start)
+print(json.dumps(out))
 """
 
 RESOLVE = r"""
@@ -64,16 +71,18 @@ import zoo
 from zoo.api import default_store
 from zoo.registry import target
 store = default_store()
-out = {}
-for spec in sys.argv[1:]:
+import statistics
+out = {spec: [] for spec in sys.argv[1:]}
+for spec in out:
     repo, revision = target(spec, store)
     assert store.find(repo, revision) is not None, spec
-    start = time.perf_counter()
-    for _ in range(200):
+for _ in range(200):
+    for spec in out:  # taking turns
+        start = time.perf_counter()
         repo, revision = target(spec, store)
         store.find(repo, revision)
-    out[spec] = (time.perf_counter() - start) / 200
-print(json.dumps(out))
+        out[spec].append(time.perf_counter() - start)
+print(json.dumps({spec: statistics.median(times) for spec, times in out.items()}))
 """
 
 
@@ -127,67 +136,85 @@ zoo.tag("tiny-bert", "prod", "v1")
     (home.parent / "built.json").write_text(json.dumps({"names": names, "per_name": per_name, "moves": moves}))
 
 
-def timed(argv: list[str], home: Path, runs: int) -> tuple[float, str]:
-    """Median wall time of ``argv`` in fresh processes, and its output."""
-    times, out = [], ""
+def timed(commands: dict[str, tuple[list[str], Path]], runs: int) -> dict[str, tuple[float, str]]:
+    """Median wall time of each command in fresh processes, and its output. The commands take turns, run after
+    run, so that a machine that gets busier or quieter meanwhile weighs on all of them alike."""
+    times: dict[str, list[float]] = {key: [] for key in commands}
+    outs: dict[str, str] = {}
     for _ in range(runs):
-        start = time.perf_counter()
-        result = subprocess.run(argv, env={**ENV, "ZOO_HOME": str(home)}, capture_output=True, text=True)
-        times.append(time.perf_counter() - start)
-        if result.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr}")
-        out = result.stdout
-    return statistics.median(times), out
+        for key, (argv, home) in commands.items():
+            start = time.perf_counter()
+            result = subprocess.run(argv, env={**ENV, "ZOO_HOME": str(home)}, capture_output=True, text=True)
+            times[key].append(time.perf_counter() - start)
+            if result.returncode != 0:
+                raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr}")
+            outs[key] = result.stdout
+    return {key: (statistics.median(times[key]), outs[key]) for key in commands}
 
 
-def listing(home: Path, empty: Path, runs: int, per_name: int) -> None:
-    floor, _ = timed([*ZOO, "ls"], empty, runs)
-    plain, out = timed([*ZOO, "ls"], home, runs)
+def listing(home: Path, empty: Path, runs: int) -> None:
+    since = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))
+    first = timed({"user": ([*ZOO, "ls", "--json", "--alias", "prod"], home)}, 1)
+    user = json.loads(first["user"][1])[0]["user"]
+    filters = [["--model-type", "bert"], ["--label", "team=search"], ["--label", "team=search", "--label", "task=ner"],
+               ["--alias", "prod"], ["--since", since], ["--base", "model-0000"], ["--user", user],
+               ["--model-type", "gpt2", "--label", "task=ner", "--json"]]
+    commands = {"floor": ([*ZOO, "ls"], empty), "plain": ([*ZOO, "ls"], home)}
+    commands.update({" ".join(flags): ([*ZOO, "ls", *flags], home) for flags in filters})
+    got = timed(commands, runs)
+    floor, plain, out = got["floor"][0], got["plain"][0], got["plain"][1]
     rows = len(out.splitlines()) - 1
-    print(f"\n1. zoo ls ({runs} fresh processes each, median; {os.cpu_count()} CPU cores)")
+    print(f"\n1. zoo ls ({runs} fresh processes each, taking turns, median; {os.cpu_count()} CPU cores, "
+          f"load average {os.getloadavg()[0]:.1f})")
     print(f"   {'zoo ls, empty store (start-up floor)':44}{floor * 1e3:8.0f} ms")
     print(f"   {'zoo ls, ' + f'{rows:,} names':44}{plain * 1e3:8.0f} ms   ratio to the floor {plain / floor:.2f}x; "
           f"{(plain - floor) * 1e3 / max(rows, 1):.2f} ms per name above it (target: under 1000 ms)")
-    since = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))
-    user = json.loads(timed([*ZOO, "ls", "--json", "--alias", "prod"], home, 1)[1])[0]["user"]
-    print(f"\n2. filtered zoo ls, against plain zoo ls ({plain * 1e3:.0f} ms)")
-    for flags in (["--model-type", "bert"], ["--label", "team=search"], ["--label", "team=search", "--label", "task=ner"],
-                  ["--alias", "prod"], ["--since", since], ["--base", "model-0000"], ["--user", user],
-                  ["--model-type", "gpt2", "--label", "task=ner", "--json"]):
-        seconds, out = timed([*ZOO, "ls", *flags], home, runs)
+    print(f"\n2. filtered zoo ls, against plain zoo ls ({plain * 1e3:.0f} ms), same turns")
+    for flags in filters:
+        seconds, out = got[" ".join(flags)]
         shown = len(json.loads(out)) if "--json" in flags else len(out.splitlines()) - 1
         print(f"   {'zoo ls ' + ' '.join(flags):58}{seconds * 1e3:8.0f} ms   ratio {seconds / plain:.2f}   "
               f"{shown:,} names")
 
 
 def history(home: Path, runs: int) -> None:
-    print("\n3. zoo history, against zoo versions of the same name")
+    commands = {}
     for name in ("model-0010", "busy"):
-        hist, out = timed([*ZOO, "history", name], home, runs)
-        vers, _ = timed([*ZOO, "versions", name], home, runs)
+        commands[f"history {name}"] = ([*ZOO, "history", name], home)
+        commands[f"versions {name}"] = ([*ZOO, "versions", name], home)
+    got = timed(commands, runs)
+    print("\n3. zoo history, against zoo versions of the same name, same turns")
+    for name in ("model-0010", "busy"):
+        (hist, out), (vers, _) = got[f"history {name}"], got[f"versions {name}"]
         print(f"   zoo history {name:12} {hist * 1e3:8.0f} ms ({len(out.splitlines()):,} lines)   "
               f"zoo versions {name:12} {vers * 1e3:6.0f} ms   ratio {hist / vers:.2f}")
 
 
 def loads(home: Path, runs: int) -> None:
     env = {**ENV, "ZOO_HOME": str(home)}
-
-    def load(spec: str) -> float:
-        out = subprocess.run([sys.executable, "-c", LOAD, spec], env=env, capture_output=True, text=True, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
-
-    times: dict[str, list[float]] = {"tiny-bert@prod": [], "tiny-bert@v1": []}
-    for _ in range(runs):
-        for spec in times:  # alternating, so that neither gets a warmer machine
-            times[spec].append(load(spec))
-    alias, plain = statistics.median(times["tiny-bert@prod"]), statistics.median(times["tiny-bert@v1"])
-    print(f"\n4. zoo.load of a tiny BERT in the large store ({runs} fresh processes each, median of the call)")
-    print(f"   zoo.load(\"tiny-bert@prod\")  {alias * 1e3:7.1f} ms   zoo.load(\"tiny-bert@v1\") {plain * 1e3:7.1f} ms   "
-          f"ratio {alias / plain:.2f} (target ~1.0)")
+    specs = ["tiny-bert@prod", "tiny-bert@v1"]
+    first: dict[str, list[float]] = {spec: [] for spec in specs}
+    again: dict[str, list[float]] = {spec: [] for spec in specs}
+    for k in range(runs):
+        spec = specs[k % 2]  # which one a fresh process loads first, taking turns
+        out = subprocess.run([sys.executable, "-c", LOAD, spec, *specs], env=env, capture_output=True, text=True,
+                             check=True)
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        first[spec].append(got["first"])
+        for s in specs:
+            again[s] += got[s]
+    f = {s: statistics.median(v) for s, v in first.items() if v}
+    a = {s: statistics.median(v) for s, v in again.items()}
+    print(f"\n4. zoo.load of a tiny BERT saved with zoo.save in the large store ({runs} fresh processes, taking turns)")
+    if len(f) == 2:
+        print(f"   first load in the process   @prod {f['tiny-bert@prod'] * 1e3:7.1f} ms   @v1 {f['tiny-bert@v1'] * 1e3:7.1f} ms"
+              f"   ratio {f['tiny-bert@prod'] / f['tiny-bert@v1']:.2f} (median of {len(first['tiny-bert@prod'])} each)")
+    print(f"   later loads, alternating    @prod {a['tiny-bert@prod'] * 1e3:7.1f} ms   @v1 {a['tiny-bert@v1'] * 1e3:7.1f} ms"
+          f"   ratio {a['tiny-bert@prod'] / a['tiny-bert@v1']:.2f} (median of {len(again['tiny-bert@prod'])} each; target ~1.0)")
     out = subprocess.run([sys.executable, "-c", RESOLVE, "model-0010@prod", "model-0010@v7", "model-0010"],
                          env=env, capture_output=True, text=True, check=True)
     each = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"   resolution alone (zoo.registry.target + Store.find, 200 calls in one process): "
+    print(f"   resolution alone (zoo.registry.target + Store.find, 200 calls each in one process, median): "
           f"model-0010@prod {each['model-0010@prod'] * 1e6:.0f} us, @v7 {each['model-0010@v7'] * 1e6:.0f} us, "
           f"newest {each['model-0010'] * 1e6:.0f} us; ratio alias/vN {each['model-0010@prod'] / each['model-0010@v7']:.2f}")
 
@@ -212,7 +239,7 @@ def main() -> None:
         else:
             print(f"store: {home}, built before ({args.names:,} x {args.per_name} versions)")
         empty.mkdir()
-        listing(home, empty, args.runs, args.per_name)
+        listing(home, empty, args.runs)
         history(home, args.runs)
         loads(home, args.runs)
 

@@ -246,6 +246,19 @@ def test_the_queue_bound_drops_logs_and_counts(tmp_path, secret_file):
     assert "(2 dropped since the daemon started)" in log
 
 
+@pytest.mark.slow
+def test_events_the_daemon_could_not_deliver_when_it_stops_are_logged(tmp_path, secret_file):
+    daemon = start_daemon(f"http://127.0.0.1:{free_port()}/hooks/zoo", secret_file)  # nobody listens
+    zoo_cli({}, "import", str(saved_folder(tmp_path / "a", 1)), "--name", "late")
+    zoo_cli({}, "tag", "late", "prod")
+    wait_until(lambda: status()["failed"] >= 1, 10)
+    started = time.monotonic()
+    assert daemon.stop() == 0, daemon.log.read_text()[-3000:]
+    assert time.monotonic() - started < 15  # the queue is given 5 s, then the daemon goes
+    log = daemon.log.read_text()
+    assert "2 event(s) not delivered: the daemon stops ([Errno 111] Connection refused)" in log, log[-2000:]
+
+
 @pytest.mark.parametrize("flags, mode, content, message", [
     (("--webhook-secret", "{secret}"), 0o600, SECRET, "--webhook URL and --webhook-secret FILE go together"),
     (("--webhook", "http://127.0.0.1:9/x"), 0o600, SECRET, "--webhook URL and --webhook-secret FILE go together"),

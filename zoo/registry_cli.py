@@ -148,7 +148,7 @@ def draw_lineage(tree: dict[str, Any]) -> list[str]:
             draw(kid, grandkids, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "), note)
 
     def below(node: dict[str, Any]) -> list:
-        here = f"{node['name']}@{node['version']}"
+        here = node["name"] + (f"@{node['version']}" if node["version"] else "")
         return [(kid, below(kid), f"  (from {kid['from']})" if kid.get("from") != here else "")
                 for kid in node.get("derived", [])]
 

@@ -198,6 +198,12 @@ def test_a_base_the_store_does_not_hold_is_shown_as_such(family):
     text = zoo_cli("lineage", "hubby", env=family["env"]).stdout.splitlines()
     assert text[0] == "google-bert/bert-base-cased  (a hub repository the store does not hold; no commit recorded)"
     assert text[1].startswith("└── hubby@v1  ") and text[1].endswith("<- this")
+    # and what was made from a hub repository the store never pulled is found from it
+    tree = json.loads(zoo_cli("lineage", "google-bert/bert-base-cased", "--json", env=family["env"]).stdout)
+    assert (tree["stored"], tree["version"], tree["bases"]) == (False, None, [])
+    assert [(d["name"], d["from"]) for d in tree["derived"]] == [("hubby", "google-bert/bert-base-cased")]
+    assert zoo_cli("lineage", "google-bert/bert-base-cased", env=family["env"]).stdout.splitlines()[1].startswith(
+        "└── hubby@v1  ")
 
 
 def _tensor_bytes(path: Path) -> dict[str, list]:
@@ -272,10 +278,18 @@ def test_info_of_a_folder_has_no_registry_record(family):
     assert "aliases" not in result and result["model_type"] == "bert"
 
 
-def test_lineage_of_an_unknown_name_is_a_one_line_error(family):
-    result = zoo_cli("lineage", "no-such-name", env=family["env"], check=False)
+@pytest.mark.parametrize("name, says", [
+    ("no-such-name", "'no-such-name' is not a directory"),
+    ("ft-bert@v9", "ft-bert@v9: no such version of ft-bert in the store"),
+    ("ft-bert@nope", "ft-bert@nope: no such version of ft-bert in the store"),
+    ("org/never-seen", "org/never-seen is not in the store"),
+])
+def test_lineage_of_an_unknown_name_is_a_one_line_error(family, name, says):
+    before = sorted(p.relative_to(family["home"]) for p in family["home"].rglob("*") if "tmp" not in p.parts)
+    result = zoo_cli("lineage", name, env=family["env"], check=False)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("zoo: error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"zoo: error: {says}") and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.relative_to(family["home"]) for p in family["home"].rglob("*") if "tmp" not in p.parts) == before
 
 
 # -- a store of its own per test: damage, removal -------------------------------------------------------------

@@ -358,34 +358,41 @@ def tree(reader: "StoreReader", repo: str, spec: str | None = None) -> dict[str,
     """``zoo lineage``: the version ``repo@spec`` names (the newest without one), its bases above (nearest
     first: each version's recorded ``base``, followed upward), and below, every version saved or imported from
     a version of ``repo`` (with what those were made from, and so on), each with its aliases and what it shares
-    with its base (:func:`shares`)."""
+    with its base (:func:`shares`). A name the store does not hold but versions were made from (a hub base
+    never pulled) is the root with ``stored: False``: what was made from it is still found."""
     from ..errors import UnknownNameError
 
     version = reader.find(repo, spec)
     reader = _Scan(reader)  # type: ignore[assignment]
-    if version is None:
-        raise UnknownNameError(f"{display_name(repo)}{'@' + spec if spec else ''}: no such version in the store "
-                               f"{reader.home} (zoo versions {display_name(repo)} lists them)")
-    cache: dict = {}
-    root = _node(reader, version, cache)
-    seen = {(version.repo, version.id)}
-    bases, record, current = [], version.base, version
-    while isinstance(record, dict) and len(bases) < MAX_DEPTH:
-        found = stored_base(reader, record)
-        if found is None:
-            bases.append(_base_node(record))
-            break
-        if (found.repo, found.id) in seen:
-            break
-        seen.add((found.repo, found.id))
-        bases.append(_node(reader, found, cache))
-        record, current = found.base, found
     children: dict[str, list] = {}
     for other in reader.iter_versions():
         if isinstance(other.base, dict):
             named = other.base.get("repo") or other.base.get("name")
             if isinstance(named, str):
                 children.setdefault(named if "/" in named else f"{LOCAL_NAMESPACE}/{named}", []).append(other)
+    if version is None and (spec or repo not in children):
+        name = display_name(repo)
+        raise UnknownNameError(f"{name}@{spec}: no such version of {name} in the store {reader.home} (zoo versions "
+                               f"{name} lists them)" if spec else f"{name} is not in the store {reader.home}, and "
+                               "no version there was made from it (zoo ls lists the names)")
+    cache: dict = {}
+    bases: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    if version is None:
+        root = _base_node({"name": display_name(repo), "repo": repo, "version": None, "id": None})
+    else:
+        root, record = _node(reader, version, cache), version.base
+        seen.add((version.repo, version.id))
+        while isinstance(record, dict) and len(bases) < MAX_DEPTH:
+            found = stored_base(reader, record)
+            if found is None:
+                bases.append(_base_node(record))
+                break
+            if (found.repo, found.id) in seen:
+                break
+            seen.add((found.repo, found.id))
+            bases.append(_node(reader, found, cache))
+            record = found.base
 
     def below(of: "Version | None", depth: int) -> list[dict[str, Any]]:
         out = []
@@ -395,8 +402,9 @@ def tree(reader: "StoreReader", repo: str, spec: str | None = None) -> dict[str,
                 continue
             seen.add((child.repo, child.id))
             node = _node(reader, child, cache)
+            at = child.base.get("version")
             node["from"] = f"{display_name(made_from.repo)}@{made_from.name}" if made_from else \
-                f"{display_name(repo)}@{child.base.get('version') or '?'}"
+                display_name(repo) + (f"@{at}" if isinstance(at, str) else "")
             node["derived"] = below(child, depth + 1)
             out.append(node)
         return out

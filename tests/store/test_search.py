@@ -269,3 +269,68 @@ def test_a_search_shows_each_change_at_once_and_skips_an_unreadable_manifest(tmp
     result = zoo_cli(home, "ls")
     assert result.returncode == 0 and "v0009.json is not a readable zoo manifest" in result.stderr
     assert result.stdout.splitlines()[1].split()[:3] == ["x", "2", "v2"]
+
+
+@pytest.mark.slow
+def test_hub_repositories_are_found_by_their_id_and_a_plugins_short_name(hub_env, tmp_path):
+    """A hub repository pulled into the store is a row like any name; a fine-tune saved from it is found by
+    ``--base org/name`` and by the short name a plugin's table gives it (bert-base-cased)."""
+    home = Path(os.environ["ZOO_HOME"])
+    ok(zoo_cli(home, "pull", "bert-base-cased"))
+    saved = run_python("""
+        import zoo
+        zoo.save(zoo.load("bert-base-cased"), "tuned", labels={"task": "sts"})
+    """)
+    assert saved.returncode == 0, saved.stderr
+    rows = {r["name"]: r for r in json.loads(ok(zoo_cli(home, "ls", "--json")))}
+    assert sorted(rows) == ["google-bert/bert-base-cased", "tuned"]
+    assert rows["google-bert/bert-base-cased"]["repo"] == "google-bert/bert-base-cased"
+    assert rows["tuned"]["base"]["repo"] == "google-bert/bert-base-cased"
+    for base in ("google-bert/bert-base-cased", "bert-base-cased", "bert-base-cased@v1"):
+        found = json.loads(ok(zoo_cli(home, "ls", "--json", "--base", base)))
+        assert [r["name"] for r in found] == ["tuned"], base
+    assert json.loads(ok(zoo_cli(home, "ls", "--json", "--base", "bert-base-cased@v2"))) == []
+    assert [r["name"] for r in json.loads(ok(zoo_cli(home, "ls", "--json", "--model-type", "bert")))] == \
+        ["google-bert/bert-base-cased", "tuned"]
+
+
+@pytest.mark.slow
+def test_with_a_daemon_serving_the_store_the_rows_are_the_same(tmp_path):
+    """Versions made through a daemon (which records the client as their maker) are searched as the store holds
+    them: the same rows while the daemon serves the store and after it stopped."""
+    import signal
+    import socket
+
+    home = tmp_path / "zoo-home"
+    home.mkdir()
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen([sys.executable, "-m", "zoo", "daemon", "--store", str(home)],
+                              env={**os.environ, "ZOO_HOME": str(home)}, stdout=subprocess.DEVNULL,
+                              stderr=open(log, "ab"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(home / "daemon.sock"))
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        for seed in (1, 2):
+            ok(zoo_cli(home, "import", str(tiny_folder(tmp_path / f"m{seed}", "gpt2", seed)), "--name", "served",
+                       "--label", f"seed={seed}"))
+        ok(zoo_cli(home, "tag", "served@v1", "prod"))
+        served = json.loads(ok(zoo_cli(home, "ls", "--json", "--user", ME)))
+        by_alias = json.loads(ok(zoo_cli(home, "ls", "--json", "--alias", "prod")))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, log.read_text()
+    assert "import name=served" in log.read_text()  # the daemon made the versions
+    assert [(r["name"], r["version"], r["versions"], r["user"], r["aliases"]) for r in served] == \
+        [("served", "v2", 2, ME, {"prod": "v1"})]
+    assert [(r["version"], r["labels"]) for r in by_alias] == [("v1", {"seed": "1"})]
+    assert json.loads(ok(zoo_cli(home, "ls", "--json", "--user", ME))) == served  # direct mode: the same rows
+    python = run_python("import json, zoo\nprint(json.dumps([r.as_json() for r in zoo.search(alias='prod')]))",
+                        env={"ZOO_HOME": str(home)})
+    assert json.loads(python.stdout.strip().splitlines()[-1]) == by_alias, python.stderr

@@ -247,7 +247,7 @@ def dir_state(directory: Path) -> dict[str, tuple]:
     return {p.relative_to(directory).as_posix(): file_state(p) for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-KINDS = ("object", "blob", "snapshot", "manifest", "ref", "fingerprint")
+KINDS = ("object", "blob", "snapshot", "manifest", "ref", "fingerprint", "marks", "history")
 
 
 def store_files(home: Path, kind: str) -> list[Path]:
@@ -262,6 +262,8 @@ def store_files(home: Path, kind: str) -> list[Path]:
         found = (home / "versions").rglob("*.json")
     elif kind == "ref":
         found = (home / "hub").glob("models--*/refs/**/*")
+    elif kind in ("marks", "history"):  # aliases and labels; the log of events
+        found = (home / kind).glob("models--*")
     else:
         found = (home / "imported").rglob("*")
     return sorted(p for p in found if p.is_symlink() or p.is_file())

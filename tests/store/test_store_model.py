@@ -73,6 +73,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.versions: dict[str, dict[str, Ver]] = {}
         self.pending: dict[str, set[int]] = {}  # versions that may appear (killed writers, cold loads)
         self.pins: set[tuple[str, str]] = set()
+        self.aliases: dict[str, str] = {}  # label -> the version its alias "prod" points at
+        self.marks_damaged = False  # the aliases file was damaged: an alias may no longer resolve (never wrongly)
         self.held: set[tuple[str, str]] = set()
         self.lost: set[str] = set()  # sha256s of local contents no intact copy in the store holds
         self.silent: set[str] = set()  # sha256s damaged with size and mtime kept, not verified since
@@ -221,6 +223,10 @@ class StoreMachine(RuleBasedStateMachine):
         self.step()
         target = label if which == "all" else f"{label}@{which}"
         result = self.zoo("rm", target, ok=(0, 1))
+        aliased = self.aliases.get(label)
+        if result.returncode == 0 and aliased in (list(self.versions.get(label, {})) if which == "all" else [which]) \
+                and not self.marks_damaged and aliased in self.versions.get(label, {}):
+            self.fail("aliased-removed", f"zoo rm {target} removed {label} {aliased}, which the alias prod points at")
         if result.returncode == 0:
             gone = list(self.versions.get(label, {})) if which == "all" else [which]
             for vname in gone:
@@ -252,6 +258,22 @@ class StoreMachine(RuleBasedStateMachine):
             m = re.match(r"pinned \S+ (v\d+)", result.stdout)
             assert m, result.stdout
             self.pins.add((label, m[1]))
+
+    @rule(label=st.sampled_from((*LOCAL, *sorted(HUB))), which=st.sampled_from(WHICH))
+    def tag(self, label: str, which: str) -> None:
+        self.step()
+        result = self.zoo("tag", self.ref(label, which), "prod", ok=(0,))
+        if result.returncode == 0:
+            m = re.search(r"-> (v\d+)", result.stdout)
+            assert m, result.stdout
+            self.aliases[label] = m[1]
+
+    @rule(label=st.sampled_from((*LOCAL, *sorted(HUB))))
+    def untag(self, label: str) -> None:
+        self.step()
+        if label in self.aliases and not self.marks_damaged:
+            self.zoo("untag", label, "prod")
+            del self.aliases[label]
 
     @rule(label=st.sampled_from((*LOCAL, *sorted(HUB))))
     def unpin(self, label: str) -> None:
@@ -320,6 +342,8 @@ class StoreMachine(RuleBasedStateMachine):
     def damaged_store(self, kind: str, path: Path) -> None:
         self.damaged = self.just_damaged = True
         self.verified_intact = False
+        if kind == "marks":
+            self.marks_damaged = True
         if kind == "manifest":
             repo, vname = manifest_version(self.home, path)
             label = repo[len("local/"):] if repo.startswith("local/") else repo
@@ -384,6 +408,8 @@ class StoreMachine(RuleBasedStateMachine):
                     self.check_load(label, vname, self.versions.get(label, {}))
                 if listed:
                     self.check_load(label, "newest", self.versions.get(label, {}), listed)
+                if label in self.aliases:
+                    self.check_load(label, "prod", self.versions.get(label, {}), expect=self.aliases[label])
         self.just_damaged = False
 
     def check_sources(self) -> None:
@@ -426,10 +452,11 @@ class StoreMachine(RuleBasedStateMachine):
             if not ver.certain:
                 continue
             newer = any(int(v[1:]) > int(vname[1:]) for v in listed)
-            if self.quota and newer and (label, vname) not in self.pins | self.held:
+            aliased = self.aliases.get(label) == vname and not self.marks_damaged
+            if self.quota and newer and (label, vname) not in self.pins | self.held and not aliased:
                 note(f"# {label} {vname} was evicted for the quota")
                 continue
-            why = ("pinned" if (label, vname) in self.pins else "in use by a live process"
+            why = ("pinned" if (label, vname) in self.pins else "aliased" if aliased else "in use by a live process"
                    if (label, vname) in self.held else "the newest version" if not newer else "not removed by anyone")
             self.fail("version-lost", f"{label} {vname} (content {ver.content}) is gone from zoo versions; it was {why}")
         return listed
@@ -455,9 +482,12 @@ class StoreMachine(RuleBasedStateMachine):
             note(f"# {label} {vname} loads as none of the contents {sorted(candidates)}")
         return None
 
-    def check_load(self, label: str, which: str, known: dict[str, Ver], listed: dict | None = None) -> None:
+    def check_load(self, label: str, which: str, known: dict[str, Ver], listed: dict | None = None,
+                   expect: str | None = None) -> None:
         ref = self.ref(label, which)
-        if which == "newest":
+        if expect is not None:  # an alias: the version it points at
+            vname = expect
+        elif which == "newest":
             if listed is None:
                 listed = self.listed(label) if known else {}
             vname = max(listed, key=lambda v: int(v[1:])) if listed else None
@@ -488,6 +518,8 @@ class StoreMachine(RuleBasedStateMachine):
                                        f"(content {ver.content}): {len(bad)} tensors differ, e.g. {bad[:3]}")
             return
         self.judge_py_error(f"zoo.load({ref!r})", reply)
+        if expect is not None and self.marks_damaged:
+            return  # the aliases file was damaged: the alias may not resolve (a zoo error), never to other weights
         lost = bool(self.shas(ver.content) & self.lost) and label in LOCAL
         if self.verified_intact or not (lost or damaged_silently or not ver.certain or
                                         (self.quota and "Quota" in reply["type"])):
@@ -592,6 +624,16 @@ SEQUENCES = {
     "verify-after-silent-damage": [("start", dict(mode="direct")), ("save", dict(content=2, name="alpha")),
                                    ("corrupt", dict(kind="object", pick=1, at=0.7, keep_mtime=True)),
                                    ("verify", dict(label=None)), ("import_dir", dict(content=2, name="alpha", how=""))],
+    # #17: an alias loads the version it points at, keeps it from zoo rm (and the quota), and a damaged aliases
+    # file or history log never makes a load return other weights or fail for a plain name
+    "alias-holds-its-version": [("start", dict(mode="daemon --max-size 260KB")), ("save", dict(content=1, name="alpha")),
+                                ("save", dict(content=2, name="alpha")), ("tag", dict(label="alpha", which="v1")),
+                                ("save", dict(content=3, name="alpha")), ("save", dict(content=0, name="alpha")),
+                                ("rm", dict(label="alpha", which="v1")), ("rm", dict(label="alpha", which="all")),
+                                ("corrupt", dict(kind="history", pick=0, at=0.5, keep_mtime=False)),
+                                ("load", dict(label="alpha", which="newest")),
+                                ("corrupt", dict(kind="marks", pick=0, at=0.3, keep_mtime=False)),
+                                ("load", dict(label="alpha", which="v1"))],
 }
 
 

@@ -477,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--link", dest="link", action="store_true",
                      help="hard-link instead of copying: no second copy on disk, but DIR's files become read-only")
     p = add("ls", cmd_ls, "cached names: versions, sizes, last use, who, aliases; filters find versions")
+    p.description = ("One row per name: its newest version and how many it has. With filters, the names with a "
+                     "version that matches them all: the newest such version, and how many match (MATCHING).")
     p.add_argument("--model-type", metavar="TYPE", help="versions whose config.json says this model_type (bert)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE",
                    help="versions with this label (repeatable: all must match)")

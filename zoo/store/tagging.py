@@ -57,8 +57,9 @@ class Tagging:
             who, when = Actor.current(), now()
             marks = marking.moved(marks, alias, version.name, version.id, who, when)
             marking.write(store.layout, store.disk, repo, marks)
-        store.record(AliasMoved(repo, version.name, version.id, who, when, alias=alias,
-                                previous=old.version if old else None))
+            # under the lock: two moves of one alias reach the history and the hooks in the order they happened
+            store.record(AliasMoved(repo, version.name, version.id, who, when, alias=alias,
+                                    previous=old.version if old else None))
         return marks.aliases[alias]
 
     def untag(self, name: str, alias: str) -> marking.Alias:
@@ -73,8 +74,7 @@ class Tagging:
                 raise CheckpointNotFoundError(f"{display_name(repo)} has no alias {alias!r} (its aliases: {have})")
             self._authorise(old.owner, f"remove the alias {alias!r} of {display_name(repo)} (set by {old.owner.user})")
             marking.write(store.layout, store.disk, repo, marking.without(marks, alias))
-        who, when = Actor.current(), now()
-        store.record(AliasMoved(repo, None, None, who, when, alias=alias, previous=old.version))
+            store.record(AliasMoved(repo, None, None, Actor.current(), now(), alias=alias, previous=old.version))
         return old
 
     def label(self, name: str, revision: str | None, labels: dict[str, str], remove: list[str]) -> Version:

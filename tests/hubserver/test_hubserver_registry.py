@@ -5,6 +5,7 @@ central daemon's ``local/`` names and aliases; a token's ``read=`` scope limits 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -129,7 +130,7 @@ def test_aliases_are_tags_and_versions_are_commits(tmp_path, hub, tiny_bert, mon
 
 
 @pytest.mark.slow
-def test_raw_serves_small_files_and_lfs_pointers(tmp_path, hub, tiny_bert, monkeypatch):
+def test_raw_serves_small_files_and_lfs_pointers(tmp_path, hub, tiny_bert, monkeypatch, minilm_dir):
     """What @huggingface/hub's fileExists (HEAD raw) and downloadFile({raw: true}) (GET with Range: bytes=0-0)
     read: an LFS file's pointer text, a small (non-LFS) file's bytes, 404 EntryNotFound for a missing file."""
     import zoo
@@ -160,7 +161,13 @@ def test_raw_serves_small_files_and_lfs_pointers(tmp_path, hub, tiny_bert, monke
         assert status == 404 and headers["X-Error-Code"] == "RevisionNotFound"
         # a hub repository's file through raw: its bytes, fetched from the upstream as resolve does
         status, _, body = daemon.get(f"/{REPO}/raw/main/config.json")
-        assert status == 200 and json.loads(body)["model_type"] == "bert"
+        assert status == 200 and body == (minilm_dir / "config.json").read_bytes()
+        # and an LFS file's pointer, from the upstream's listing (nothing downloaded for it)
+        hub.reset_counts()
+        status, _, body = daemon.get(f"/{REPO}/raw/main/model.safetensors")
+        digest = hashlib.sha256((minilm_dir / "model.safetensors").read_bytes()).hexdigest()
+        assert status == 200 and f"oid sha256:{digest}\n" in body.decode()
+        assert not [p for _, p in hub.requests() if "/resolve/" in p]
 
 
 # ---- a hub repository: aliases never shadow the upstream's refs -----------------------------------------------------

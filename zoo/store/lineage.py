@@ -431,41 +431,45 @@ class Restored:
 
 
 def restored(reader: "StoreReader") -> Restored:
-    """:class:`Restored` over the whole store (from ``tensors/`` records; computed once per object)."""
+    """:class:`Restored` over the whole store (from ``tensors/`` records; computed once per object). An object
+    that cannot be read is named once in ``notes``, with a version and file that hold it."""
     from ..errors import ZooError
 
     out = Restored()
     reader = _Scan(reader)  # type: ignore[assignment]
-    against: dict[str, set[str]] = {}  # object -> the tensor digests of the bases of the versions holding it
-    digests: dict[str, set[str]] = {}  # base version's manifest -> its tensor digests
+    bad: dict[str, str] = {}  # object -> its problem, noted once
+
+    def digests_of(version: "Version", entry: "FileEntry") -> dict[str, list] | None:
+        if entry.sha256 in bad:
+            return None
+        try:
+            return tensor_digests(reader, entry.sha256)
+        except (ZooError, OSError) as exc:
+            bad[entry.sha256] = f"{_where(version, entry)}: {_first_line(exc)}"
+            return None
+
+    against: dict[str, tuple[set[str], "Version", "FileEntry"]] = {}  # object -> base digests, who holds it
+    digests: dict[str, set[str] | None] = {}  # base version's manifest -> its tensor digests (None: unreadable)
     for version in reader.iter_versions():
         base = stored_base(reader, version.base)
         if base is None:
             continue
         base_files = {e.sha256 for e in base.files}
         own = [e for e in version.files if _is_safetensors(e) and e.sha256 not in base_files]
-        if not own:
-            continue
         key = str(base.manifest)
-        try:
-            if key not in digests:
-                digests[key] = {d for e in base.files if _is_safetensors(e)
-                                for d, _ in tensor_digests(reader, e.sha256).values()}
-        except (ZooError, OSError) as exc:
-            out.notes.append(f"{display_name(base.repo)}@{base.name}: {_first_line(exc)}")
-            digests[key] = set()
+        if own and key not in digests:
+            found = [digests_of(base, e) for e in base.files if _is_safetensors(e)]
+            digests[key] = None if None in found else {d for f in found if f for d, _ in f.values()}
+        if not own or digests[key] is None:
             continue
         out.versions += 1
         for entry in own:
-            against.setdefault(entry.sha256, set()).update(digests[key])
-    for sha256, wanted in against.items():
-        try:
-            found = [size for digest, size in tensor_digests(reader, sha256).values() if digest in wanted]
-        except (ZooError, OSError) as exc:
-            out.notes.append(f"object {sha256[:12]}: {_first_line(exc)}")
-            continue
-        if found:
+            against.setdefault(entry.sha256, (set(), version, entry))[0].update(digests[key] or ())
+    for wanted, version, entry in against.values():
+        sizes = [size for digest, size in (digests_of(version, entry) or {}).values() if digest in wanted]
+        if sizes:
             out.files += 1
-            out.tensors += len(found)
-            out.bytes += sum(found)
+            out.tensors += len(sizes)
+            out.bytes += sum(sizes)
+    out.notes = list(bad.values())
     return out

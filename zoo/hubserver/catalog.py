@@ -361,8 +361,11 @@ class Catalog:
                 self._own[repo] = time.monotonic()
             return self._local(repo, revision)
         except (OfflineError, RemoteError, InvalidNameError) as exc:
-            log.warning("%s@%s: the upstream zoo daemon failed (%s); serving this daemon's own name, if any", repo,
-                        revision, exc)
+            if not self.versions(repo):
+                raise HubError(502, None, f"{repo}@{revision}: the upstream zoo daemon failed and this daemon has no "
+                                          f"such name of its own: {exc}") from None
+            log.warning("%s@%s: the upstream zoo daemon failed (%s); serving this daemon's own name", repo, revision,
+                        exc)
             return self._local(repo, revision)
         return self._snapshot(repo, remote.commit, remote, None, access="local")
 

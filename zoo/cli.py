@@ -54,12 +54,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     registry = default_registry()
     info = describe(locate(args.path, registry=registry), registry=registry)
-    facts = registry_facts(info.path)
     if args.json and not args.load:
-        print(json.dumps({**info.as_json(), **(facts or {})}, indent=2))
+        print(json.dumps({**info.as_json(), **(registry_facts(info.path) or {})}, indent=2))
         return 0
     print(f"path:                 {info.path}")
-    for line in facts_lines(facts) if facts else ():
+    for line in facts_lines(registry_facts(info.path)):
         print(line)
     print(f"model_type:           {info.model_type}")
     print(f"plugin:               {info.plugin}")
@@ -396,8 +395,7 @@ def cmd_du(args: argparse.Namespace) -> int:
     from .registry_cli import print_restored
     from .store.maintenance import usage
 
-    store = _store(args)
-    u = usage(store)
+    u = usage(store := _store(args))
     print(f"logical  {_human(u.logical):>10}  (all versions, as separate copies)")
     print(f"physical {_human(u.physical):>10}  (each content stored once)")
     print(f"saved    {_human(u.saved):>10}  by deduplication")

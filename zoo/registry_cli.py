@@ -191,7 +191,10 @@ def registry_facts(path: Any) -> dict | None:
     return about(store, version) if version else None
 
 
-def facts_lines(facts: dict) -> list[str]:
+def facts_lines(facts: dict | None) -> list[str]:
+    """``zoo info``'s lines for :func:`registry_facts` (none for a folder of the user's)."""
+    if not facts:
+        return []
     base = facts["base"]
     made = " ".join(x for x in (facts["user"] or "?", f"(uid {facts['uid']})" if facts["uid"] is not None else "",
                                 f"on {facts['host']}" if facts["host"] else "") if x)

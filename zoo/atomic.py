@@ -34,17 +34,39 @@ def temp_beside(path: Path) -> Path:
     return path.with_name("." + temp_name(Path(), path.name).name)
 
 
-def write_text(path: Path, text: str, *, tmp_dir: Path | None = None, mode: int | None = None) -> None:
-    """Write ``path`` whole or not at all: a temporary (in ``tmp_dir``, or beside it), then a rename."""
+def write_text(path: Path, text: str, *, tmp_dir: Path | None = None, mode: int | None = None,
+               durable: bool = False) -> None:
+    """Write ``path`` whole or not at all: a temporary (in ``tmp_dir``, or beside it), then a rename.
+    ``durable``: the bytes and the rename are synced to the disk before this returns (a power cut keeps it)."""
     tmp = temp_name(tmp_dir, path.name) if tmp_dir is not None else temp_beside(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        sync_dir(path.parent)
+
+
+def sync_dir(folder: Path) -> None:
+    """Sync a folder's entries (a rename or link into it) to the disk; best-effort where a file system cannot."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def symlink(target_text: str, path: Path) -> None:

@@ -167,10 +167,11 @@ class Disk:
         """A stored file: read-only, readable by whoever may read the store."""
         os.chmod(path, self.modes()[0])
 
-    def write_text(self, path: Path, text: str) -> None:
-        """A small record of the store (a ref, a manifest, a listing), written whole or not at all."""
+    def write_text(self, path: Path, text: str, *, durable: bool = False) -> None:
+        """A small record of the store (a ref, a manifest, a listing), written whole or not at all; ``durable``:
+        synced to the disk before this returns."""
         self.mkdir(path.parent)
-        atomic.write_text(path, text, tmp_dir=self.layout.tmp, mode=self.modes()[0])
+        atomic.write_text(path, text, tmp_dir=self.layout.tmp, mode=self.modes()[0], durable=durable)
 
     def tmp_name(self, stem: str, suffix: str = ".tmp") -> Path:
         return atomic.temp_name(self.layout.tmp, stem, suffix)

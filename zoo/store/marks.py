@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .. import atomic
 from ..errors import CacheWarning, InvalidNameError
 from ..names import version_number
 from .events import Actor
@@ -99,8 +100,9 @@ def write(layout: "Layout", disk: "Disk", repo: str, marks: Marks) -> None:
     path = layout.marks_path(repo)
     if not marks.aliases and not any(marks.labels.values()):
         path.unlink(missing_ok=True)
+        atomic.sync_dir(path.parent)
         return
-    disk.write_text(path, marks.to_json() + "\n")
+    disk.write_text(path, marks.to_json() + "\n", durable=True)  # synced before the change is recorded
 
 
 def check_alias(alias: str, *, upstream_ref: str | None = None) -> str:

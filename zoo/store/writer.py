@@ -275,13 +275,17 @@ class Store(Pulling, StoreReader):
         )
         staged = self.disk.tmp_name("manifest")
         while True:  # exclusive create: two writers never share a number
-            staged.write_text(dataclasses.replace(template, number=number).to_json(), encoding="utf-8")
+            with open(staged, "w", encoding="utf-8") as f:
+                f.write(dataclasses.replace(template, number=number).to_json())
+                f.flush()
+                os.fsync(f.fileno())  # a version is recorded and announced only once its manifest is on disk
             self.disk.seal(staged)
             if atomic.link_exclusive(staged, folder / f"v{number:04d}.json"):
                 break
             staged.unlink()
             number += 1
         staged.unlink()
+        atomic.sync_dir(folder)
         version = Version.read(folder / f"v{number:04d}.json")
         # Without a working lock two writers may both number the same content: the lowest number
         # stays, the others are withdrawn (they were complete copies, so no reader saw a partial one).

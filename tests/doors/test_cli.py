@@ -100,8 +100,10 @@ def test_cache_commands(tmp_path, tiny_bert, hub_env, hub):
     assert "google-bert/bert-base-cased" in result.stdout and "mine" in result.stdout
     result = zoo_cli("versions", "mine", env=env)
     header, row = result.stdout.splitlines()
-    assert header.split() == ["VERSION", "ID", "CREATED", "SIZE", "MODEL_TYPE", "TRANSFORMERS", "SOURCE"]
+    assert header.split() == ["VERSION", "ID", "CREATED", "BY", "SIZE", "MODEL_TYPE", "TRANSFORMERS", "ALIASES",
+                              "SOURCE"]
     assert row.startswith("     v1") and "bert" in row and "import:" in row
+    assert row.split()[3] == __import__("pwd").getpwuid(os.getuid()).pw_name  # who made it
     assert row.index("bert") == header.index("MODEL_TYPE")  # the columns line up under the header
     result = zoo_cli("du", env=env)
     assert "logical" in result.stdout and "physical" in result.stdout

@@ -216,6 +216,7 @@ def test_the_table_shows_names_counts_who_and_aliases(store):
     (("--alias", "a/b"), "invalid alias 'a/b'"),
     (("--base", "a/b/c"), "--base 'a/b/c': expected a name"),
     (("--base", "x@zz"), "after '@' write a version"),
+    (("--base", "dir:x"), "--base 'dir:x': expected a name such as my-bert, local:my-bert"),
     (("--model-type", ""), "expected a model_type"),
 ])
 def test_bad_input_is_a_one_line_error_that_changes_nothing(small, args, said):
@@ -286,10 +287,12 @@ def test_hub_repositories_are_found_by_their_id_and_a_plugins_short_name(hub_env
     assert sorted(rows) == ["google-bert/bert-base-cased", "tuned"]
     assert rows["google-bert/bert-base-cased"]["repo"] == "google-bert/bert-base-cased"
     assert rows["tuned"]["base"]["repo"] == "google-bert/bert-base-cased"
-    for base in ("google-bert/bert-base-cased", "bert-base-cased", "bert-base-cased@v1"):
+    for base in ("google-bert/bert-base-cased", "hf:google-bert/bert-base-cased", "bert-base-cased",
+                 "bert-base-cased@v1"):
         found = json.loads(ok(zoo_cli(home, "ls", "--json", "--base", base)))
         assert [r["name"] for r in found] == ["tuned"], base
-    assert json.loads(ok(zoo_cli(home, "ls", "--json", "--base", "bert-base-cased@v2"))) == []
+    for base in ("bert-base-cased@v2", "local:bert-base-cased", "tuned"):
+        assert json.loads(ok(zoo_cli(home, "ls", "--json", "--base", base))) == [], base
     assert [r["name"] for r in json.loads(ok(zoo_cli(home, "ls", "--json", "--model-type", "bert")))] == \
         ["google-bert/bert-base-cased", "tuned"]
 

@@ -6,9 +6,10 @@ One row per name: the **newest version that matches every filter** given, and ho
 
 - ``model_type``: the version's ``config.json`` says it (``bert``);
 - ``labels``: the version carries each ``key=value`` (all of them);
-- ``alias``: the version is the one the name's alias of that name points at;
-- ``base``: the version records that base (a name, ``org/name``, or ``NAME@vN`` / ``NAME@<id>`` for one version
-  of it), as ``zoo.save`` of a loaded model and imports record it (:mod:`zoo.store.lineage`);
+- ``alias``: the name's alias of that name points at the version;
+- ``base``: the version records that base, as ``zoo.save`` of a loaded model and imports record it
+  (:mod:`zoo.store.lineage`): a saved name (``my-bert``, ``local:my-bert``), a hub repository (``org/name``,
+  ``hf:name``, or a plugin's short name, which the door looks up), with ``@vN`` or ``@<id>`` for one version of it;
 - ``since``: the version was created at or after that time;
 - ``user``: the version was made by that user (a name or a numeric uid).
 
@@ -51,12 +52,9 @@ class Query:
     model_type: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     alias: str | None = None
-    base: tuple[frozenset[str], str | None] | None = None  # (names and repos it may be recorded as, revision)
+    base: tuple[frozenset[str], str | None] | None = None  # (the repositories it may be, revision)
     since: datetime | None = None  # aware
     user: str | None = None
-
-    def filtered(self) -> bool:
-        return bool(self.model_type or self.labels or self.alias or self.base or self.since or self.user)
 
 
 @dataclass(frozen=True)
@@ -146,26 +144,33 @@ def parse_since(value: str | datetime | date) -> datetime:
 
 
 def _base(value: str, extra: Iterable[str]) -> tuple[frozenset[str], str | None]:
-    """The names and repositories a recorded base may carry for ``value`` (``NAME``, ``org/name``,
-    ``local:NAME``, each with an optional ``@vN`` or ``@<id>``), and the revision asked for."""
+    """The repositories ``value`` may name (``NAME``: the saved name, and ``extra``; ``local:NAME``; ``org/name``
+    or ``hf:ID``: that hub repository), and the revision asked for (``@vN``, ``@<id>``), as names are read
+    everywhere (:mod:`zoo.resolve`)."""
     if not isinstance(value, str) or not value:
         raise InvalidArgumentError(f"--base {_shown(value)}: expected a name such as my-bert or org/name")
     head, _, revision = value.partition("@")
     if revision and version_number(revision) is None and not _HEX.match(revision.lower()):
         raise InvalidArgumentError(f"--base {_shown(value)}: after '@' write a version (v3) or a commit or content "
                                    "id (7 or more hex digits)")
-    name = head[len("local:"):] if head.startswith("local:") else head
+    prefix, sep, rest = head.partition(":")
     try:
-        if "/" in name and not head.startswith("local:"):
-            names = {validate_repo_id(name)}
+        if sep and prefix == "hf":
+            repos = {validate_repo_id(rest)}
+        elif sep and prefix == "local":
+            repos = {f"{LOCAL_NAMESPACE}/{validate_name(rest)}"}
+        elif sep:
+            raise ValueError(prefix)
+        elif "/" in head:
+            repos = {validate_repo_id(head)}
         else:
-            names = {validate_name(name), f"{LOCAL_NAMESPACE}/{name}"}
+            repos = {f"{LOCAL_NAMESPACE}/{validate_name(head)}", *extra}
     except ValueError:
-        raise InvalidArgumentError(f"--base {_shown(value)}: expected a name such as my-bert or org/name, "
-                                   "optionally with @vN") from None
+        raise InvalidArgumentError(f"--base {_shown(value)}: expected a name such as my-bert, local:my-bert, "
+                                   "org/name or hf:name, optionally with @vN") from None
     if revision and version_number(revision) is None:
         revision = revision.lower()  # an id: matched as a prefix of the recorded one
-    return frozenset(names | set(extra)), revision or None
+    return frozenset(repos), revision or None
 
 
 def search(reader: "StoreReader", q: Query = Query()) -> list[Row]:
@@ -261,9 +266,10 @@ def _matches(version: "_Summary", q: Query) -> bool:
         if (created if created.tzinfo else created.replace(tzinfo=timezone.utc)) < q.since:
             return False
     if q.base is not None:
-        names, revision = q.base
+        repos, revision = q.base
         base = version.base or {}
-        if base.get("name") not in names and base.get("repo") not in names:
+        name = str(base.get("name") or "")
+        if (base.get("repo") or (name if "/" in name else f"{LOCAL_NAMESPACE}/{name}")) not in repos:
             return False
         if revision is not None and base.get("version") != revision and not str(base.get("id") or "").startswith(revision):
             return False

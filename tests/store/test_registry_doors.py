@@ -246,3 +246,16 @@ def test_an_alias_of_a_hub_repository_never_shadows_an_upstream_ref(hub_env, hub
     assert hub.requests() == []
     versions = ok(zoo_cli("versions", repo))
     assert "stable" in versions.splitlines()[1].split()
+
+
+def test_load_tokenizer_of_an_alias(minilm_dir):
+    """zoo.load_tokenizer("NAME@ALIAS") loads the tokenizer of the version the alias points at."""
+    ok(zoo_cli("import", str(minilm_dir), "--name", "mini"))
+    ok(zoo_cli("tag", "mini", "prod"))
+    result = run_python("""
+        import zoo
+        tok = zoo.load_tokenizer("mini@prod")
+        print(tok("hello world")["input_ids"])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[101, 7592, 2088, 102]"

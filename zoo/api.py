@@ -49,6 +49,7 @@ def locate(ref: str | os.PathLike[str], *, registry: Registry | None = None, sto
     it is not cached intact). See :mod:`zoo.resolve` for the forms a name may take."""
     from . import resolve
     from .errors import RemoteNotFoundError
+    from .names import display_name
 
     path = resolve.as_path(ref)
     if path is not None:
@@ -65,7 +66,15 @@ def locate(ref: str | os.PathLike[str], *, registry: Registry | None = None, sto
         raise RemoteNotFoundError(f"{exc} (there is no directory ./{target.repo} either; "
                                   f"write ./{target.repo} or dir:{target.repo} for a path)") from None
     store.note_use(version)
-    return store.snapshot(version)
+    snapshot = store.snapshot(version)
+    _LOCATED[snapshot] = {"name": display_name(version.repo), "repo": version.repo, "version": version.name,
+                          "id": version.id}
+    return snapshot
+
+
+# The version each snapshot this process located is (a handful of entries): what zoo.load records as a model's
+# source without reading the manifests again.
+_LOCATED: dict[Path, dict[str, str]] = {}
 
 
 def load_config(ref: str | os.PathLike[str], *, registry: Registry | None = None,
@@ -176,6 +185,9 @@ def _remember_source(model: Any, ref: Any, path: Path, store: "Store | None") ->
     from .resolve import as_path
     from .store.lineage import source_of
 
+    if path in _LOCATED:
+        model._zoo_source = dict(_LOCATED[path])
+        return
     if as_path(ref) is not None and store is None:
         return  # a folder the user named: not a version of the store
     try:

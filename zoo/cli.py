@@ -374,20 +374,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"CORRUPT {version.repo} {version.name} {entry.path}: {problem} (quarantined; {fix})")
     count = len(list(store.versions(repo))) if repo else len(list(store.iter_versions()))
     print(f"verified {count} versions: {'all files intact' if not problems else f'{len(problems)} problems'}")
-    from .store import history
+    from .registry_cli import verify_records
 
-    logs = [store.layout.history_path(repo)] if repo else history.logs(store.layout)
-    damaged = 0
-    for path in logs:
-        try:
-            found = history.parse(path.read_bytes())
-        except FileNotFoundError:
-            continue
-        if found.damaged:
-            damaged += 1
-            print(f"DAMAGED history {path}: lines {', '.join(map(str, found.damaged[:20]))} are not zoo events "
-                  f"(skipped by zoo history; {len(found.events)} events readable). A torn line from a crash is "
-                  "harmless; otherwise restore the file from a backup")
+    damaged = verify_records(store, repo)  # the history logs and the aliases files
     return 1 if problems or damaged else 0
 
 

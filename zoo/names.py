@@ -23,13 +23,13 @@ from .errors import InvalidNameError
 LOCAL_NAMESPACE = "local"
 MAX_REVISION = 128
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_VERSION = re.compile(r"^v([1-9][0-9]{0,8})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
+_VERSION = re.compile(r"^v([1-9][0-9]{0,8})\Z")
 ZOO_PREFIX = "zoo:"
 
 
 def _valid_part(part: str) -> bool:
-    return bool(_NAME.match(part)) and ".." not in part and "--" not in part
+    return bool(_NAME.fullmatch(part)) and ".." not in part and "--" not in part
 
 
 def _shown(text: object) -> str:
@@ -76,7 +76,7 @@ def validate_repo_id(repo_id: str) -> str:
 
 def version_number(spec: str | None) -> int | None:
     """``"v3"`` -> 3; anything else (a branch, a commit, None) -> None."""
-    match = _VERSION.match(spec) if isinstance(spec, str) else None
+    match = _VERSION.fullmatch(spec) if isinstance(spec, str) else None
     return int(match.group(1)) if match else None
 
 

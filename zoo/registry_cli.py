@@ -229,6 +229,41 @@ def print_restored(store: Any) -> None:
         print(f"  not compared: {note}", file=sys.stderr)
 
 
+def verify_records(store: Any, repo: str | None) -> int:
+    """``zoo verify``'s check of the registry's files: history logs (damaged lines, something not a regular file)
+    and aliases files (unreadable). Prints each problem; returns how many files have one."""
+    from .store import history, marks
+
+    found = 0
+    logs = [store.layout.history_path(repo)] if repo else history.logs(store.layout)
+    for path in logs:
+        try:
+            log = history.parse(history.open_regular(path))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            found += 1
+            print(f"DAMAGED history {path}: {exc.strerror or exc}; zoo cannot append to it. Move it away "
+                  "(a new log is started)")
+            continue
+        if log.damaged:
+            found += 1
+            print(f"DAMAGED history {path}: lines {', '.join(map(str, log.damaged[:20]))} are not zoo events "
+                  f"(skipped by zoo history; {len(log.events)} events readable). A torn line from a crash is "
+                  "harmless; otherwise restore the file from a backup")
+    root = store.layout.marks_root
+    files = [store.layout.marks_path(repo)] if repo else (sorted(root.glob("models--*.json")) if root.is_dir() else [])
+    for path in files:
+        try:
+            marks.read_file(path)
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - any reason it cannot be read is reported
+            found += 1
+            print(f"DAMAGED aliases {path}: {exc}")
+    return found
+
+
 def add_commands(add: Any) -> None:
     """The registry's subcommands, added with the CLI's ``add(name, func, help)``."""
     p = add("tag", cmd_tag, "point ALIAS at NAME's newest version, or NAME@REV (moves it if it exists)")

@@ -177,7 +177,7 @@ def check_group_store(store: Path, group: str) -> None:
         if stat.S_ISDIR(mode):
             if mode & 0o2070 != 0o2070:
                 problems.append(f"{rel}/: mode {stat.filemode(mode)}, not setgid and group rwx")
-        elif rel.startswith(("locks/", "used/", "leases/")):  # taken or touched by every user
+        elif rel.startswith(("locks/", "used/", "leases/", "history/")):  # taken, touched or appended by every user
             if mode & 0o060 != 0o060:
                 problems.append(f"{rel}: mode {stat.filemode(mode)}, not group-writable")
         elif mode & 0o777 != 0o440:

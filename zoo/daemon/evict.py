@@ -34,7 +34,7 @@ from ..store.disk import check_free_space
 from ..store.manifests import Version
 from ..store.progress import human
 from ..store.writer import Store
-from ..errors import QuotaError
+from ..errors import IntegrityError, QuotaError
 from ..names import display_name
 
 log = logging.getLogger("zoo.daemon")
@@ -178,7 +178,7 @@ def plan_eviction(store: Store, *, max_size: int | str, incoming: int = 0) -> Ev
             plan.blocked.append((v, "newest"))
         elif (v.repo, v.name) in pinned:
             plan.blocked.append((v, "pinned"))
-        elif store.marks(v.repo).aliases_of(v.name):
+        elif _aliased(store, v):
             plan.blocked.append((v, "aliased"))
         elif records.leased(store, v):
             plan.blocked.append((v, "leased"))
@@ -200,6 +200,16 @@ def plan_eviction(store: Store, *, max_size: int | str, incoming: int = 0) -> Ev
                 plan.evict.remove(v)
     plan.freed = freeing.freed
     return plan
+
+
+def _aliased(store: Store, version: Version) -> bool:
+    """Whether an alias points at ``version``; a name whose aliases file cannot be read keeps every version."""
+    from ..store.marks import read
+
+    try:
+        return bool(read(store.layout, version.repo, strict=True).aliases_of(version.name))
+    except IntegrityError:
+        return True
 
 
 def _quota_error(plan: EvictionPlan, what: str) -> QuotaError:
@@ -246,7 +256,7 @@ def _evict_one(store: Store, version: Version, busy: frozenset[str] = frozenset(
             return None
         if not any(v.number == version.number and v.id == version.id for v in current):
             return None
-        if (version.repo, version.name) in records.pins(store) or store.marks(version.repo).aliases_of(version.name):
+        if (version.repo, version.name) in records.pins(store) or _aliased(store, version):
             return None
         try:
             with records.exclusive_lease(store, version):

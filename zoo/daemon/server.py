@@ -188,8 +188,7 @@ class Daemon:
             return
         if self.admins_gid is not None and self._in_group(actor, self.admins_gid):
             return
-        who = [owner.user if owner is not None else None, "root",
-               f"members of the group {self.admins!r}" if self.admins else None]
+        who = [owner.user if owner else None, "root", f"members of the group {self.admins!r}" if self.admins else None]
         fix = "" if self.admins else " (the daemon has no admin group: start it with --admins GROUP to name one)"
         raise ProtectedError(f"{actor.user} may not {doing}: only {', '.join(w for w in who if w)} may{fix}; "
                              "nothing was changed")
@@ -255,8 +254,9 @@ class Daemon:
         if not isinstance(args, dict):
             raise InvalidArgumentError("args must be an object")
         (log.debug if op == "used" else log.info)(
-            "%s (uid %d, pid %d): %s %s", peer.user, peer.uid, peer.pid, op,
-            " ".join(f"{k}={v}" for k, v in args.items() if k != "files"))
+            "%s (uid %d, pid %d): %s %s", peer.user, peer.uid, peer.pid, op if str(op).isidentifier() else repr(op),
+            " ".join(f"{k}={v}" if f"{k}{v}".isprintable() else repr(f"{k}={v}"[:200])  # one line, whatever sent
+                     for k, v in args.items() if k != "files"))
         with acting_as(Actor.of_uid(peer.uid, peer.user)):  # records and events name the client, not the daemon
             return self._handle(op, args, reader, peer, send)
 

@@ -34,7 +34,7 @@ from ..errors import InvalidArgumentError
 from .protocol import HubError
 
 log = logging.getLogger("zoo.daemon")
-_PATTERN = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]*)?)?\*?$")
+_PATTERN = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9._-]*)?)?\*?\Z")
 
 
 @dataclass(frozen=True)

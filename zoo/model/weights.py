@@ -35,7 +35,7 @@ BIN_SINGLE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 WEIGHT_FORMATS = (SAFE_SINGLE, SAFE_INDEX, BIN_SINGLE, BIN_INDEX)
 FOREIGN_WEIGHTS = ("tf_model.h5", "flax_model.msgpack", "model.onnx", "coreml", "onnx", "rust_model.ot")
-SHARD_PATTERN = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+SHARD_PATTERN = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors\Z")
 
 # safetensors dtype -> (torch dtype name, bytes per element)
 DTYPES = {

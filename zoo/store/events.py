@@ -152,6 +152,7 @@ class AliasMoved(Event):
     kind: ClassVar[str] = "alias_moved"
     alias: str = ""
     previous: str | None = None
+    note: str | None = None  # why, when zoo moved it itself (removed because the upstream has a ref of that name)
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,9 @@ class Dispatcher:
     Each plugin has a lane of its own (a thread and a bounded queue), so a plugin that is slow or hangs holds
     back only its own later events: never the change, another plugin, or the next event. A call still running
     after ``timeout`` seconds is logged as hung and one that raises is logged, both naming the plugin and the
-    hook. ``hooks`` is asked for a hook's implementations on the dispatcher's thread when an event of it fires
-    (a process that changes nothing loads no plugins). At exit a process waits up to :data:`EXIT_WAIT` seconds
-    for its lanes, then names the plugins still running."""
+    hook. ``hooks`` is asked for every event hook's implementations when the first event fires, on the writer's
+    thread, and each plugin's lane starts then (a process that changes nothing loads no plugins). At exit a
+    process waits up to :data:`EXIT_WAIT` seconds for its lanes, then names the plugins still running."""
 
     def __init__(self, hooks: Hooks, *, timeout: float = HOOK_TIMEOUT, maxsize: int = 10_000) -> None:
         self._hooks = hooks
@@ -196,15 +197,32 @@ class Dispatcher:
     def __call__(self, event: Event) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="zoo-events", daemon=True)
-                self._thread.start()
-                atexit.register(self._at_exit)
+                self._start()
         try:
             self._queue.put_nowait(event)
         except queue.Full:
             self.dropped += 1
             log.error("event %s of %s@%s not delivered to hooks: %d events are waiting", event.kind, event.name,
                       event.version, self._queue.qsize())
+
+    def _start(self) -> None:
+        """At the first event, on the writer's thread: the hooks are listed and every lane is started now, so
+        that no thread is ever started later, at exit (Python 3.12 refuses threads once shutdown began)."""
+        self._impls: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
+        for kind in KINDS.values():
+            hook = f"zoo_{kind.kind}"
+            try:
+                self._impls[hook] = list(self._hooks(hook))
+            except Exception as exc:  # noqa: BLE001 - a broken plugin set must not fail the change
+                log.error("the hooks of %s could not be listed (%s: %s); its events are not delivered", hook,
+                          type(exc).__name__, exc)
+                self._impls[hook] = []
+            for plugin, _ in self._impls[hook]:
+                if plugin not in self._lanes:
+                    self._lanes[plugin] = _Lane(self, plugin)
+        self._thread = threading.Thread(target=self._run, name="zoo-events", daemon=True)
+        self._thread.start()
+        atexit.register(self._at_exit)
 
     def drain(self, timeout: float) -> bool:
         """Wait until every event was handled by every hook (at most ``timeout`` s); True if so."""
@@ -244,18 +262,9 @@ class Dispatcher:
             self._check_hung()
 
     def _fan_out(self, event: Event) -> None:
-        """Put ``event`` in the lane of every plugin that implements its hook."""
-        try:
-            impls = self._hooks(event.hook)
-        except Exception as exc:
-            log.error("the hooks of %s could not be listed (%s: %s); %s of %s@%s not delivered", event.hook,
-                      type(exc).__name__, exc, event.kind, event.name, event.version)
-            self.failed += 1
-            return
-        for plugin, function in impls:
-            lane = self._lanes.get(plugin)
-            if lane is None:
-                lane = self._lanes[plugin] = _Lane(self, plugin)
+        """Put ``event`` in the lane of every plugin that implements its hook (listed when the first event came)."""
+        for plugin, function in self._impls.get(event.hook, ()):
+            lane = self._lanes[plugin]
             try:
                 lane.queue.put_nowait((event.hook, function, event))
             except queue.Full:

@@ -10,8 +10,10 @@ is readable by every user who may read the store, and writable by whoever may wr
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from .layout import Layout
     from .disk import Disk
 
-MAX_LINE = 64 * 1024  # a longer line is refused at write time (and skipped as damaged when read)
+MAX_LINE = 256 * 1024  # a longer line is refused at write time (and skipped as damaged when read)
 
 
 @dataclass
@@ -33,40 +35,66 @@ class History:
     events: list[Event] = field(default_factory=list)
     damaged: list[int] = field(default_factory=list)  # line numbers (1-based) that are not events
     torn: bool = False  # the last line is incomplete (a crash mid-append): ignored
+    unreadable: str | None = None  # the log is there but cannot be read (not a regular file): why
+
+
+# Never through a symlink, never a FIFO or device a group member put in its place: a regular file or nothing.
+_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def append(layout: "Layout", disk: "Disk", event: Event) -> None:
-    """Add ``event`` to its name's log, durably (fsync), in one write."""
-    line = (json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    """Add ``event`` to its name's log, durably (fsync), in one write. The log is writable by whoever may write
+    the store (as lock files are), whatever their umask."""
+    line = (json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=True) + "\n").encode()
     if len(line) > MAX_LINE:
         raise ValueError(f"history line of {len(line)} bytes is over {MAX_LINE}")
     path = layout.history_path(event.repo)
+    mode = disk.modes()[1] & 0o666
     with disk_errors(str(layout.home)):
         disk.mkdir(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, disk.modes()[1] & 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _OPEN, mode)
         try:
-            if os.fstat(fd).st_size:
-                _end_torn_line(fd, path)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(f"{path} is not a regular file; zoo verify reports it (move it away)")
+            if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+                os.fchmod(fd, mode)  # the umask narrowed it: every writer of the store must append
+            if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                os.write(fd, b"\n")  # the last line was torn by a crash: the new line stands on its own
             os.write(fd, line)
             os.fsync(fd)
         finally:
             os.close(fd)
 
 
-def _end_torn_line(fd: int, path: Path) -> None:
-    """A log whose last line was torn by a crash gets a newline first, so the new line stands on its own."""
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) != b"\n":
-            os.write(fd, b"\n")
+def open_regular(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file (not followed through a symlink, never blocking on a FIFO);
+    ``FileNotFoundError`` if absent, ``OSError`` naming it if it is something else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _OPEN)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not a regular file", str(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def read(layout: "Layout", repo: str) -> History:
     """The events of ``repo``'s log, oldest first; a missing log is an empty history."""
     try:
-        data = layout.history_path(repo).read_bytes()
+        data = open_regular(layout.history_path(repo))
     except FileNotFoundError:
         return History()
+    except OSError as exc:
+        history = History()
+        history.unreadable = f"{exc.strerror or exc}"
+        return history
     return parse(data)
 
 

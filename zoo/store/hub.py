@@ -38,8 +38,8 @@ MAX_FILES = 100_000  # files per listing
 META_LIMIT = 16 << 20  # bytes of one metadata (or error) response
 STALL_BYTES = 1024  # a body that brings less than this in one timeout period has stalled
 RETRIES = 3  # resumes (with Range) after a download stalls or is cut short
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def offline() -> bool:
@@ -272,9 +272,9 @@ def _ask_commit(repo: str, revision: str, what: str, headers: dict[str, str]) ->
 
     info, _ = _get_json(f"{endpoint()}/api/models/{repo}/revision/{quote(revision, safe='')}", what, headers)
     commit = info.get("sha") if isinstance(info, dict) else None
-    if not isinstance(commit, str) or not _HEX40.match(commit):
+    if not isinstance(commit, str) or not _HEX40.fullmatch(commit):
         raise RemoteError(f"{what}: the hub answered commit {commit!r}, not a 40-hex id; refused")
-    if _HEX40.match(revision) and commit != revision:
+    if _HEX40.fullmatch(revision) and commit != revision:
         raise RemoteError(f"{what}: asked for commit {revision}, the hub answered {commit}; refused")
     access = "private" if info.get("private") is True else "gated" if info.get("gated") not in (None, False) else "public"
     modified = info.get("lastModified") if isinstance(info.get("lastModified"), str) else None
@@ -296,8 +296,8 @@ def _list_files(repo: str, commit: str, what: str, headers: dict[str, str]) -> t
         if type(size) is not int or size < 0:
             raise RemoteError(f"{what}: the server lists {path!r} with size {size!r}; refused")
         sha256 = lfs.get("oid") if isinstance(lfs, dict) else None
-        if (not isinstance(blob_id, str) or not _HEX40.match(blob_id)
-                or (lfs is not None and not (isinstance(sha256, str) and _HEX64.match(sha256)))):
+        if (not isinstance(blob_id, str) or not _HEX40.fullmatch(blob_id)
+                or (lfs is not None and not (isinstance(sha256, str) and _HEX64.fullmatch(sha256)))):
             raise RemoteError(f"{what}: the server lists {path!r} with a malformed digest; refused")
         files.append(RemoteFile(path, size, sha256, blob_id))
     if len({f.path for f in files}) != len(files):

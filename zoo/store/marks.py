@@ -17,10 +17,11 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import atomic
-from ..errors import CacheWarning, InvalidNameError
+from ..errors import CacheWarning, IntegrityError, InvalidNameError
 from ..names import version_number
 from .events import Actor
 
@@ -28,12 +29,13 @@ if TYPE_CHECKING:
     from .disk import Disk
     from .layout import Layout
 
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_HEX = re.compile(r"^[0-9a-fA-F]{7,}$")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_HEX = re.compile(r"^[0-9a-fA-F]{7,}\Z")
 RESERVED = ("main", "HEAD", "latest", "newest")
 MAX_LABEL_VALUE = 256
 MAX_LABELS = 64
+MAX_ALIASES = 256
 
 
 @dataclass(frozen=True)
@@ -73,25 +75,40 @@ class Marks:
                           indent=2, ensure_ascii=False)
 
 
-def read(layout: "Layout", repo: str) -> Marks:
-    """The marks of ``repo``; none when there is no file. An unreadable file is a :class:`CacheWarning`
-    naming it (no alias resolves until it is fixed), never a failed load of a plain name."""
+def read_file(path: Path) -> Marks:
+    """The marks in ``path``, strictly: ``FileNotFoundError`` when there is none; ``ValueError``/``OSError`` naming
+    what is wrong when it is not a zoo marks file (or not a regular file: a symlink or FIFO is never followed)."""
+    from .history import open_regular
+
+    data = json.loads(open_regular(path).decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    aliases = {}
+    for name, raw in (data.get("aliases") or {}).items():
+        aliases[name] = Alias.from_json(name, raw)
+    labels = {v: {str(k): str(x) for k, x in l.items()} for v, l in (data.get("labels") or {}).items()
+              if version_number(v) is not None and isinstance(l, dict)}
+    return Marks(aliases, labels)
+
+
+def read(layout: "Layout", repo: str, *, strict: bool = False) -> Marks:
+    """The marks of ``repo``; none when there is no file. An unreadable file is a :class:`CacheWarning` naming it
+    (no alias resolves until it is fixed; a plain name still loads). ``strict`` (every writer: tag, untag, label,
+    removal, eviction): an :class:`IntegrityError` instead, so that nothing is decided, or written over, from
+    marks that could not be read."""
     path = layout.marks_path(repo)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        aliases = {}
-        for name, raw in (data.get("aliases") or {}).items():
-            aliases[name] = Alias.from_json(name, raw)
-        labels = {v: {str(k): str(x) for k, x in l.items()} for v, l in (data.get("labels") or {}).items()
-                  if version_number(v) is not None and isinstance(l, dict)}
-        return Marks(aliases, labels)
+        return read_file(path)
     except FileNotFoundError:
         return Marks()
     except (OSError, ValueError, AttributeError, TypeError, RecursionError) as exc:
-        warnings.warn(f"{path} is not a readable zoo marks file ({type(exc).__name__}: {exc}); the aliases and "
-                      "labels of that name are ignored until it is fixed. zoo writes it atomically, so something "
-                      "else changed it: restore it from a backup, or move it away and tag again",
-                      CacheWarning, stacklevel=3)
+        problem = (f"{path} is not a readable zoo aliases file ({type(exc).__name__}: {exc}); zoo writes it "
+                   "atomically, so something else changed it. Restore it from a backup, or move it away and tag "
+                   "and label again")
+        if strict:
+            raise IntegrityError(problem + "; nothing was changed") from None
+        warnings.warn(problem + "; the aliases and labels of that name are ignored until then", CacheWarning,
+                      stacklevel=3)
         return Marks()
 
 
@@ -109,16 +126,16 @@ def check_alias(alias: str, *, upstream_ref: str | None = None) -> str:
     """``alias`` if it may be an alias; else an :class:`InvalidNameError` naming the rule it breaks.
     ``upstream_ref``: the commit the upstream's branch or tag of that name is known to point at."""
     shown = repr(alias) if isinstance(alias, str) and len(alias) <= 64 else "that alias"
-    if not isinstance(alias, str) or not _ALIAS.match(alias) or ".." in alias:
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias) or ".." in alias:
         raise InvalidNameError(f"invalid alias {shown}: an alias starts with a letter and has at most 64 letters, "
                                "digits, '.', '_' and '-' (no '/', no '..'), e.g. prod or champion")
-    if version_number(alias) is not None:
+    if version_number(alias.lower()) is not None:  # V3 too: a look-alike of v3
         raise InvalidNameError(f"invalid alias {shown}: it looks like zoo's version {alias}; choose a word, e.g. "
                                "prod or stable")
-    if _HEX.match(alias):
+    if _HEX.fullmatch(alias):
         raise InvalidNameError(f"invalid alias {shown}: it could be read as a commit or content id (7 or more hex "
                                "digits); choose a word with other letters")
-    if alias in RESERVED:
+    if alias.lower() in {r.lower() for r in RESERVED}:  # Main, HEAD, head...
         raise InvalidNameError(f"invalid alias {shown}: {', '.join(RESERVED)} are reserved (main is the newest "
                                "version of a saved name, the default branch of a hub repository)")
     if upstream_ref is not None:
@@ -148,7 +165,7 @@ def check_labels(labels: Any) -> dict[str, str]:
 
 
 def check_label_key(key: Any) -> str:
-    if not isinstance(key, str) or not _LABEL_KEY.match(key) or ".." in key:
+    if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key) or ".." in key:
         shown = repr(key) if isinstance(key, str) and len(key) <= 64 else "that key"
         raise InvalidNameError(f"invalid label key {shown}: letters, digits, '.', '_' and '-', at most 64, "
                                "starting with a letter or digit (e.g. task, team)")
@@ -158,6 +175,8 @@ def check_label_key(key: Any) -> str:
 def moved(marks: Marks, alias: str, version: str, id: str, who: Actor, when: str) -> Marks:
     """``marks`` with ``alias`` pointing at ``version`` (its owner kept when it already existed)."""
     old = marks.aliases.get(alias)
+    if old is None and len(marks.aliases) >= MAX_ALIASES:
+        raise InvalidNameError(f"a name has at most {MAX_ALIASES} aliases; remove one first (zoo untag NAME ALIAS)")
     entry = Alias(alias, version, id, old.owner if old else who, who, when)
     return replace(marks, aliases={**marks.aliases, alias: entry})
 
@@ -169,4 +188,7 @@ def without(marks: Marks, alias: str) -> Marks:
 def relabelled(marks: Marks, version: str, set_: dict[str, str], removed: list[str]) -> Marks:
     labels = {k: v for k, v in marks.labels.get(version, {}).items() if k not in removed}
     labels.update(set_)
+    if len(labels) > MAX_LABELS:
+        raise InvalidNameError(f"a version has at most {MAX_LABELS} labels ({len(labels)} asked); remove some first "
+                               "(zoo label NAME@vN --rm KEY)")
     return replace(marks, labels={**marks.labels, version: labels})

@@ -7,14 +7,14 @@ whoever writes it. A warm load is :meth:`StoreReader.find` and :meth:`StoreReade
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import AmbiguousNameError, CheckpointNotFoundError
-from ..names import is_local, version_number
+from ..names import is_local, validate_revision, version_number
 from .disk import Disk
 from .layout import Layout, default_home
 from .manifests import FileEntry, Version, read_folder
@@ -78,9 +78,9 @@ class StoreReader:
         number = version_number(spec)
         if number is not None:
             return next((v for v in versions if v.number == number), None)
-        ref = self.layout.ref_path(repo, spec)
-        with contextlib.suppress(OSError):
-            target = ref.read_text().strip()
+        validate_revision(spec)  # never a path: a client's revision is not trusted to be one word
+        target = read_ref(self.layout.ref_path(repo, spec))
+        if target:
             matches = [v for v in versions if v.id == target]
             if matches:
                 return matches[-1]
@@ -112,6 +112,12 @@ class StoreReader:
         """Raise the not-found error for ``repo@wanted`` when no pull can make it: a local name, or a zoo
         version of a hub repository."""
         listing = ", ".join(v.name for v in self.versions(repo)) or "none"
+        alias = self.marks(repo).aliases.get(wanted) if wanted and version_number(wanted) is None else None
+        if alias is not None:  # an alias whose version went (removed by hand, or the aliases file restored)
+            name = repo.split("/", 1)[1] if is_local(repo) else repo
+            raise CheckpointNotFoundError(
+                f"{name}@{wanted} points at {alias.version} ({alias.id[:12]}), which is not in the store (versions: "
+                f"{listing}); move the alias (zoo tag {name}@vN {wanted}) or remove it (zoo untag {name} {wanted})")
         if is_local(repo):
             label = f"local:{repo.split('/', 1)[1]}" + (f"@{wanted}" if wanted else "")
             raise CheckpointNotFoundError(f"{label} is not in the cache (versions: {listing}); zoo ls lists names")
@@ -123,13 +129,11 @@ class StoreReader:
         None: reads only, no request. Records, in this order: the hub cache's ``refs/<ref>`` (except a
         ``refs/vN`` that names zoo's own version N, as stores before ``refs/zoo:vN`` wrote); a version pulled (or fetched by the hub server) as
         ``repo@ref``; the hub server's listing of a commit it asked for as ``ref``."""
+        validate_revision(ref)
         versions = self.versions(repo)
         number = version_number(ref)
         own = next((v.id for v in versions if v.number == number), None)
-        try:
-            target = self.layout.ref_path(repo, ref).read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            target = ""
+        target = read_ref(self.layout.ref_path(repo, ref))
         if target and (number is None or (own is not None and target != own)):
             return target
         for version in reversed(versions):
@@ -168,3 +172,20 @@ class StoreReader:
             return self.layout.used_path(repo).stat().st_mtime
         except OSError:
             return None
+
+
+def read_ref(path: Path) -> str:
+    """The commit id a ref file names ("" when there is none): a regular file only (never through a symlink,
+    never a FIFO), at most 128 bytes read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, 128).decode("ascii", errors="replace").strip()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)

@@ -40,9 +40,9 @@ from .marks import read as read_marks
 if TYPE_CHECKING:
     from .reader import StoreReader
 
-_MANIFEST = re.compile(r"^v([0-9]{1,9})\.json$")
-_RELATIVE = re.compile(r"^([0-9]{1,5})([dhm])$")
-_HEX = re.compile(r"^[0-9a-f]{7,40}$")
+_MANIFEST = re.compile(r"^v([0-9]{1,9})\.json\Z")
+_RELATIVE = re.compile(r"^([0-9]{1,5})([dhm])\Z")
+_HEX = re.compile(r"^[0-9a-f]{7,40}\Z")
 
 
 @dataclass(frozen=True)

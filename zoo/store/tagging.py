@@ -9,9 +9,10 @@ removed, and a version removed, only by the user who made it, root, or a member 
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Iterable
 
-from ..errors import CheckpointNotFoundError, InvalidArgumentError, ProtectedError
+from ..errors import CheckpointNotFoundError, IntegrityError, InvalidArgumentError, ProtectedError
 from ..names import display_name, is_local
 from . import marks as marking
 from .events import Actor, AliasMoved, LabelsChanged, VersionRemoved, now
@@ -20,6 +21,8 @@ from .records import _repo
 
 if TYPE_CHECKING:
     from .writer import Store
+
+log = logging.getLogger("zoo.store")
 
 
 class Tagging:
@@ -42,13 +45,14 @@ class Tagging:
 
     def tag(self, name: str, alias: str, revision: str | None = None) -> marking.Alias:
         store = self.store
+        marking.check_alias(alias)  # first: only a word is ever looked up as a ref
         repo = _repo(store, name)
-        upstream = None if is_local(repo) else store.upstream_ref(repo, alias)
-        marking.check_alias(alias, upstream_ref=upstream)
+        if not is_local(repo):
+            marking.check_alias(alias, upstream_ref=store.upstream_ref(repo, alias))
         store.disk.prepare()
         with store.disk.name_lock(repo):
             version = self._version(repo, revision, f"tag {alias!r} on")
-            marks = marking.read(store.layout, repo)
+            marks = marking.read(store.layout, repo, strict=True)
             old = marks.aliases.get(alias)
             if old is not None and old.version == version.name and old.id == version.id:
                 return old  # already there: nothing changes, nothing is recorded
@@ -67,7 +71,7 @@ class Tagging:
         repo = _repo(store, name)
         store.disk.prepare()
         with store.disk.name_lock(repo):
-            marks = marking.read(store.layout, repo)
+            marks = marking.read(store.layout, repo, strict=True)
             old = marks.aliases.get(alias)
             if old is None:
                 have = ", ".join(sorted(marks.aliases)) or "none"
@@ -94,7 +98,7 @@ class Tagging:
     def label_locked(self, version: Version, labels: dict[str, str], remove: list[str]) -> None:
         """Under the name's lock: set ``labels`` and remove the keys ``remove`` on ``version``."""
         store = self.store
-        marks = marking.read(store.layout, version.repo)
+        marks = marking.read(store.layout, version.repo, strict=True)
         current = marks.labels.get(version.name, {})
         removed = tuple(k for k in remove if k in current)
         changed = {k: v for k, v in labels.items() if current.get(k) != v}
@@ -107,7 +111,7 @@ class Tagging:
     def check_removal(self, repo: str, versions: Iterable[Version]) -> None:
         """Under the name's lock, before ``versions`` are removed: none may be aliased (move or remove the
         alias first), and the policy may refuse (through the daemon: only their maker, root or an admin)."""
-        marks = marking.read(self.store.layout, repo)
+        marks = marking.read(self.store.layout, repo, strict=True)  # unreadable: no removal decided blind
         for version in versions:
             aliased = marks.aliases_of(version.name)
             if aliased:
@@ -126,11 +130,47 @@ class Tagging:
         labels go (a later version may take the number), and each removal is recorded."""
         versions = list(versions)
         store = self.store
-        marks = marking.read(store.layout, repo)
+        try:
+            marks = marking.read(store.layout, repo, strict=True)
+        except IntegrityError:
+            marks = marking.Marks()  # nothing to clear that can be read; the removal is recorded all the same
         gone = {v.name for v in versions}
-        if any(name in marks.labels for name in gone):
+        if any(name in marks.labels for name in gone) and store.layout.marks_path(repo).exists():
             kept = {k: v for k, v in marks.labels.items() if k not in gone}
             marking.write(store.layout, store.disk, repo, marking.Marks(marks.aliases, kept))
         who, when = Actor.current(), now()
         for version in versions:
             store.record(VersionRemoved(repo, version.name, version.id, who, when, reason=reason))
+
+    def created(self, version: Version) -> None:
+        """Under the name's lock, a new version: labels left under its number by a version that went without
+        ``zoo rm`` (a manifest removed by hand) are not its labels."""
+        store = self.store
+        try:
+            marks = marking.read(store.layout, version.repo, strict=True)
+        except IntegrityError:
+            return
+        if version.name in marks.labels:
+            kept = {k: v for k, v in marks.labels.items() if k != version.name}
+            marking.write(store.layout, store.disk, version.repo, marking.Marks(marks.aliases, kept))
+
+    def shadowed(self, repo: str, refs: Iterable[str]) -> None:
+        """Under the name's lock, after a pull wrote the upstream's ``refs`` of hub repository ``repo``: an alias of
+        the same name would be shadowed by the upstream's ref (which a revision means first), so it goes, and the
+        history says so."""
+        store = self.store
+        try:
+            marks = marking.read(store.layout, repo, strict=True)
+        except IntegrityError:
+            return
+        clash = {alias: marks.aliases[alias] for alias in sorted(set(refs) & set(marks.aliases))}
+        if not clash:
+            return
+        for alias in clash:
+            marks = marking.without(marks, alias)
+        marking.write(store.layout, store.disk, repo, marks)
+        for alias, old in clash.items():
+            log.warning("%s: the upstream has a ref %r now; the alias %r (-> %s) is removed, as an alias never "
+                        "shadows an upstream's ref", repo, alias, alias, old.version)
+            store.record(AliasMoved(repo, None, None, Actor.current(), now(), alias=alias, previous=old.version,
+                                    note="shadowed by the upstream's ref of that name"))

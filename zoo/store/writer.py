@@ -176,10 +176,14 @@ class Store(Pulling, StoreReader):
 
         repo = local_repo(name)
         labels = marks.check_labels(labels) if labels else {}
-        if description is not None and (not isinstance(description, str) or len(description) > 4096):
+        if description is not None and (not isinstance(description, str) or len(description) > 4096
+                                        or not description.replace("\n", " ").replace("\t", " ").isprintable()):
             from ..errors import InvalidArgumentError
 
-            raise InvalidArgumentError("a description is text of at most 4096 characters")
+            raise InvalidArgumentError("a description is printable text (lines and tabs allowed, no control "
+                                       "characters) of at most 4096 characters")
+        if source is not None:  # shown by zoo versions and zoo history: one line, whoever sent it
+            source = "".join(c if c.isprintable() else "?" for c in str(source)[:1024])
         directory, files = ingest.import_source(directory, contained=contained)
         self.disk.prepare()
         total = sum(size for _, _, size in files)
@@ -255,6 +259,8 @@ class Store(Pulling, StoreReader):
                 if ref == "main" and is_local(repo) and version.number != newest:
                     continue  # an import's main is its newest version, as the plain name loads it
                 self.disk.write_text(self.layout.ref_path(repo, ref), snap_id)
+            if not is_local(repo):
+                self.tagging.shadowed(repo, refs)  # the upstream's refs come first: an alias of that name goes
         return version
 
     def _new_version(self, repo: str, snap_id: str, entries: list[FileEntry], source: str,
@@ -293,6 +299,7 @@ class Store(Pulling, StoreReader):
         if twins:
             version.manifest.unlink(missing_ok=True)
             return twins[0]
+        self.tagging.created(version)
         self.record(VersionCreated(repo, version.name, version.id, who, version.created, source=source,
                                    base=version.base, description=version.description))
         return version
@@ -432,8 +439,13 @@ def _base_record(base: Any) -> dict[str, str | None] | None:
         from ..errors import InvalidArgumentError
 
         raise InvalidArgumentError("a base is a dict with at least a name, e.g. {'name': 'bert-base-cased'}")
-    return {key: value[:256] if isinstance(value, str) else None
-            for key, value in ((k, base.get(k)) for k in ("name", "repo", "version", "id"))}
+    record = {key: value[:256] if isinstance(value, str) else None
+              for key, value in ((k, base.get(k)) for k in ("name", "repo", "version", "id"))}
+    if not all(v is None or v.isprintable() for v in record.values()):
+        from ..errors import InvalidArgumentError
+
+        raise InvalidArgumentError("a base's name, repo, version and id are printable text")
+    return record
 
 
 def save_name(name: str) -> str:

@@ -7,6 +7,7 @@ an outsider gets a zoo error that says what to do, and a read-only store still s
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
@@ -331,20 +332,19 @@ def test_adopt_part_takes_this_process_own_partial_download(tmp_path):
 
 # -- the daemon: group members write through it, nobody else writes at all -------------------------------
 
-@pytest.mark.slow
-def test_daemon_serves_group_members_and_refuses_others(users, tmp_path):
-    """A root daemon serves a store that group members may only read (2750): a member saves, loads and
-    imports through it; an outsider is refused; no client can write the store itself."""
+@contextlib.contextmanager
+def root_daemon(users: dict, prefix: str, *flags: str):
+    """A root daemon serving a fresh store that group members may only read (2750): yields (store, log)."""
     import signal
     import socket
     import time
 
-    store = Path(tempfile.mkdtemp(prefix="served-", dir=users["base"]))
+    store = Path(tempfile.mkdtemp(prefix=prefix, dir=users["base"]))
     os.chown(store, 0, grp.getgrnam(users["group"]).gr_gid)
     os.chmod(store, 0o2750)
     log = users["base"] / f"{store.name}.log"
-    daemon = subprocess.Popen([sys.executable, "-m", "zoo", "daemon", "--store", str(store), "--group", users["group"]],
-                              env={**os.environ, "ZOO_HOME": str(store)}, stdout=subprocess.DEVNULL,
+    daemon = subprocess.Popen([sys.executable, "-m", "zoo", "daemon", "--store", str(store), "--group", users["group"],
+                               *flags], env={**os.environ, "ZOO_HOME": str(store)}, stdout=subprocess.DEVNULL,
                               stderr=open(log, "wb"))
     try:
         deadline = time.monotonic() + 60
@@ -355,6 +355,19 @@ def test_daemon_serves_group_members_and_refuses_others(users, tmp_path):
                 break
             except OSError:
                 time.sleep(0.05)
+        yield store, log
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=60)
+        shutil.rmtree(store, ignore_errors=True)
+    assert code == 0, log.read_text()
+
+
+@pytest.mark.slow
+def test_daemon_serves_group_members_and_refuses_others(users, tmp_path):
+    """A root daemon serves a store that group members may only read (2750): a member saves, loads and
+    imports through it; an outsider is refused; no client can write the store itself."""
+    with root_daemon(users, "served-") as (store, log):
         assert stat.S_IMODE((store / "daemon.sock").stat().st_mode) == 0o660
         expected = json.loads(ok(as_user(users, "a", store, MODEL_OUT + """
 torch.manual_seed(0)
@@ -383,10 +396,6 @@ print(zoo.api.default_store().import_dir({str(source)!r}, "b-import").name)
         assert outsider.returncode != 0 and "zoo.errors.StoreAccessError" in outsider.stderr
         text = log.read_text()
         assert f"{users['a'].name} (uid" in text and f"{users['b'].name} (uid" in text
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=60) == 0, log.read_text()
-        shutil.rmtree(store, ignore_errors=True)
 
 
 # -- protected aliases and removals through the daemon (issue 17, section 1) -------------------------------
@@ -396,66 +405,50 @@ def test_through_the_daemon_only_the_maker_root_or_an_admin_moves_an_alias_or_re
     """User a saves and tags prod; user b (same group) may neither move nor remove prod, nor remove a's versions,
     and is told who may; root may; once b joins the --admins group, b may. The history names each client (not
     the daemon's root), and nothing a refused request touched changed."""
-    import signal
-    import socket
-    import time
-
     admins = f"{users['group']}adm"
     subprocess.run(["groupadd", admins], check=True, capture_output=True)
-    store = Path(tempfile.mkdtemp(prefix="protected-", dir=users["base"]))
-    os.chown(store, 0, grp.getgrnam(users["group"]).gr_gid)
-    os.chmod(store, 0o2750)
-    log = users["base"] / f"{store.name}.log"
-    daemon = subprocess.Popen([sys.executable, "-m", "zoo", "daemon", "--store", str(store), "--group", users["group"],
-                               "--admins", admins], env={**os.environ, "ZOO_HOME": str(store)},
-                              stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.socket(socket.AF_UNIX) as probe:
-                    probe.connect(str(store / "daemon.sock"))
-                break
-            except OSError:
-                time.sleep(0.05)
-        ok(as_user(users, "a", store, f"""
+        with root_daemon(users, "protected-", "--admins", admins) as (store, log):
+            _protected(users, store, admins)
+    finally:
+        subprocess.run(["groupdel", admins], capture_output=True)
+
+
+def _protected(users: dict, store: Path, admins: str) -> None:
+    """The protected-alias checks, run against a root daemon with an admin group."""
+    ok(as_user(users, "a", store, f"""
 import torch, zoo
 for seed in (0, 1):
     torch.manual_seed(seed)
     zoo.save(zoo.build({TINY_BERT!r}), "team-model")
 """))
-        ok(zoo_cli(users, "a", store, "tag", "team-model@v1", "prod"))
-        marks_path = store / "marks" / "models--local--team-model.json"
-        before = marks_path.read_bytes()
+    ok(zoo_cli(users, "a", store, "tag", "team-model@v1", "prod"))
+    marks_path = store / "marks" / "models--local--team-model.json"
+    before = marks_path.read_bytes()
 
-        moved = zoo_cli(users, "b", store, "tag", "team-model@v2", "prod")
-        assert moved.returncode == 2, moved.stderr
-        assert f"{users['b'].name} may not move the alias 'prod'" in moved.stderr
-        assert users["a"].name in moved.stderr and admins in moved.stderr
-        for args in (("untag", "team-model", "prod"), ("rm", "team-model@v2")):
-            refused = zoo_cli(users, "b", store, *args)
-            assert refused.returncode == 2 and "may not" in refused.stderr, refused.stderr
-        assert marks_path.read_bytes() == before
-        assert (store / "versions" / "models--local--team-model" / "v0002.json").exists()
+    moved = zoo_cli(users, "b", store, "tag", "team-model@v2", "prod")
+    assert moved.returncode == 2, moved.stderr
+    assert f"{users['b'].name} may not move the alias 'prod'" in moved.stderr
+    assert users["a"].name in moved.stderr and admins in moved.stderr
+    for args in (("untag", "team-model", "prod"), ("rm", "team-model@v2")):
+        refused = zoo_cli(users, "b", store, *args)
+        assert refused.returncode == 2 and "may not" in refused.stderr, refused.stderr
+    assert marks_path.read_bytes() == before
+    assert (store / "versions" / "models--local--team-model" / "v0002.json").exists()
 
-        # a may move its own alias; root may move anybody's
-        ok(zoo_cli(users, "a", store, "tag", "team-model@v2", "prod"))
-        root = subprocess.run([sys.executable, "-m", "zoo", "tag", "team-model@v1", "prod"], capture_output=True,
-                              text=True, env={**os.environ, "ZOO_HOME": str(store)}, timeout=120)
-        assert root.returncode == 0, root.stderr
-        # b, once an admin, may too (the daemon asks the group database at each request)
-        subprocess.run(["gpasswd", "-a", users["b"].name, admins], check=True, capture_output=True)
-        ok(zoo_cli(users, "b", store, "tag", "team-model@v2", "prod"))
-        events = json.loads(ok(zoo_cli(users, "b", store, "history", "team-model", "--json")))
-        movers = [(e["who"]["user"], e["previous"], e["version"]) for e in events if e["event"] == "alias_moved"]
-        assert movers == [(users["a"].name, None, "v1"), (users["a"].name, "v1", "v2"), ("root", "v2", "v1"),
-                          (users["b"].name, "v1", "v2")]
-        makers = {e["version"]: e["who"]["user"] for e in events if e["event"] == "version_created"}
-        assert makers == {"v1": users["a"].name, "v2": users["a"].name}
-        manifest = json.loads((store / "versions" / "models--local--team-model" / "v0001.json").read_text())
-        assert manifest["uid"] == pwd.getpwnam(users["a"].name).pw_uid and manifest["user"] == users["a"].name
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
-        subprocess.run(["groupdel", admins], capture_output=True)
-        shutil.rmtree(store, ignore_errors=True)
+    # a may move its own alias; root may move anybody's
+    ok(zoo_cli(users, "a", store, "tag", "team-model@v2", "prod"))
+    root = subprocess.run([sys.executable, "-m", "zoo", "tag", "team-model@v1", "prod"], capture_output=True,
+                          text=True, env={**os.environ, "ZOO_HOME": str(store)}, timeout=120)
+    assert root.returncode == 0, root.stderr
+    # b, once an admin, may too (the daemon asks the group database at each request)
+    subprocess.run(["gpasswd", "-a", users["b"].name, admins], check=True, capture_output=True)
+    ok(zoo_cli(users, "b", store, "tag", "team-model@v2", "prod"))
+    events = json.loads(ok(zoo_cli(users, "b", store, "history", "team-model", "--json")))
+    movers = [(e["who"]["user"], e["previous"], e["version"]) for e in events if e["event"] == "alias_moved"]
+    assert movers == [(users["a"].name, None, "v1"), (users["a"].name, "v1", "v2"), ("root", "v2", "v1"),
+                      (users["b"].name, "v1", "v2")]
+    makers = {e["version"]: e["who"]["user"] for e in events if e["event"] == "version_created"}
+    assert makers == {"v1": users["a"].name, "v2": users["a"].name}
+    manifest = json.loads((store / "versions" / "models--local--team-model" / "v0001.json").read_text())
+    assert manifest["uid"] == pwd.getpwnam(users["a"].name).pw_uid and manifest["user"] == users["a"].name

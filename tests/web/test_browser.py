@@ -1,0 +1,350 @@
+"""The web page in a real browser: Debian's headless chromium (selenium, chromedriver by path) against a real
+``zoo daemon --http --tokens`` serving a store these tests build through zoo's doors.
+
+What a person sees is checked against the store itself (``zoo ls --json``, the files on disk): names, newest
+versions, aliases, sizes in human units, a pull's progress while the upstream is still sending; links are
+followed, not typed; ``local/`` names are hidden from a browser without a token and shown after logging in
+through the form, whose cookie scripts cannot read; a hostile model card runs nothing; a phone-sized window
+does not scroll sideways.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+import browser
+from http_daemon import HttpDaemon
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "Zq3cW0rkSh0pT0ken-for-the-browser-tests-0123456789"
+PULLED = "sentence-transformers/all-MiniLM-L6-v2"
+_SIZE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)\b")
+_FACTORS = {"B": (1,), "kB": (1e3,), "KB": (1e3, 1024), "KiB": (1024,), "MB": (1e6, 1 << 20), "MiB": (1 << 20,),
+            "GB": (1e9, 1 << 30), "GiB": (1 << 30,)}
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory):
+    """Selenium Manager replaced by a trap for the whole module, and told to stay offline besides."""
+    why = browser.available()
+    assert why is None, why
+    folder = tmp_path_factory.mktemp("selenium-manager")
+    saved = {k: os.environ.get(k) for k in ("SE_OFFLINE", "SE_MANAGER_PATH")}
+    os.environ.update(SE_OFFLINE="true", SE_MANAGER_PATH=str(browser.manager_trap(folder)))
+    yield folder
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture(scope="module")
+def laptop(manager):
+    driver = browser.chromium(browser.LAPTOP)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(laptop, site):
+    """The laptop browser, logged out, with nothing left from the test before."""
+    laptop.get(site.daemon.endpoint + "/")
+    laptop.delete_all_cookies()
+    yield laptop
+    laptop.delete_all_cookies()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, hub):
+    """The store (see browser.build_store), served by ``zoo daemon --http`` with a tokens file, whose upstream
+    is the test hub behind a SlowUpstream."""
+    root = tmp_path_factory.mktemp("site")
+    store = browser.build_store(root / "store", root)
+    tokens = browser.write_tokens(root / "tokens", TOKEN)
+    with browser.SlowUpstream(hub.endpoint) as upstream:
+        with HttpDaemon(root / "store", upstream=upstream.endpoint, args=("--tokens", str(tokens))) as daemon:
+            yield SimpleNamespace(home=root / "store", daemon=daemon, upstream=upstream, **store)
+
+
+def login(driver, site) -> None:
+    """Log in as a person does: open /login, type the token into the form, send it."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(site.daemon.endpoint + "/-/login")
+    field = driver.find_element(By.CSS_SELECTOR, "form input[type=password], form input[name=token]")
+    field.send_keys(TOKEN)
+    field.submit()
+    wait(driver, lambda d: "/-/login" not in d.current_url, "the login form did not go anywhere")
+
+
+def wait(driver, condition, message: str, timeout: float = 20):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message)
+
+
+def link_to(driver, name: str, where: str = "#names td.name"):
+    """The first visible link to NAME's page (``/models/.../NAME``) in ``where`` (default: the home page's table;
+    "" for anywhere on the page)."""
+    from selenium.webdriver.common.by import By
+
+    links = [a for a in driver.find_elements(By.CSS_SELECTOR, f"{where} a[href*='/models/'][href$='/{name}']".strip())
+             if a.is_displayed()]
+    assert links, f"no visible link to {name}'s page on {driver.current_url}:\n{driver.find_element(By.TAG_NAME, 'body').text}"
+    return links[0]
+
+
+def row_of(element):
+    """The table row (or list item, or card) an element is in."""
+    from selenium.webdriver.common.by import By
+
+    return element.find_element(By.XPATH, "ancestor::*[self::tr or self::li or self::article][1]")
+
+
+def shows_size(text: str, size: int) -> bool:
+    """Whether ``text`` has ``size`` bytes in human units (kB or KiB alike), to the precision shown."""
+    for number, unit in _SIZE.findall(text):
+        value = float(number.replace(",", "."))
+        decimals = len(number.partition(".")[2] or number.partition(",")[2])
+        for factor in _FACTORS[unit]:
+            if abs(value * factor - size) <= max(0.03 * size, 0.5 * 10 ** -decimals * factor):
+                return True
+    return False
+
+
+def body_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def test_the_home_page_shows_every_name_with_its_newest_version_aliases_type_and_size(page, site):
+    login(page, site)
+    page.get(site.daemon.endpoint + "/")
+    assert site.rows and {r["name"] for r in site.rows} == {"base-bert", "ft-bert", "hostile"}
+    for row in site.rows:
+        text = row_of(link_to(page, row["name"])).text
+        assert re.search(rf"\b{row['version']}\b", text), (row["name"], row["version"], text)
+        for alias in row["aliases"]:
+            assert alias in text, (row["name"], alias, text)
+        assert row["model_type"] in text, text
+        assert shows_size(text, row["size"]), (row["name"], row["size"], text)
+    sizes = {r["name"]: r["size"] for r in site.rows}
+    assert sizes["hostile"] > 3 * sizes["base-bert"]  # the sizes differ enough that a swapped column fails
+    assert not shows_size(row_of(link_to(page, "base-bert")).text, sizes["hostile"])
+    # times read as "3 h ago", with the exact time on hover
+    row = row_of(link_to(page, "base-bert"))
+    assert re.search(r"\bago\b|\bjust now\b", row.text), row.text
+    titled = [e.get_attribute("title") for e in row.find_elements("css selector", "[title]")]
+    assert any(re.search(r"\d{4}-\d\d-\d\d.*\d\d:\d\d", t or "") for t in titled), titled
+
+
+def test_links_lead_from_the_home_page_to_a_model_page_its_versions_and_its_lineage(page, site):
+    from selenium.webdriver.common.by import By
+
+    login(page, site)
+    page.get(site.daemon.endpoint + "/")
+    link_to(page, "base-bert").click()
+    wait(page, lambda d: d.current_url.rstrip("/").endswith("/base-bert"), "the link did not open base-bert's page")
+    ids = {v: (site.home / "hub/models--local--base-bert/refs" / v).read_text().strip() for v in ("v1", "v2")}
+    v1 = page.find_element(By.XPATH, "//a[normalize-space()='v1']")
+    assert "prod" in row_of(v1).text and "prod" not in row_of(page.find_element(
+        By.XPATH, "//a[normalize-space()='v2']")).text
+    assert ids["v1"][:7] in row_of(v1).text, row_of(v1).text
+    assert "task=ner" in row_of(page.find_element(By.XPATH, "//a[normalize-space()='v2']")).text.replace(": ", "=")
+    text = body_text(page)
+    assert 'zoo.load("base-bert@' in text or "zoo.load('base-bert@" in text, text
+    assert "HF_ENDPOINT" in text and "from_pretrained" in text
+    # the fine-tune below, as a link
+    assert link_to(page, "ft-bert", "")
+
+    v1.click()
+    wait(page, lambda d: "v1" in d.current_url, "the version link did not open v1's page")
+    snapshot = site.home / "hub/models--local--base-bert/snapshots" / ids["v1"]
+    text = body_text(page)
+    source = page.page_source
+    for name in ("config.json", "model.safetensors"):
+        digest = (snapshot / name).resolve().name  # blobs are named by their sha256
+        assert digest == hashlib.sha256((snapshot / name).read_bytes()).hexdigest()
+        assert name in text and (digest in source or digest[:12] in text), (name, digest)
+    assert ids["v1"][:7] in text
+
+    page.get(site.daemon.endpoint + "/")
+    link_to(page, "ft-bert").click()
+    wait(page, lambda d: d.current_url.rstrip("/").endswith("/ft-bert"), "the link did not open ft-bert's page")
+    bases = page.find_elements(By.CSS_SELECTOR, "a[href*='/models/'][href*='base-bert']")
+    assert bases, body_text(page)
+    bases[0].click()
+    wait(page, lambda d: "base-bert" in d.current_url, "the lineage link did not open the base's page")
+    assert "base-bert" in page.title or "base-bert" in body_text(page)
+
+
+def names_listed(driver) -> set[str]:
+    from selenium.webdriver.common.by import By
+
+    return {a.get_attribute("href").rstrip("/").rsplit("/", 1)[1]
+            for a in driver.find_elements(By.CSS_SELECTOR, "#names td.name a[href*='/models/']")}
+
+
+def test_the_search_form_and_its_filters_narrow_the_home_page_through_the_query_string(page, site):
+    from selenium.webdriver.common.by import By
+
+    login(page, site)
+    page.get(site.daemon.endpoint + "/")
+    assert names_listed(page) == {"base-bert", "ft-bert", "hostile"}
+    box = page.find_element(By.CSS_SELECTOR, "form#search input[name=q]")
+    box.send_keys("ft-bert")
+    box.submit()
+    wait(page, lambda d: "q=ft-bert" in d.current_url, "the search form did not send a query string")
+    assert names_listed(page) == {"ft-bert"}
+    # the same query string without JavaScript gives the same answer (the form needs none)
+    url = page.current_url
+    page.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        page.get(url)
+        assert names_listed(page) == {"ft-bert"}
+    finally:
+        page.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+
+    for field, value, want in (("label", "task=ner", {"base-bert"}), ("alias", "prod", {"base-bert"}),
+                               ("model_type", "bert", {"base-bert", "ft-bert", "hostile"}),
+                               ("model_type", "gpt2", set())):
+        page.get(site.daemon.endpoint + "/")
+        page.find_element(By.CSS_SELECTOR, f"form#search input[name={field}]").send_keys(value)
+        page.find_element(By.CSS_SELECTOR, "form#search button[type=submit]").click()
+        wait(page, lambda d: f"{field}=" in d.current_url, f"the {field} filter was not sent")
+        assert names_listed(page) == want, (field, value)
+        if not want:
+            assert "No name matches" in page.find_element(By.ID, "names").text
+
+
+def test_local_names_are_hidden_without_a_token_and_shown_after_logging_in(page, site):
+    login(page, site)
+    page.get(site.daemon.endpoint + "/")
+    hrefs = {name: link_to(page, name).get_attribute("href") for name in ("base-bert", "hostile")}
+    cookies = page.get_cookies()
+    assert cookies, "logging in set no cookie"
+    assert all(c.get("httpOnly") for c in cookies), cookies
+    assert all(c.get("sameSite") in ("Strict", "Lax") for c in cookies), cookies
+    assert TOKEN not in page.execute_script("return document.cookie")
+    assert not any(TOKEN in c["value"] for c in cookies)  # the cookie is not the token itself
+
+    page.delete_all_cookies()  # the same browser without its cookie: a person without a token
+    page.get(site.daemon.endpoint + "/")
+    source = page.page_source
+    for name in ("base-bert", "ft-bert", "hostile"):
+        assert name not in source, name
+    for href in hrefs.values():
+        page.get(href)
+        assert "prod" not in body_text(page) and "Hostile card" not in body_text(page), href
+        path = href.removeprefix(site.daemon.endpoint)
+        assert site.daemon.get(path)[0] in (401, 403, 404), path
+        assert site.daemon.get(path + "?format=json")[0] in (401, 403, 404), path
+    status, _, body = site.daemon.get("/?format=json")
+    assert status == 200 and b"base-bert" not in body and b"hostile" not in body
+    status, _, body = site.daemon.get("/?format=json", headers={"Authorization": "Bearer not-a-token"})
+    assert b"base-bert" not in body
+
+    # a bearer header is the way in for scripts; the form, for people
+    status, _, body = site.daemon.get("/?format=json", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200 and b"base-bert" in body
+    login(page, site)
+    page.get(hrefs["base-bert"])
+    assert "prod" in body_text(page)
+
+
+def test_a_hostile_model_card_is_inert(page, site):
+    from selenium.webdriver.common.by import By
+
+    login(page, site)
+    page.get(site.daemon.endpoint + "/")
+    link_to(page, "hostile").click()
+    wait(page, lambda d: d.current_url.rstrip("/").endswith("/hostile"), "the link did not open hostile's page")
+    time.sleep(0.5)  # give a script that got through the time to run
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        page.switch_to.alert.text
+    assert page.execute_script("return window.__pwned === undefined")
+    assert page.find_elements(By.TAG_NAME, "iframe") == []
+    text = body_text(page)
+    assert "Hostile card" in text  # the card is rendered,
+    assert "<script>" in text  # its raw HTML shown as text, not run
+    scripts = [s.get_attribute("innerHTML") for s in page.find_elements(By.TAG_NAME, "script")]
+    assert not any("__pwned" in s for s in scripts), scripts
+    for a in page.find_elements(By.TAG_NAME, "a"):
+        href = (a.get_attribute("href") or "").strip().lower()
+        assert not href.startswith(("javascript:", "data:", "vbscript:")), a.get_attribute("outerHTML")
+    for element in page.find_elements(By.CSS_SELECTOR, "[onerror], [onclick], [onload]"):
+        raise AssertionError(element.get_attribute("outerHTML"))
+    links = page.find_elements(By.XPATH, "//a[contains(., 'javascript link')]")
+    for a in links:  # clicking what is left of the javascript: links runs nothing either
+        a.click()
+        assert page.execute_script("return window.__pwned === undefined")
+    console = [e for e in page.get_log("browser") if "__pwned" in e.get("message", "")]
+    assert not console, console
+
+
+def test_a_pull_in_flight_shows_on_the_home_page_with_its_progress(page, site, minilm_dir):
+    from selenium.webdriver.common.by import By
+
+    weights = (minilm_dir / "model.safetensors").stat().st_size
+    site.upstream.slow, site.upstream.rate = "model.safetensors", 6 << 20  # 90 MB: about 15 s
+    env = {**os.environ, "ZOO_HOME": str(site.home)}  # zoo pull through the daemon, which asks the upstream
+    pull = subprocess.Popen([sys.executable, "-m", "zoo", "-q", "pull", PULLED], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        seen: list[tuple[int, int, str]] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and pull.poll() is None and len(seen) < 2:
+            page.get(site.daemon.endpoint + "/")  # a reload each time: the page needs no script to be read
+            for job in page.find_elements(By.CSS_SELECTOR, "#jobs tr.job"):
+                bars = job.find_elements(By.CSS_SELECTOR, "progress.job-progress")
+                if PULLED in (job.get_attribute("data-what") or "") and bars:
+                    done, total = int(bars[0].get_attribute("value")), int(bars[0].get_attribute("max"))
+                    if 0 < done < total and (not seen or done > seen[-1][0]):
+                        seen.append((done, total, job.text))
+            time.sleep(0.5)
+        assert not site.upstream.finished, "the upstream had finished before the page showed the pull twice"
+        assert len(seen) >= 2, f"the page did not show the pull advancing: {seen}"
+        for done, total, text in seen:
+            assert total >= weights, (total, weights)  # the weights' bytes at least (the whole pull, or the file)
+            assert shows_size(text, done) and shows_size(text, total), (done, total, text)
+        assert pull.wait(180) == 0, pull.stderr.read()
+    finally:
+        if pull.poll() is None:
+            pull.kill()
+            pull.wait(30)
+        site.upstream.slow = None
+    page.get(site.daemon.endpoint + "/")  # done: no longer in flight, and a public name anyone sees
+    assert not [j for j in page.find_elements(By.CSS_SELECTOR, "#jobs tr.job")
+                if PULLED in (j.get_attribute("data-what") or "")]
+    assert link_to(page, "all-MiniLM-L6-v2")
+
+
+def test_a_phone_sized_window_does_not_scroll_sideways(manager, site):
+    phone = browser.chromium(browser.PHONE, mobile=True)
+    try:
+        login(phone, site)
+        phone.get(site.daemon.endpoint + "/")
+        pages = [phone.current_url] + [link_to(phone, name).get_attribute("href") for name in ("base-bert", "hostile")]
+        for path in pages:
+            phone.get(path)
+            assert phone.execute_script("return window.innerWidth") == browser.PHONE[0], \
+                "no <meta name=viewport>: a phone lays the page out 980 px wide"
+            assert browser.no_horizontal_overflow(phone) == [], path
+    finally:
+        phone.quit()
+
+
+def test_the_browser_is_debians_and_selenium_manager_never_ran(laptop, manager):
+    version = subprocess.run([str(browser.CHROMIUM), "--version"], capture_output=True, text=True).stdout
+    assert laptop.capabilities["browserVersion"] in version
+    assert browser.manager_calls(manager) == ""

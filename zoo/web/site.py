@@ -11,8 +11,8 @@ reserves ``models`` as a name no user or organisation may take):
     /models/.../-/history                its history
     /-/login (GET: the form; POST)       /-/logout (POST)        /-/style.css  /-/live.js
 
-A ``/models/...`` path whose second or third segment is ``resolve`` or ``raw`` (and not a page's ``-``) stays
-the Hub's file route (``/models/REPO/resolve/REV/FILE``, as huggingface.co accepts it). Every page answers JSON
+A ``/models/...`` path whose second or third segment is ``resolve`` or ``raw`` (and neither is a page's ``-``)
+stays the Hub's file route (``/models/REPO/resolve/REV/FILE``, as huggingface.co accepts it). Every page answers JSON
 with the same data for ``?format=json`` or ``Accept: application/json``.
 """
 
@@ -64,7 +64,7 @@ def claims(raw_path: str) -> bool:
     if parts[0] != "models":
         return False
     rest = parts[1:]
-    return len(rest) <= 2 or "-" in rest[1:3]
+    return "-" in rest[1:3] or not (len(rest) >= 3 and {rest[1], rest[2]} & {"resolve", "raw"})
 
 
 class Sessions:
@@ -152,7 +152,10 @@ class Site:
     def _route(self, path: str, view: "View") -> Reply:
         if path in ("", "/"):
             return view.home()
-        parts = [urllib.parse.unquote(p, errors="strict") for p in path.strip("/").split("/")]
+        try:
+            parts = [urllib.parse.unquote(p, errors="strict") for p in path.strip("/").split("/")]
+        except UnicodeDecodeError:
+            raise PageError(400, "Bad request", "the path is not UTF-8") from None
         if parts[0] == "-":
             if parts[1:] == ["login"]:
                 return view.login_form()

@@ -379,3 +379,18 @@ def test_the_browser_is_debians_and_selenium_manager_never_ran(laptop, manager):
     version = subprocess.run([str(browser.CHROMIUM), "--version"], capture_output=True, text=True).stdout
     assert laptop.capabilities["browserVersion"] in version
     assert browser.manager_calls(manager) == ""
+
+
+def test_the_readmes_screenshots_are_made_by_docs_screenshots_py(tmp_path, manager):
+    """docs/home.png and docs/model.png come from this script: it still runs, and makes 1280x800 pictures."""
+    script = Path(__file__).resolve().parents[2] / "docs" / "screenshots.py"
+    out = subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    for name in ("home.png", "model.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+        assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == browser.LAPTOP
+        assert 20_000 < len(png) < 400_000, (name, len(png))  # a page, not a blank or a huge picture
+    assert browser.manager_calls(manager) == ""
+

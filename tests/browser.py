@@ -48,6 +48,9 @@ A [javascript link](javascript:window.__pwned=4) and an [ordinary one](https://e
 <iframe src="javascript:window.parent.__pwned=5"></iframe>
 """
 
+HOSTILE_DESCRIPTION = '<img src=x onerror="window.__pwned=6"><script>window.__pwned=7</script>'
+HOSTILE_LABEL = '<svg/onload=window.__pwned=8>'
+
 
 def available() -> str | None:
     """Why the browser tests cannot run here, or None."""
@@ -117,7 +120,8 @@ def build_store(home: Path, scratch: Path) -> dict:
 
     - ``base-bert``: v1 (alias ``prod``) and v2 (labels task=ner, team=search; alias ``latest-good``)
     - ``ft-bert``: v1, ``zoo.save`` of ``zoo.load("base-bert@prod")`` (its base: base-bert@v1), description set
-    - ``hostile``: v1, ``zoo import`` of a folder whose README.md is ``HOSTILE_CARD`` (a wider BERT: larger)
+    - ``hostile``: v1, ``zoo import`` of a folder whose README.md is ``HOSTILE_CARD`` (a wider BERT: larger),
+      with markup in its description and a label
     """
     home.mkdir(parents=True, exist_ok=True)
     hostile = scratch / "hostile"
@@ -138,8 +142,8 @@ def build_store(home: Path, scratch: Path) -> dict:
                          env={**os.environ, "ZOO_HOME": str(home)}, timeout=300)
     assert out.returncode == 0, out.stderr
     (hostile / "README.md").write_text(HOSTILE_CARD)
-    zoo_cli("import", str(hostile), "--name", "hostile", "--description", "a card that tries to run script",
-            home=home)
+    zoo_cli("import", str(hostile), "--name", "hostile", "--description", HOSTILE_DESCRIPTION,
+            "--label", f"note={HOSTILE_LABEL}", home=home)
     zoo_cli("tag", "base-bert@v1", "prod", home=home)
     zoo_cli("tag", "base-bert@v2", "latest-good", home=home)
     rows = json.loads(zoo_cli("ls", "--json", home=home))

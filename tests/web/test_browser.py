@@ -288,36 +288,92 @@ def test_local_names_are_hidden_without_a_token_and_shown_after_logging_in(page,
     assert "prod" in body_text(page)
 
 
-def test_a_hostile_model_card_is_inert(page, site):
+def assert_inert(page) -> None:
+    """Nothing the store's content carried ran on this page, and nothing is left that would on a click."""
+    from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
-    login(page, site)
-    page.get(site.daemon.endpoint + "/")
-    link_to(page, "hostile").click()
-    wait(page, lambda d: d.current_url.rstrip("/").endswith("/hostile"), "the link did not open hostile's page")
-    time.sleep(0.5)  # give a script that got through the time to run
-    from selenium.common.exceptions import NoAlertPresentException
-
+    time.sleep(0.3)  # give a script that got through the time to run
     with pytest.raises(NoAlertPresentException):
         page.switch_to.alert.text
-    assert page.execute_script("return window.__pwned === undefined")
-    assert page.find_elements(By.TAG_NAME, "iframe") == []
-    card = page.find_element(By.ID, "card")
-    assert card.find_element(By.TAG_NAME, "h1").text == "Hostile card"  # the Markdown is rendered,
-    assert "<script>" in card.text  # its raw HTML shown as text, not run
-    scripts = [s.get_attribute("innerHTML") for s in page.find_elements(By.TAG_NAME, "script")]
+    assert page.execute_script("return window.__pwned === undefined"), page.current_url
+    assert page.find_elements(By.CSS_SELECTOR, "iframe, object, embed, svg[onload], img[onerror]") == []
+    scripts = [s.get_attribute("innerHTML") + (s.get_attribute("src") or "")
+               for s in page.find_elements(By.TAG_NAME, "script")]
     assert not any("__pwned" in s for s in scripts), scripts
     for a in page.find_elements(By.TAG_NAME, "a"):
         href = (a.get_attribute("href") or "").strip().lower()
         assert not href.startswith(("javascript:", "data:", "vbscript:")), a.get_attribute("outerHTML")
-    for element in page.find_elements(By.CSS_SELECTOR, "[onerror], [onclick], [onload]"):
-        raise AssertionError(element.get_attribute("outerHTML"))
-    links = page.find_elements(By.XPATH, "//a[contains(., 'javascript link')]")
-    for a in links:  # clicking what is left of the javascript: links runs nothing either
-        a.click()
-        assert page.execute_script("return window.__pwned === undefined")
+    handlers = page.execute_script("""
+        return [...document.querySelectorAll('*')].flatMap(e => [...e.attributes]
+            .filter(a => a.name.startsWith('on')).map(a => e.tagName + ' ' + a.name + '=' + a.value));""")
+    assert handlers == [], handlers
     console = [e for e in page.get_log("browser") if "__pwned" in e.get("message", "")]
     assert not console, console
+
+
+def test_a_hostile_model_card_description_and_label_are_inert_on_every_page(page, site):
+    from selenium.webdriver.common.by import By
+
+    login(page, site)
+    page.get(site.daemon.endpoint + "/")
+    assert_inert(page)
+    row = page.find_element(By.CSS_SELECTOR, "#names tr.name-row[data-name$='hostile']")
+    assert browser.HOSTILE_DESCRIPTION in row.text  # the markup is shown as text
+    link_to(page, "hostile").click()
+    wait(page, lambda d: d.current_url.rstrip("/").endswith("/hostile"), "the link did not open hostile's page")
+    assert_inert(page)
+    card = page.find_element(By.ID, "card")
+    assert card.find_element(By.TAG_NAME, "h1").text == "Hostile card"  # the Markdown is rendered,
+    assert "<script>" in card.text  # its raw HTML shown as text, not run
+    assert [a.get_attribute("href") for a in card.find_elements(By.PARTIAL_LINK_TEXT, "ordinary one")] == \
+        ["https://example.org/"]  # an ordinary link stays a link
+    assert f"note={browser.HOSTILE_LABEL}" in page.find_element(By.ID, "versions").text
+    for a in card.find_elements(By.XPATH, ".//a[contains(., 'javascript link')]"):
+        a.click()  # what is left of the javascript: links runs nothing either
+        assert page.execute_script("return window.__pwned === undefined")
+    page.find_element(By.ID, "history-link").click()
+    wait(page, lambda d: d.current_url.endswith("/-/history"), "no history page")
+    assert_inert(page)
+    page.find_element(By.CSS_SELECTOR, "#history td.version a").click()
+    wait(page, lambda d: "/-/versions/" in d.current_url, "no version page")
+    assert_inert(page)
+    assert browser.HOSTILE_DESCRIPTION in page.find_element(By.ID, "manifest").text
+
+
+def test_the_history_page_lists_the_names_events_newest_first(page, site):
+    from selenium.webdriver.common.by import By
+
+    login(page, site)
+    page.get(site.daemon.endpoint + "/")
+    link_to(page, "base-bert").click()
+    page.find_element(By.ID, "history-link").click()
+    wait(page, lambda d: d.current_url.endswith("/base-bert/-/history"), "the history link did not open the history")
+    events = json.loads(browser.zoo_cli("history", "base-bert", "--json", home=site.home))
+    rows = page.find_elements(By.CSS_SELECTOR, "#history tr.event")
+    assert [r.get_attribute("data-event") for r in rows] == [e["event"] for e in reversed(events)]
+    shown = [(r.find_element(By.CSS_SELECTOR, "td.version").text, r.find_element(By.CSS_SELECTOR, "td.detail").text)
+             for r in rows]
+    for (version, detail), event in zip(shown, reversed(events)):
+        assert version == (event.get("version") or "-"), (version, event)
+        if event.get("alias"):
+            assert event["alias"] in detail, (detail, event)
+    assert len(rows) == 5  # v1, v2 made; v2 labelled; prod and latest-good set
+
+
+def progress_of(driver, what: str) -> tuple[int, int] | None:
+    """(done, total) of the job in flight for ``what`` as the page shows it now, or None."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        for job in driver.find_elements(By.CSS_SELECTOR, "#jobs tr.job"):
+            bars = job.find_elements(By.CSS_SELECTOR, "progress.job-progress")
+            if what in (job.get_attribute("data-what") or "") and bars:
+                return int(bars[0].get_attribute("value")), int(bars[0].get_attribute("max"))
+    except StaleElementReferenceException:  # live.js redrew the table meanwhile
+        return progress_of(driver, what)
+    return None
 
 
 def test_a_pull_in_flight_shows_on_the_home_page_with_its_progress(page, site, minilm_dir):
@@ -325,7 +381,7 @@ def test_a_pull_in_flight_shows_on_the_home_page_with_its_progress(page, site, m
 
     weights = (minilm_dir / "model.safetensors").stat().st_size
     login(page, site)  # a repository whose access is not yet recorded is shown to token holders only
-    site.upstream.slow, site.upstream.rate = "model.safetensors", 6 << 20  # 90 MB: about 15 s
+    site.upstream.slow, site.upstream.rate = "model.safetensors", 5 << 20  # 90 MB: about 17 s
     env = {**os.environ, "ZOO_HOME": str(site.home)}  # zoo pull through the daemon, which asks the upstream
     pull = subprocess.Popen([sys.executable, "-m", "zoo", "-q", "pull", PULLED], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -335,18 +391,26 @@ def test_a_pull_in_flight_shows_on_the_home_page_with_its_progress(page, site, m
         while time.monotonic() < deadline and pull.poll() is None and len(seen) < 2:
             page.get(site.daemon.endpoint + "/")  # a reload each time: the page needs no script to be read
             for job in page.find_elements(By.CSS_SELECTOR, "#jobs tr.job"):
-                bars = job.find_elements(By.CSS_SELECTOR, "progress.job-progress")
-                if PULLED in (job.get_attribute("data-what") or "") and bars:
-                    done, total = int(bars[0].get_attribute("value")), int(bars[0].get_attribute("max"))
+                if PULLED in (job.get_attribute("data-what") or "") and (shown := progress_of(page, PULLED)):
+                    done, total = shown
                     if 0 < done < total and (not seen or done > seen[-1][0]):
                         seen.append((done, total, job.text))
             time.sleep(0.5)
         assert not site.upstream.finished, "the upstream had finished before the page showed the pull twice"
         assert len(seen) >= 2, f"the page did not show the pull advancing: {seen}"
+        # with scripts on, the page follows the pull by itself (live.js): no reload from here on
+        page.get(site.daemon.endpoint + "/")
+        first = progress_of(page, PULLED)
+        assert first is not None
+        wait(page, lambda d: (p := progress_of(d, PULLED)) is not None and p[0] > first[0],
+             "the page did not follow the pull by itself", timeout=10)
+        assert not site.upstream.finished, "the upstream finished before the page moved by itself"
         for done, total, text in seen:
             assert total >= weights, (total, weights)  # the weights' bytes at least (the whole pull, or the file)
             assert shows_size(text, done) and shows_size(text, total), (done, total, text)
         assert pull.wait(180) == 0, pull.stderr.read()
+        wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs-table tr.empty"),
+             "the page still shows the finished pull (live.js)", timeout=15)
     finally:
         if pull.poll() is None:
             pull.kill()

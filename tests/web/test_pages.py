@@ -328,3 +328,21 @@ def test_the_page_writes_nothing(site):
     after = sorted((str(p.relative_to(site.home)), p.stat().st_size) for p in site.home.rglob("*")
                    if p.is_file() and "daemon" not in p.name and not p.name.startswith("used"))
     assert before == after
+
+
+def test_a_change_to_the_store_shows_on_the_next_request(site, tmp_path):
+    """The page keeps what it read while the store is unchanged (zoo.web.cache); a write shows at once."""
+    import time
+
+    time.sleep(2.2)  # every mtime older than the cache's racy window: the answers below come from memory
+    for _ in range(2):
+        _, page = as_json(site, "/", BEARER)
+        assert {r["name"]: r for r in page["names"]}["tuned"]["aliases"] == {}
+    zoo(site.home, "tag", "tuned", "canary")
+    _, page = as_json(site, "/", BEARER)
+    assert {r["name"]: r for r in page["names"]}["tuned"]["aliases"] == {"canary": "v1"}
+    zoo(site.home, "import", str(_folder(tmp_path / "tuned2", 3)), "--name", "tuned")
+    _, page = as_json(site, "/", BEARER)
+    assert {r["name"]: r for r in page["names"]}["tuned"]["version"] == "v2"
+    _, model = as_json(site, "/models/tuned", BEARER)
+    assert [v["version"] for v in model["versions"]] == ["v2", "v1"]

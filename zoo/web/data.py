@@ -22,6 +22,7 @@ from ..store.lineage import tree
 from ..store.manifests import Version
 from ..store.reader import StoreReader
 from ..store.search import Query, search
+from .cache import Cached
 from .markdown import card_html
 
 May = Callable[[str, "str | None"], bool]
@@ -43,7 +44,7 @@ def model_url(repo: str) -> str:
 
 def home(reader: StoreReader, q: Query, text: str, may: May, status: dict[str, Any]) -> dict[str, Any]:
     rows = []
-    for row in search(reader, q):
+    for row in reader.search(q) if isinstance(reader, Cached) else search(reader, q):
         access = "local" if is_local(row.repo) else _hub_access(reader, row.repo, row.version)
         if not may(row.repo, access):
             continue

@@ -30,9 +30,9 @@ from ..errors import InvalidNameError, ZooError
 from ..hubserver.access import Access
 from ..hubserver.protocol import HubError
 from ..names import LOCAL_NAMESPACE, display_name, is_local, validate_repo_id, version_number
-from ..store.reader import StoreReader
 from ..store.search import query
 from . import data, render
+from .cache import Cached
 
 COOKIE = "zoo_session"
 SESSION_SECONDS = 12 * 3600
@@ -111,7 +111,7 @@ def _cookie(headers: dict[str, str], name: str) -> str | None:
 
 class Site:
     def __init__(self, home: Any, access: Access, status: Callable[[], dict[str, Any]]) -> None:
-        self.reader = StoreReader(home)
+        self.reader = Cached(home)
         self.access, self.status = access, status
         self.sessions = Sessions()
 
@@ -240,7 +240,7 @@ class View:
 
     def reply(self, template: str, payload: dict[str, Any], status: int = 200, title: str = "") -> Reply:
         if self.as_json:
-            body = json.dumps(payload, indent=1, default=str).encode()
+            body = json.dumps(payload, default=str, separators=(",", ":")).encode()
             return Reply(status, body, {"Content-Type": "application/json", "Cache-Control": "no-store", "Vary": "Accept"})
         html = render.page(template, d=payload, title=title, who=self.who, logins=self.logins,
                            card=render.markup(payload.get("card_html") or ""))

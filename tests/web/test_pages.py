@@ -148,6 +148,7 @@ def test_home_shows_every_name_as_the_store_does(site):
                 assert row[key] == truth[name][key], (name, key)
     assert rows["demo"]["aliases"] == {"prod": "v1"} and rows["demo"]["version"] == "v2"
     assert page["quota"]["max_size"] == 10 * 10**9 and page["quota"]["pinned"] == ["local/demo@v1"]
+    assert page["quota"]["used"] == site.status()["quota"]["used"] > 0  # what zoo daemon status says
     assert {e["name"] for e in page["events"]} >= {"demo", "tuned"}
     status, _, html = get(site, "/", headers=BEARER)
     text = html.decode()

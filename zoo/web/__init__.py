@@ -4,12 +4,18 @@
   session; framework-free (the hub server's aiohttp app hands it the requests it claims);
 - :mod:`.data`: what each page shows, as data (each page's JSON twin);
 - :mod:`.render`: the HTML, from Jinja2 templates (``templates/``) and one stylesheet (``static/``);
+- :mod:`.cache`: what the pages read, kept while the store is unchanged;
+- :mod:`.status`: the daemon's jobs and quota, read cheaply for the home page;
 - :mod:`.markdown`: model cards, with raw HTML escaped and script links neutralised (markdown-it-py).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
+
+from .status import daemon_status
+
+__all__ = ["daemon_status", "make_site"]
 
 
 def make_site(home: Any, access: Any, status: Callable[[], dict[str, Any]]) -> Any:

@@ -30,7 +30,7 @@ from http_daemon import HttpDaemon
 
 pytestmark = pytest.mark.slow
 
-GATED, PUBLIC, RESERVED = "acme/gated-bert", "acme/public-bert", "acme/models"
+GATED, PUBLIC, RESERVED, SOLO = "acme/gated-bert", "acme/public-bert", "acme/models", "solo-bert"
 UPSTREAM_TOKEN = "hf_upstream_token_0123456789abcdef"
 TOKEN = "zoo-web-token-0123456789abcdef-4f0c1d2e"
 HOSTILE = """---
@@ -77,7 +77,7 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
     hub = HubServer(root / "hub")
     files = {"config.json": json.dumps(TINY_BERT).encode(), "model.safetensors": _safetensors(8)}
-    for repo in (GATED, PUBLIC, RESERVED):
+    for repo in (GATED, PUBLIC, RESERVED, SOLO):
         hub.add_repo(repo, files)
     hub.gate(GATED, UPSTREAM_TOKEN)
     hub.start()
@@ -91,6 +91,7 @@ def site(tmp_path_factory):
         env=env)
     zoo(home, "pull", PUBLIC, env=env)
     zoo(home, "pull", RESERVED, env=env)
+    zoo(home, "pull", f"hf:{SOLO}", env=env)  # a hub id of one part
     zoo(home, "pull", GATED, env={**env, "HF_TOKEN": UPSTREAM_TOKEN})
     zoo(home, "pin", "demo@v1", env=env)
     tokens = root / "tokens"
@@ -137,7 +138,7 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 def test_home_shows_every_name_as_the_store_does(site):
     truth = {r["name"]: r for r in json.loads(zoo(site.home, "ls", "--json"))}
-    assert set(truth) == {"demo", "tuned", PUBLIC, RESERVED, GATED}
+    assert set(truth) == {"demo", "tuned", PUBLIC, RESERVED, GATED, SOLO}
     for via in ("query", "accept"):
         status, page = as_json(site, "/", BEARER, via=via)
         assert status == 200
@@ -229,9 +230,9 @@ def test_history_page_is_zoo_history(site):
 def test_without_a_token_only_public_content_shows(site):
     for headers in ({}, {"Authorization": "Bearer not-a-token-of-this-server-000"}):
         _, page = as_json(site, "/", headers)
-        assert {r["name"] for r in page["names"]} == {PUBLIC, RESERVED}
+        assert {r["name"] for r in page["names"]} == {PUBLIC, RESERVED, SOLO}
         assert page["quota"]["pinned"] == []  # local/demo@v1 is pinned, and hidden
-        assert all(e["repo"] in (PUBLIC, RESERVED) for e in page["events"])
+        assert all(e["repo"] in (PUBLIC, RESERVED, SOLO) for e in page["events"])
         _, _, html = get(site, "/", headers=headers)
         assert b"demo" not in html and b"gated-bert" not in html and b"tuned" not in html
         for path in ("/models/demo", "/models/demo/-/versions/v1", "/models/demo/-/history", f"/models/{GATED}",
@@ -254,7 +255,7 @@ def test_login_sets_a_strict_http_only_cookie_and_logout_ends_it(site):
     sid = cookie.split(";")[0]
     assert TOKEN not in cookie
     _, page = as_json(site, "/", {"Cookie": sid})
-    assert {r["name"] for r in page["names"]} == {"demo", "tuned", PUBLIC, RESERVED, GATED}
+    assert {r["name"] for r in page["names"]} == {"demo", "tuned", PUBLIC, RESERVED, GATED, SOLO}
     status, _, html = get(site, "/models/demo", headers={"Cookie": sid})
     assert status == 200 and b'id="who">alice<' in html
     # a form posted from another site is refused, with or without a session
@@ -266,7 +267,7 @@ def test_login_sets_a_strict_http_only_cookie_and_logout_ends_it(site):
     status, headers, _ = get(site, "/-/logout", method="POST", data=b"", headers={"Cookie": sid})
     assert status == 303 and "max-age=0" in headers["set-cookie"].lower()
     _, page = as_json(site, "/", {"Cookie": sid})
-    assert {r["name"] for r in page["names"]} == {PUBLIC, RESERVED}  # the old session id is dead
+    assert {r["name"] for r in page["names"]} == {PUBLIC, RESERVED, SOLO}  # the old session id is dead
 
 
 def test_hostile_card_is_inert(site):
@@ -297,6 +298,9 @@ def test_routes_never_collide_with_the_hub_protocol(site):
     status, headers, body = get(site, f"/api/models/{GATED}")
     assert status == 401  # the hub route's own rule, untouched
     assert get(site, f"/models/{PUBLIC}/-/history")[0] == 200
+    status, page = as_json(site, f"/models/{SOLO}")  # no local/solo-bert: the hub repository of one part
+    assert status == 200 and page["repo"] == SOLO
+    assert get(site, f"/{SOLO}/resolve/main/config.json")[2] == config
 
 
 @pytest.mark.parametrize("path,status", [

@@ -6,8 +6,9 @@ file's mtime, so a change to any of them changes an mtime that a ``stat`` sees: 
 marks file, its entry in ``used/``. :class:`Cached` keeps
 
 - each name's versions, keyed by the mtime of its versions folder (one ``stat`` per name read);
-- each search's rows (:func:`zoo.store.search.search`), keyed by the mtimes of every versions folder, marks
-  file and use record (one ``scandir`` and a ``stat`` per name).
+- each search's row of each name (:func:`zoo.store.search.search`), keyed by the mtimes of that name's versions
+  folder, marks file and use record (three ``scandir`` and a ``stat`` per name): after a change, only the
+  names that changed are read again.
 
 A change within the last two seconds is never cached (a file system's clock may be coarse: two changes in one
 tick would share an mtime), so what a page shows is at most one request behind a write, never stale after it.
@@ -20,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from ..store.layout import repo_folder
 from ..store.manifests import Version
 from ..store.reader import StoreReader
 from ..store.search import Query, Row, search
@@ -33,7 +35,7 @@ class Cached(StoreReader):
         super().__init__(home)
         self._lock = threading.Lock()
         self._folders: dict[str, tuple[int, list[Version]]] = {}
-        self._rows: dict[Query, tuple[tuple, list[Row]]] = {}
+        self._rows: dict[Query, dict[str, tuple[tuple, Row | None]]] = {}  # query -> folder -> (stamp, row)
 
     def versions(self, repo: str) -> list[Version]:
         folder = self.layout.versions_folder(repo)
@@ -66,36 +68,48 @@ class Cached(StoreReader):
         return out
 
     def search(self, q: Query) -> list[Row]:
-        """:func:`zoo.store.search.search`, answered again from memory while no name changed."""
-        key = self._fingerprint()
-        hit = self._rows.get(q)
-        if key is not None and hit is not None and hit[0] == key:
-            return hit[1]
-        rows = search(self, q)
-        if key is not None:
-            with self._lock:
-                if len(self._rows) >= MAX_QUERIES:
-                    self._rows.pop(next(iter(self._rows)))
-                self._rows[q] = (key, rows)
+        """:func:`zoo.store.search.search`, reading again only the names whose versions folder, marks file or
+        use record changed since this query was last answered."""
+        stamps = self._stamps()
+        if stamps is None:
+            return search(self, q)
+        known = self._rows.get(q) or {}
+        changed = [f for f, st in stamps.items() if f not in known or known[f][0] != st]
+        fresh = {repo_folder(r.repo): r for r in search(self, q, folders=changed)} if changed else {}
+        recent = (time.time() - RACY) * 1e9
+        kept: dict[str, tuple[tuple, Row | None]] = {}
+        rows = []
+        for folder, st in sorted(stamps.items()):
+            row = fresh.get(folder) if folder in fresh or folder not in known or known[folder][0] != st \
+                else known[folder][1]
+            if max(st) <= recent:  # a change within RACY seconds: read again next time
+                kept[folder] = (st, row)
+            if row is not None:
+                rows.append(row)
+        with self._lock:
+            if q not in self._rows and len(self._rows) >= MAX_QUERIES:
+                self._rows.pop(next(iter(self._rows)))
+            self._rows[q] = kept
         return rows
 
-    def _fingerprint(self) -> tuple | None:
-        """The mtimes of every versions folder, marks file and use record; None when one is too recent to trust."""
+    def _stamps(self) -> dict[str, tuple[int, int, int]] | None:
+        """Each name's versions folder -> the mtimes of that folder, its marks file and its use record (0: none)."""
         layout = self.layout
-        limit = (time.time() - RACY) * 1e9
-        parts = []
-        for root in (layout.versions_root, layout.marks_root, layout.used_root):
+
+        def mtimes(root: Any, suffix: str = "") -> dict[str, int]:
             try:
                 with os.scandir(root) as entries:
-                    stamps = tuple(sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns) for e in entries))
+                    return {e.name[:len(e.name) - len(suffix)]: e.stat(follow_symlinks=False).st_mtime_ns
+                            for e in entries if e.name.startswith("models--") and e.name.endswith(suffix)}
             except FileNotFoundError:
-                stamps = ()
-            except OSError:
-                return None
-            if any(m > limit for _, m in stamps):
-                return None
-            parts.append(stamps)
-        return tuple(parts)
+                return {}
+
+        try:
+            folders, marks, used = mtimes(layout.versions_root), mtimes(layout.marks_root, ".json"), \
+                mtimes(layout.used_root)
+        except OSError:
+            return None
+        return {f: (m, marks.get(f, 0), used.get(f, 0)) for f, m in folders.items()}
 
 
 def _repo_of(folder_name: str) -> str | None:

@@ -262,8 +262,12 @@ class View:
         payload["filters"] = {k: p.get(k, "") for k in ("q", "model_type", "label", "alias", "user")}
         return self.reply("home.html", payload, title="Models")
 
-    def _versions(self, repo: str) -> list:
+    def _versions(self, repo: str) -> tuple[str, list]:
+        """The repository a page's path names and its versions; raises the page's 404 or 401. ``/models/NAME``
+        is ``local/NAME``, or the hub repository ``NAME`` (an id of one part) when the store has no such local name."""
         versions = self.site.reader.versions(repo)
+        if not versions and is_local(repo) and (hub := self.site.reader.versions(display_name(repo))):
+            repo, versions = display_name(repo), hub
         if not versions and not is_local(repo):
             raise PageError(404, "Not found", f"{repo} is not in this store")
         if not self.may(repo, data.access_of(repo, versions[-1] if versions else None)):
@@ -272,15 +276,15 @@ class View:
                             f"{display_name(repo)}: this zoo server shows restricted content to nobody")
         if not versions:
             raise PageError(404, "Not found", f"{display_name(repo)} is not in this store")
-        return versions
+        return repo, versions
 
     def model(self, repo: str) -> Reply:
-        versions = self._versions(repo)
+        repo, versions = self._versions(repo)
         payload = data.model(self.site.reader, repo, versions, self.endpoint, self.may)
         return self.reply("model.html", payload, title=payload["name"])
 
     def version(self, repo: str, spec: str) -> Reply:
-        versions = self._versions(repo)
+        repo, versions = self._versions(repo)
         found = [v for v in versions if v.name == spec]
         if not found:
             raise PageError(404, "Not found", f"{display_name(repo)}@{spec}: no such version")
@@ -288,7 +292,7 @@ class View:
         return self.reply("version.html", payload, title=f"{payload['name']}@{spec}")
 
     def history(self, repo: str) -> Reply:
-        self._versions(repo)
+        repo, _ = self._versions(repo)
         payload = data.history(self.site.reader, repo)
         return self.reply("history.html", payload, title=f"{payload['name']}: history")
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
+_QUIET = ("OptimizationHints", "MediaRouter", "DialMediaRouteProvider", "Translate", "AutofillServerCommunication",
+          "NetworkTimeServiceQuerying", "CertificateTransparencyComponentUpdater", "InterestFeedContentSuggestions")
 LAPTOP = (1280, 800)
 PHONE = (390, 844)  # a phone's CSS pixels (iPhone 12-15)
 
@@ -89,6 +91,12 @@ def chromium(size: tuple[int, int] = LAPTOP, *, mobile: bool = False):
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--metrics-recording-only", "--hide-scrollbars", "--force-device-scale-factor=1",
+                "--no-pings", "--disable-default-apps", "--disable-domain-reliability",
+                "--disable-client-side-phishing-detection", "--disable-features=" + ",".join(_QUIET),
+                # nothing leaves the machine: no name but the test's resolves, and any other fetch would go to a
+                # closed local port (Google's sign-in, update and time services are asked for otherwise)
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+                "--proxy-server=http://127.0.0.1:9",  # loopback bypasses a proxy: the tests reach the daemon
                 f"--window-size={size[0]},{size[1]}"):
         options.add_argument(arg)
     if mobile:

@@ -115,8 +115,8 @@ def chromium(size: tuple[int, int] = LAPTOP, *, mobile: bool = False):
     return driver
 
 
-def zoo_cli(*args: str, home: Path, timeout: int = 180) -> str:
-    env = {**os.environ, "ZOO_HOME": str(home)}
+def zoo_cli(*args: str, home: Path, timeout: int = 180, env: dict | None = None) -> str:
+    env = {**os.environ, "ZOO_HOME": str(home), **(env or {})}
     out = subprocess.run([sys.executable, "-m", "zoo", "-q", *args], capture_output=True, text=True, env=env,
                          timeout=timeout)
     assert out.returncode == 0, f"zoo {' '.join(args)}: rc {out.returncode}\n{out.stdout}\n{out.stderr}"

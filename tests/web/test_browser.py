@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "Zq3cW0rkSh0pT0ken-for-the-browser-tests-0123456789"
 PULLED = "sentence-transformers/all-MiniLM-L6-v2"
+GATED = "zoo-browser-tests/gated-bert"  # a repository of the session's test hub that only these tests use
+UPSTREAM_TOKEN = "hf_upstream-token-of-someone-who-accepted-the-terms"
 _SIZE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)\b")
 _FACTORS = {"B": (1,), "kB": (1e3,), "KB": (1e3, 1024), "KiB": (1024,), "MB": (1e6, 1 << 20), "MiB": (1 << 20,),
             "GB": (1e9, 1 << 30), "GiB": (1 << 30,)}
@@ -70,6 +72,13 @@ def site(tmp_path_factory, hub):
     is the test hub behind a SlowUpstream."""
     root = tmp_path_factory.mktemp("site")
     store = browser.build_store(root / "store", root)
+    # a gated hub repository, pulled with the upstream token of someone who accepted its terms
+    tiny = root / "gated-files"
+    subprocess.run([sys.executable, "-c", f"import zoo; zoo.save(zoo.build({browser.TINY!r}), {str(tiny)!r})"],
+                   check=True, timeout=300)
+    hub.add_repo(GATED, {p.name: p for p in tiny.iterdir()})
+    hub.gate(GATED, UPSTREAM_TOKEN)
+    browser.zoo_cli("pull", GATED, home=root / "store", env={"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": UPSTREAM_TOKEN})
     tokens = browser.write_tokens(root / "tokens", TOKEN)
     with browser.SlowUpstream(hub.endpoint) as upstream:
         with HttpDaemon(root / "store", upstream=upstream.endpoint, args=("--tokens", str(tokens))) as daemon:
@@ -226,7 +235,7 @@ def test_the_search_form_and_its_filters_narrow_the_home_page_through_the_query_
 
     login(page, site)
     page.get(site.daemon.endpoint + "/")
-    assert names_listed(page) == {"base-bert", "ft-bert", "hostile"}
+    assert names_listed(page) == {"base-bert", "ft-bert", "hostile", "gated-bert"}
     box = page.find_element(By.CSS_SELECTOR, "form#search input[name=q]")
     box.send_keys("ft-bert")
     box.submit()
@@ -242,7 +251,7 @@ def test_the_search_form_and_its_filters_narrow_the_home_page_through_the_query_
         page.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
 
     for field, value, want in (("label", "task=ner", {"base-bert"}), ("alias", "prod", {"base-bert"}),
-                               ("model_type", "bert", {"base-bert", "ft-bert", "hostile"}),
+                               ("model_type", "bert", {"base-bert", "ft-bert", "hostile", "gated-bert"}),
                                ("model_type", "gpt2", set())):
         page.get(site.daemon.endpoint + "/")
         page.find_element(By.CSS_SELECTOR, f"form#search input[name={field}]").send_keys(value)
@@ -253,10 +262,14 @@ def test_the_search_form_and_its_filters_narrow_the_home_page_through_the_query_
             assert "No name matches" in page.find_element(By.ID, "names").text
 
 
-def test_local_names_are_hidden_without_a_token_and_shown_after_logging_in(page, site):
+def test_local_and_gated_names_are_hidden_without_a_token_and_shown_after_logging_in(page, site):
+    from selenium.webdriver.common.by import By
+
     login(page, site)
     page.get(site.daemon.endpoint + "/")
-    hrefs = {name: link_to(page, name).get_attribute("href") for name in ("base-bert", "hostile")}
+    hrefs = {name: link_to(page, name).get_attribute("href") for name in ("base-bert", "hostile", "gated-bert")}
+    assert hrefs["gated-bert"].endswith("/models/" + GATED)
+    assert "gated" in row_of(link_to(page, "gated-bert")).text  # marked as such
     cookies = page.get_cookies()
     assert cookies, "logging in set no cookie"
     assert all(c.get("httpOnly") for c in cookies), cookies
@@ -267,7 +280,7 @@ def test_local_names_are_hidden_without_a_token_and_shown_after_logging_in(page,
     page.delete_all_cookies()  # the same browser without its cookie: a person without a token
     page.get(site.daemon.endpoint + "/")
     source = page.page_source
-    for name in ("base-bert", "ft-bert", "hostile"):
+    for name in ("base-bert", "ft-bert", "hostile", "gated-bert"):
         assert name not in source, name
     for href in hrefs.values():
         page.get(href)
@@ -276,16 +289,18 @@ def test_local_names_are_hidden_without_a_token_and_shown_after_logging_in(page,
         assert site.daemon.get(path)[0] in (401, 403, 404), path
         assert site.daemon.get(path + "?format=json")[0] in (401, 403, 404), path
     status, _, body = site.daemon.get("/?format=json")
-    assert status == 200 and b"base-bert" not in body and b"hostile" not in body
+    assert status == 200 and b"base-bert" not in body and b"hostile" not in body and b"gated-bert" not in body
     status, _, body = site.daemon.get("/?format=json", headers={"Authorization": "Bearer not-a-token"})
     assert b"base-bert" not in body
 
     # a bearer header is the way in for scripts; the form, for people
     status, _, body = site.daemon.get("/?format=json", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert status == 200 and b"base-bert" in body
+    assert status == 200 and b"base-bert" in body and b"gated-bert" in body
     login(page, site)
     page.get(hrefs["base-bert"])
     assert "prod" in body_text(page)
+    page.get(hrefs["gated-bert"])
+    assert page.find_element(By.ID, "title").get_attribute("data-repo") == GATED
 
 
 def assert_inert(page) -> None:

@@ -235,7 +235,7 @@ def lineage(reader: StoreReader, repo: str, may: May) -> dict[str, Any] | None:
     """Bases above (nearest first) and what was made from the name below, each with its page's address; a
     name the viewer may not read is left out (with what was made from it)."""
     try:
-        t = tree(reader, repo)
+        t = tree(reader, repo, with_shares=False)  # shares hash whole files and record them: not on a page
     except (ZooError, OSError):
         return None
 

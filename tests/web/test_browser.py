@@ -443,7 +443,9 @@ def test_a_phone_sized_window_does_not_scroll_sideways(manager, site):
     try:
         login(phone, site)
         phone.get(site.daemon.endpoint + "/")
-        pages = [phone.current_url] + [link_to(phone, name).get_attribute("href") for name in ("base-bert", "hostile")]
+        models = [link_to(phone, name).get_attribute("href") for name in ("base-bert", "hostile")]
+        pages = [phone.current_url, *models, models[0] + "/-/versions/v1", models[0] + "/-/history",
+                 site.daemon.endpoint + "/models/no-such-name"]  # an error page too
         for path in pages:
             phone.get(path)
             assert browser.no_horizontal_overflow(phone) == [], path

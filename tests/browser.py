@@ -138,7 +138,8 @@ def build_store(home: Path, scratch: Path) -> dict:
         torch.manual_seed(1)
         zoo.save(zoo.build({TINY!r}), "base-bert", description="the base, seed 1")
         torch.manual_seed(2)
-        zoo.save(zoo.build({TINY!r}), "base-bert", description="the base, seed 2", labels={{"task": "ner", "team": "search"}})
+        zoo.save(zoo.build({TINY!r}), "base-bert", description="the base, seed 2",
+                 labels={{"task": "ner", "team": "search"}})
         model = zoo.load("base-bert@v1")
         with torch.no_grad():
             next(model.parameters()).add_(1.0)
@@ -249,7 +250,8 @@ def no_horizontal_overflow(driver) -> list[str]:
             }
             if (!clipped && r.right > width + 1)
                 out.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
-                         (el.className && typeof el.className === 'string' ? '.' + el.className.split(' ').join('.') : '') +
+                         (typeof el.className === 'string' && el.className ?
+                          '.' + el.className.split(' ').join('.') : '') +
                          ' right=' + Math.round(r.right));
         }
         return out.slice(0, 20);

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.slow
 GATED, PUBLIC, RESERVED, SOLO = "acme/gated-bert", "acme/public-bert", "acme/models", "solo-bert"
 UPSTREAM_TOKEN = "hf_upstream_token_0123456789abcdef"
 TOKEN = "zoo-web-token-0123456789abcdef-4f0c1d2e"
+SCOPED = "zoo-web-scoped-token-9876543210fedcba"  # read=local/demo only
 HOSTILE = """---
 license: mit
 ---
@@ -95,7 +96,7 @@ def site(tmp_path_factory):
     zoo(home, "pull", GATED, env={**env, "HF_TOKEN": UPSTREAM_TOKEN})
     zoo(home, "pin", "demo@v1", env=env)
     tokens = root / "tokens"
-    tokens.write_text(f"{TOKEN}  alice\n")
+    tokens.write_text(f"{TOKEN}  alice\n{SCOPED}  bob  read=local/demo\n")
     tokens.chmod(0o600)
     daemon = HttpDaemon(home, upstream=hub.endpoint, args=("--tokens", str(tokens), "--max-size", "10GB"),
                         env={"ZOO_OFFLINE": "1"})
@@ -243,6 +244,17 @@ def test_without_a_token_only_public_content_shows(site):
         assert get(site, f"/models/{PUBLIC}", headers=headers)[0] == 200
     _, public = as_json(site, f"/models/{PUBLIC}")
     assert public["lineage"] is not None and public["versions"][0]["source"].startswith("hub")
+
+
+def test_a_scoped_token_sees_its_scope_and_public_content(site):
+    scoped = {"Authorization": f"Bearer {SCOPED}"}
+    _, page = as_json(site, "/", scoped)
+    assert {r["name"] for r in page["names"]} == {"demo", PUBLIC, RESERVED, SOLO}
+    assert get(site, "/models/demo", headers=scoped)[0] == 200
+    assert get(site, "/models/tuned", headers=scoped)[0] == 401
+    assert get(site, f"/models/{GATED}", headers=scoped)[0] == 401
+    _, demo = as_json(site, "/models/demo", scoped)
+    assert demo["lineage"]["derived"] == []  # tuned, made from demo, is outside the scope
 
 
 def test_login_sets_a_strict_http_only_cookie_and_logout_ends_it(site):

@@ -243,8 +243,10 @@ def lineage(reader: StoreReader, repo: str, may: May) -> dict[str, Any] | None:
         repo_of = n.get("repo")
         if not isinstance(repo_of, str):
             return False
-        if is_local(repo_of) or not n.get("stored"):
-            return may(repo_of, "local" if is_local(repo_of) else "public") if is_local(repo_of) else True
+        if is_local(repo_of):
+            return may(repo_of, "local")
+        if not n.get("stored"):
+            return True  # a hub id a card or config named, not in the store: nothing of it is served here
         versions = _versions(reader, repo_of)
         return may(repo_of, versions[-1].access if versions else None)
 

@@ -247,7 +247,7 @@ class View:
         return Reply(status, html.encode(), {
             "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store", "Vary": "Accept, Cookie",
             "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' "
-                                       "https: data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+                                       "https:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
 
     def error(self, status: int, title: str, message: str) -> Reply:

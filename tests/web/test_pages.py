@@ -367,3 +367,35 @@ def test_a_change_to_the_store_shows_on_the_next_request(site, tmp_path):
     assert {r["name"]: r for r in page["names"]}["tuned"]["version"] == "v2"
     _, model = as_json(site, "/models/tuned", BEARER)
     assert [v["version"] for v in model["versions"]] == ["v2", "v1"]
+
+
+def test_a_slow_page_holds_up_no_download(site, tmp_path):
+    """A page is answered on a worker thread: while one takes seconds (the history page of a name with 300,000
+    events), a file is sent at once. Its page shows the newest 1,000 events and says so."""
+    import threading
+    import time
+
+    zoo(site.home, "import", str(_folder(tmp_path / "busy", 3)), "--name", "busy")
+    log = site.home / "history" / "models--local--busy.jsonl"
+    line = log.read_bytes().splitlines(keepends=True)[0]
+    with open(log, "ab") as f:
+        f.write(line * 300_000)
+    took = {}
+
+    def slow() -> None:
+        start = time.perf_counter()
+        took["status"] = get(site, "/models/busy/-/history", headers=BEARER)[0]
+        took["page"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.3)  # the page is being made
+    start = time.perf_counter()
+    status, _, body = get(site, "/local/demo/resolve/main/config.json", headers=BEARER)
+    file_took = time.perf_counter() - start
+    thread.join(120)
+    assert status == 200 and json.loads(body)["model_type"] == "bert"
+    assert took["status"] == 200 and took["page"] > 1.0, took  # the page was slow enough to be in the way
+    assert file_took < 0.5 and file_took < took["page"] / 3, (file_took, took)
+    _, page = as_json(site, "/models/busy/-/history", BEARER)
+    assert page["total"] == 300_001 and len(page["events"]) == 1000

@@ -28,6 +28,7 @@ from .markdown import card_html
 May = Callable[[str, "str | None"], bool]
 MAX_CONFIG = 1 << 20
 MAX_EVENTS = 20
+MAX_HISTORY = 1000  # events on a history page
 _TAIL = 32 << 10  # bytes read from the end of a history log for the home page's last events
 
 
@@ -168,10 +169,11 @@ def version(reader: StoreReader, repo: str, v: Version) -> dict[str, Any]:
 
 
 def history(reader: StoreReader, repo: str) -> dict[str, Any]:
+    """A name's events, newest first: the newest ``MAX_HISTORY`` of them (``zoo history NAME`` prints all)."""
     h = reader.history(repo)
-    return {"name": display_name(repo), "repo": repo, "url": model_url(repo),
-            "events": [e.as_json() for e in reversed(h.events)], "damaged_lines": h.damaged, "torn": h.torn,
-            "unreadable": getattr(h, "unreadable", None)}
+    return {"name": display_name(repo), "repo": repo, "url": model_url(repo), "total": len(h.events),
+            "events": [e.as_json() for e in h.events[:-MAX_HISTORY - 1:-1]], "damaged_lines": h.damaged[:100],
+            "damaged": len(h.damaged), "torn": h.torn, "unreadable": getattr(h, "unreadable", None)}
 
 
 def _read_text(path: os.PathLike[str], limit: int) -> str | None:

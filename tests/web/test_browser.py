@@ -263,6 +263,33 @@ def test_the_search_form_and_its_filters_narrow_the_home_page_through_the_query_
             assert "No name matches" in page.find_element(By.ID, "names").text
 
 
+def test_every_page_reads_without_javascript(page, site):
+    """Scripts off in the browser: the pages are whole as the server sends them (live.js is only for progress)."""
+    from selenium.webdriver.common.by import By
+
+    login(page, site)
+    page.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        page.get("data:text/html,<title>off</title><script>document.title = 'ran'</script>")
+        assert page.title == "off"  # the switch works: a page's own scripts do not run
+        page.get(site.daemon.endpoint + "/")
+        assert names_listed(page) >= {"base-bert", "ft-bert", "hostile"}
+        link_to(page, "base-bert").click()
+        wait(page, lambda d: d.current_url.rstrip("/").endswith("/base-bert"), "no model page")
+        assert len(page.find_elements(By.CSS_SELECTOR, "#versions tr.version-row")) == 2
+        assert page.find_elements(By.CSS_SELECTOR, "#lineage #derived a.lineage-link")
+        page.find_element(By.CSS_SELECTOR, "#versions tr.version-row[data-version=v2] td.number a").click()
+        wait(page, lambda d: d.current_url.endswith("/-/versions/v2"), "no version page")
+        assert {f.get_attribute("data-path") for f in page.find_elements(By.CSS_SELECTOR, "#files tr.file")} >= \
+            {"config.json", "model.safetensors"}
+        page.back()
+        page.find_element(By.ID, "history-link").click()
+        wait(page, lambda d: d.current_url.endswith("/-/history"), "no history page")
+        assert len(page.find_elements(By.CSS_SELECTOR, "#history tr.event")) == 5
+    finally:
+        page.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+
+
 def test_local_and_gated_names_are_hidden_without_a_token_and_shown_after_logging_in(page, site):
     from selenium.webdriver.common.by import By
 

@@ -17,7 +17,10 @@ Then, each command in fresh processes, median of --runs:
    timed call; target ratio ~1.0: an alias is one small file read), and in one process the resolution alone
    (`zoo.registry.target` + `Store.find`) of NAME@ALIAS against NAME@vN, on a name of the large store.
 
-Run: python benchmarks/registry.py [--runs 5] [--names 1000] [--per-name 10] [--work DIR]
+5. the daemon's web page (``zoo daemon --http``): the home page (HTML, its JSON twin, filtered) and a model
+   page over HTTP, against `zoo ls` on the same store (target: the home page under 300 ms).
+
+Run: python benchmarks/registry.py [--runs 5] [--names 1000] [--per-name 10] [--work DIR] [--web-only]
 (--work keeps the store between runs: it is built once, in about a minute.)
 """
 
@@ -219,6 +222,76 @@ def loads(home: Path, runs: int) -> None:
           f"newest {each['model-0010'] * 1e6:.0f} us; ratio alias/vN {each['model-0010@prod'] / each['model-0010@v7']:.2f}")
 
 
+def web(home: Path, runs: int) -> None:
+    """The daemon's web page (zoo.web) on the large store: a real ``zoo daemon --http --max-size 1TB`` process (the
+    home page then shows the quota too), the home page
+    (HTML and its JSON twin, a filtered one) and a model page, each requested ``runs * 4`` times over one
+    connection after one warm-up request (median), against ``zoo ls`` in fresh processes on the same store."""
+    import http.client
+
+    from http_daemon import free_port
+
+    port = free_port()
+    sock = Path(tempfile.mkdtemp()) / "daemon.sock"
+    env = {**ENV, "ZOO_HOME": str(home), "ZOO_OFFLINE": "1"}
+    log = open(home.parent / "web-daemon.log", "ab")
+    proc = subprocess.Popen([*ZOO, "daemon", "--store", str(home), "--socket", str(sock), "--http",
+                             f"127.0.0.1:{port}", "--max-size", "1TB"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        conn = None
+        while time.monotonic() < deadline and conn is None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                start = time.perf_counter()
+                conn.request("GET", "/?format=json")
+                warm = conn.getresponse().read()
+                cold = time.perf_counter() - start
+            except OSError:
+                conn = None
+                time.sleep(0.1)
+        if conn is None:
+            raise SystemExit(f"the daemon did not answer: {(home.parent / 'web-daemon.log').read_text()[-2000:]}")
+        names = len(json.loads(warm)["names"])
+        pages = {"home page (HTML)": "/", "home page (JSON twin)": "/?format=json",
+                 "home page, --label team=search": "/?label=team%3Dsearch", "model page model-0010": "/models/model-0010",
+                 "model page model-0000 (base of 2,500 versions)": "/models/model-0000"}
+        times: dict[str, list[float]] = {key: [] for key in pages}
+        sizes: dict[str, int] = {}
+        for _ in range(runs * 4):
+            for key, path in pages.items():
+                start = time.perf_counter()
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read()
+                times[key].append(time.perf_counter() - start)
+                if response.status != 200:
+                    raise SystemExit(f"GET {path}: {response.status} {body[:300]!r}")
+                sizes[key] = len(body)
+        # one name changes (an alias moves through the daemon): the next home page reads that name again only
+        subprocess.run([*ZOO, "tag", "model-0001@v3", "bench"], env={**env, "ZOO_DAEMON": str(sock)}, check=True,
+                       capture_output=True)
+        start = time.perf_counter()
+        conn.request("GET", "/")
+        after_change = (conn.getresponse().read(), time.perf_counter() - start)[1]
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    ls = timed({"plain": ([*ZOO, "ls"], home)}, runs)["plain"][0]
+    print(f"\n5. the web page (zoo daemon --http, one keep-alive connection, median of {runs * 4} requests each after "
+          f"a warm-up), against zoo ls on the same store ({runs} fresh processes)")
+    print(f"   {'zoo ls (' + f'{names:,} names)':50}{ls * 1e3:8.0f} ms")
+    print(f"   {'first request after the start (JSON twin)':50}{cold * 1e3:8.0f} ms   (nothing read yet: every manifest "
+          "is read once)")
+    print(f"   {'home page (HTML) just after an alias moved':50}{after_change * 1e3:8.0f} ms   (that name's manifests "
+          "read again, the others' rows kept)")
+    for key in pages:
+        ms = statistics.median(times[key]) * 1e3
+        print(f"   {key:50}{ms:8.0f} ms   ratio to zoo ls {ms / (ls * 1e3):.2f}   {sizes[key] / 1e3:,.0f} kB"
+              + ("   (target: under 300 ms)" if key == "home page (HTML)" else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -226,6 +299,7 @@ def main() -> None:
     parser.add_argument("--per-name", type=int, default=10)
     parser.add_argument("--moves", type=int, default=500, help="alias moves of the name busy")
     parser.add_argument("--work", help="keep the store here (built once; reused while the sizes are the same)")
+    parser.add_argument("--web-only", action="store_true", help="only 5., the web page against zoo ls")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work).expanduser() if args.work else Path(tmp)
@@ -239,9 +313,11 @@ def main() -> None:
         else:
             print(f"store: {home}, built before ({args.names:,} x {args.per_name} versions)")
         empty.mkdir()
-        listing(home, empty, args.runs)
-        history(home, args.runs)
-        loads(home, args.runs)
+        if not args.web_only:
+            listing(home, empty, args.runs)
+            history(home, args.runs)
+            loads(home, args.runs)
+        web(home, args.runs)
 
 
 if __name__ == "__main__":

@@ -182,6 +182,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                     revalidate=args.revalidate if args.revalidate is not None else 60.0,
                     orphan_grace=args.orphan_grace if args.orphan_grace is not None else 600.0, scrub=scrub,
                     admins=args.admins, webhook=webhook)
+    if daemon.http is not None:  # the web page on the same address (zoo.web)
+        from .web import daemon_status, make_site
+
+        daemon.http.pages = make_site(home, daemon.http.access, daemon_status(daemon))
     return daemon.serve()
 
 

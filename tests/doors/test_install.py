@@ -31,8 +31,8 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 def test_plain_install_brings_what_load_and_pull_import():
     """Every third-party module that zoo's code imports comes with ``pip install zoo-registry``,
-    except torch (the user's, with a zoo error naming the command), and watchdog and aiohttp (the daemon
-    extra: drop folders and the HTTP server)."""
+    except torch (the user's, with a zoo error naming the command), and watchdog, aiohttp, jinja2 and
+    markdown-it-py (the daemon extra: drop folders, the HTTP server, its web page)."""
     base = _requirement_names(PYPROJECT["project"]["dependencies"])
     extras = PYPROJECT["project"]["optional-dependencies"]
     imported: set[str] = set()
@@ -45,10 +45,10 @@ def test_plain_install_brings_what_load_and_pull_import():
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("zoo", "zoo_bert")}
     distributions = metadata.packages_distributions()
     needed = {d.lower().replace("_", "-") for m in third_party for d in distributions.get(m, [m])}
-    assert needed - base <= {"torch", "watchdog", "aiohttp"}, needed - base
+    assert needed - base <= {"torch", "watchdog", "aiohttp", "jinja2", "markdown-it-py"}, needed - base
     assert {"transformers", "safetensors", "tokenizers", "huggingface-hub", "tqdm"} <= base
     assert _requirement_names(extras["torch"]) == {"torch"}
-    assert _requirement_names(extras["daemon"]) == {"watchdog", "aiohttp"}
+    assert _requirement_names(extras["daemon"]) == {"watchdog", "aiohttp", "jinja2", "markdown-it-py"}
     assert extras["all"] == ["zoo-registry[torch,daemon]"]
     assert "zoo-registry[all]" in extras["test"]
 
@@ -183,6 +183,16 @@ def test_license_matches_the_declared_one():
 def test_py_typed_is_shipped():
     assert (ROOT / "zoo" / "py.typed").is_file()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["zoo"]
+
+
+def test_the_web_pages_templates_and_stylesheet_are_shipped():
+    """zoo/web's templates and static files are not modules: package-data must name each of them."""
+    import fnmatch
+
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["zoo"]
+    files = [p.relative_to(ROOT / "zoo").as_posix() for folder in ("templates", "static")
+             for p in (ROOT / "zoo" / "web" / folder).iterdir()]
+    assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), (files, patterns)
 
 
 def test_readme_install_section_and_ci_commands():

@@ -3,6 +3,7 @@ functions count: a cycle hidden in a function is still a cycle), so the folder l
 
     doors      zoo/__init__, api, cli, resolve      what users call
     daemon     zoo/daemon/                          the one writer of a shared store, its quota policy
+    web        zoo/web/                             the daemon's web page (mounted by the hub server's app)
     hubserver  zoo/hubserver/                       the Hub protocol over a store
     store      zoo/store/                           reader, writer, content, records, the hub fetcher
     model      zoo/model/                           checkpoint folders and the models built from them
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-ORDER = ["doors", "daemon", "hubserver", "store", "model", "plugins", "ground"]
+ORDER = ["doors", "daemon", "web", "hubserver", "store", "model", "plugins", "ground"]
 GROUND = {"errors", "_env", "_deps", "names", "atomic", "_version"}
 
 

@@ -72,6 +72,7 @@ class HubServer:
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self.answers = Answers(self)
+        self.pages: Any = None  # the web page (zoo.web, set by the daemon): the paths its ``claims`` says are its
 
     # -- life --------------------------------------------------------------------------------------
 
@@ -151,6 +152,10 @@ class HubServer:
         if isinstance(guard, Guard):
             guard.served = True
         started = time.monotonic()
+        if self.pages is not None and self.pages.claims(request.raw_path):
+            response = await self._page(request)
+            self.counts[str(response.status)] += 1
+            return response
         try:
             if request.method not in ("GET", "HEAD", "POST"):
                 raise HubError(405, None, "this zoo server is read-only: GET and HEAD (and POST paths-info)")
@@ -172,6 +177,26 @@ class HubServer:
             log.info("%s %s %s -> %d (%.1f ms)", request.remote, request.method, request.raw_path[:300],
                      response.status, (time.monotonic() - started) * 1000)
         return response
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        """A page of zoo.web: answered on a worker thread (it reads the store), never on the event loop, so a
+        page never holds up a download. Only its login form has a body (at most 4 KiB)."""
+        body = b""
+        if request.method == "POST":
+            if (request.content_length or 0) > 4096:
+                return web.Response(status=413, text="a login form is at most 4 KiB")
+            try:
+                body = await asyncio.wait_for(request.content.read(4097), self.settings.header_timeout)
+            except asyncio.TimeoutError:
+                return web.Response(status=408, text="the form did not arrive in time")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            reply = await asyncio.get_running_loop().run_in_executor(
+                self.pool, self.pages.answer, request.method, request.raw_path, headers, body)
+        except Exception:  # a defect of the page: logged, answered without a traceback
+            log.exception("%s %s: the page failed", request.method, request.raw_path[:200])
+            return web.Response(status=500, text="the page failed; the daemon's log says why")
+        return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 
     async def _snapshot(self, request: web.Request, repo: str, revision: str | None) -> Snapshot:
         try:

@@ -337,14 +337,14 @@ def stored_base(reader: "StoreReader", base: dict[str, Any] | None) -> "Version 
     return None
 
 
-def _node(reader: "StoreReader", version: "Version", cache: dict) -> dict[str, Any]:
+def _node(reader: "StoreReader", version: "Version", cache: dict | None) -> dict[str, Any]:
     base = stored_base(reader, version.base)
     key = (version.manifest, base.manifest if base else None)
-    if base is not None and key not in cache:
+    if base is not None and cache is not None and key not in cache:
         cache[key] = shares(reader, version, base).as_json()
     return {"name": display_name(version.repo), "repo": version.repo, "version": version.name, "id": version.id,
             "stored": True, "aliases": reader.marks(version.repo).aliases_of(version.name),
-            "base": version.base, "shares": cache.get(key)}
+            "base": version.base, "shares": cache.get(key) if cache is not None else None}
 
 
 def _base_node(record: dict[str, Any]) -> dict[str, Any]:
@@ -354,7 +354,7 @@ def _base_node(record: dict[str, Any]) -> dict[str, Any]:
             "id": record.get("id"), "stored": False, "aliases": [], "base": None, "shares": None}
 
 
-def tree(reader: "StoreReader", repo: str, spec: str | None = None) -> dict[str, Any]:
+def tree(reader: "StoreReader", repo: str, spec: str | None = None, *, with_shares: bool = True) -> dict[str, Any]:
     """``zoo lineage``: the version ``repo@spec`` names (the newest without one), its bases above (nearest
     first: each version's recorded ``base``, followed upward), and below, every version saved or imported from
     a version of ``repo`` (with what those were made from, and so on), each with its aliases and what it shares
@@ -375,7 +375,7 @@ def tree(reader: "StoreReader", repo: str, spec: str | None = None) -> dict[str,
         raise UnknownNameError(f"{name}@{spec}: no such version of {name} in the store {reader.home} (zoo versions "
                                f"{name} lists them)" if spec else f"{name} is not in the store {reader.home}, and "
                                "no version there was made from it (zoo ls lists the names)")
-    cache: dict = {}
+    cache: dict | None = {} if with_shares else None  # without: nothing hashed, nothing recorded (the web page)
     bases: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     if version is None:

@@ -173,13 +173,16 @@ def _base(value: str, extra: Iterable[str]) -> tuple[frozenset[str], str | None]
     return frozenset(repos), revision or None
 
 
-def search(reader: "StoreReader", q: Query = Query()) -> list[Row]:
+def search(reader: "StoreReader", q: Query = Query(), *, folders: Iterable[str] | None = None) -> list[Row]:
     """The names of ``reader``'s store with a version matching ``q``, one :class:`Row` each, in the order
-    ``zoo ls`` lists names."""
+    ``zoo ls`` lists names. ``folders``: only the names of these versions folders (``models--local--my-bert``:
+    a caller that keeps the rows of names unchanged since, as the web page does)."""
     reader.disk.check_readable()
     layout = reader.layout
     try:
-        folders = sorted((e.name, e.path) for e in os.scandir(layout.versions_root) if e.name.startswith("models--"))
+        only = set(folders) if folders is not None else None
+        folders = sorted((e.name, e.path) for e in os.scandir(layout.versions_root) if e.name.startswith("models--")
+                         and (only is None or e.name in only))
     except FileNotFoundError:
         return []
     try:  # which names have marks: one listing instead of a failed open per name

@@ -18,11 +18,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -163,74 +158,6 @@ def write_tokens(path: Path, token: str, name: str = "alice") -> Path:
     path.write_text(f"{token}  {name}\n")
     path.chmod(0o600)
     return path
-
-
-class SlowUpstream(ThreadingHTTPServer):
-    """A hub in front of a test hub (``target``): while ``slow`` is a text, ``/resolve/`` GETs of files whose
-    path ends with it are sent at ``rate`` bytes a second; everything else passes at full speed."""
-
-    daemon_threads = True
-
-    def __init__(self, target: str, *, rate: int = 4 << 20) -> None:
-        self.target, self.rate, self.slow = target.rstrip("/"), rate, None
-        self.started: dict[str, float] = {}
-        self.finished: dict[str, float] = {}
-        super().__init__(("127.0.0.1", 0), _SlowHandler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> "SlowUpstream":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class _SlowHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: SlowUpstream
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_HEAD(self) -> None:
-        self.do_GET(head=True)
-
-    def do_GET(self, head: bool = False) -> None:
-        srv = self.server
-        headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization", "accept")}
-        request = urllib.request.Request(srv.target + self.path, headers=headers, method="HEAD" if head else "GET")
-        try:
-            response = urllib.request.urlopen(request, timeout=60)
-        except urllib.error.HTTPError as exc:
-            response = exc
-        data = response.read()
-        self.send_response(response.status if hasattr(response, "status") else response.code)
-        for k, v in response.headers.items():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", response.headers.get("Content-Length", "0") if head else str(len(data)))
-        self.end_headers()
-        if head:
-            return
-        slow = bool(srv.slow) and "/resolve/" in self.path and self.path.endswith(srv.slow)
-        if slow:
-            srv.started[self.path] = time.monotonic()
-        try:
-            for i in range(0, len(data), 256 << 10):
-                chunk = data[i:i + (256 << 10)]
-                self.wfile.write(chunk)
-                if slow:
-                    time.sleep(len(chunk) / srv.rate)
-        except OSError:
-            return
-        if slow:
-            srv.finished[self.path] = time.monotonic()
 
 
 def no_horizontal_overflow(driver) -> list[str]:

@@ -427,3 +427,88 @@ class HubServer:
                 name = path.split("?")[0].rsplit("/", 1)[1]
                 counts[name] = counts.get(name, 0) + 1
         return counts
+
+
+# -- an upstream that sends slowly, or damages, or refuses: in front of a test hub ----------------------------
+
+class SlowUpstream(ThreadingHTTPServer):
+    """A proxy to a test hub (``target``) that sends the bodies of ``/resolve/`` files whose path ends with ``match``
+    at ``rate`` bytes a second (``match=None``: none), recording when each started and finished; everything else
+    passes at full speed. ``corrupt``: True damages every matching body; a number, only that many of the first
+    ones. ``deny``: files whose path contains it are listed but refused (404 EntryNotFound), as a hub does for a
+    gated or withdrawn file. Start it with ``threading.Thread(target=s.serve_forever)`` or as a context manager."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str, rate: int = 4 << 20, corrupt: bool | int = False,
+                 match: str | None = ".safetensors", deny: str | None = None) -> None:
+        self.target, self.rate, self.corrupt, self.match, self.deny = target.rstrip("/"), rate, corrupt, match, deny
+        self.bodies = 0
+        self.started: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        super().__init__(("127.0.0.1", 0), type("H", (_SlowHandler,), {}))
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> "SlowUpstream":
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.do_GET(head=True)
+
+    def do_GET(self, head: bool = False) -> None:
+        import urllib.error
+        import urllib.request
+
+        srv = self.server
+        if srv.deny and "/resolve/" in self.path and srv.deny in self.path:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization", "accept")}
+        request = urllib.request.Request(srv.target + self.path, headers=headers, method="HEAD" if head else "GET")
+        try:
+            response = urllib.request.urlopen(request, timeout=60)
+        except urllib.error.HTTPError as exc:
+            response = exc
+        data = response.read()  # whole, then sent with its length (the hub's proxy may have sent it chunked)
+        self.send_response(response.status if hasattr(response, "status") else response.code)
+        for k, v in response.headers.items():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", response.headers.get("Content-Length", "0") if head else str(len(data)))
+        self.end_headers()
+        if head:
+            return
+        slow = bool(srv.match) and "/resolve/" in self.path and self.path.endswith(srv.match)
+        if slow:
+            srv.bodies += 1
+            srv.started[self.path] = time.monotonic()
+        if slow and data and (srv.corrupt is True or srv.bodies <= srv.corrupt):  # a hostile or broken upstream
+            data = bytes([data[0] ^ 1]) + data[1:]
+        try:
+            for i in range(0, len(data), 256 << 10):
+                chunk = data[i:i + (256 << 10)]
+                self.wfile.write(chunk)
+                if slow:
+                    time.sleep(len(chunk) / srv.rate)
+        except OSError:
+            return
+        if slow:
+            srv.finished[self.path] = time.monotonic()

@@ -11,12 +11,12 @@ import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from http_daemon import HttpDaemon
+from hubserver import SlowUpstream as _SlowUpstream
 
 REPO = "sentence-transformers/all-MiniLM-L6-v2"
 HF = [sys.executable, "-c"]
@@ -223,76 +223,6 @@ def test_a_branch_is_revalidated_and_a_commit_never_asked_again(tmp_path, hub):
             assert json.loads(Path(path).read_text())["n"] == 1
         assert [p for _, p in hub.requests() if "/api/" in p and first in p] == []  # known commit: never asked
         assert sum("/resolve/" in p for _, p in hub.requests()) == 1  # and its file fetched once
-
-
-class _SlowUpstream(ThreadingHTTPServer):
-    """A proxy to the test hub that sends file bodies at ``rate`` bytes a second, and records when each
-    body was finished."""
-
-    daemon_threads = True
-
-    def __init__(self, target: str, rate: int, corrupt: bool | int = False, match: str = ".safetensors",
-                 deny: str | None = None) -> None:
-        """``corrupt``: True damages every matching body; a number, only that many of the first ones.
-        ``deny``: files whose path contains it are listed but refused (404 EntryNotFound), as a hub does
-        for a gated or withdrawn file."""
-        self.target, self.rate, self.finished, self.corrupt, self.match = target, rate, {}, corrupt, match
-        self.bodies, self.deny = 0, deny
-        handler = type("H", (_SlowHandler,), {})
-        super().__init__(("127.0.0.1", 0), handler)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _SlowHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_HEAD(self) -> None:
-        self.do_GET(head=True)
-
-    def do_GET(self, head: bool = False) -> None:
-        srv = self.server
-        if srv.deny and "/resolve/" in self.path and srv.deny in self.path:
-            self.send_response(404)
-            self.send_header("X-Error-Code", "EntryNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization")}
-        request = urllib.request.Request(srv.target + self.path, headers=headers, method="HEAD" if head else "GET")
-        try:
-            response = urllib.request.urlopen(request, timeout=60)
-        except urllib.error.HTTPError as exc:
-            response = exc
-        data = response.read()  # whole, then sent with its length (the hub's proxy may have sent it chunked)
-        self.send_response(response.status if hasattr(response, "status") else response.code)
-        for k, v in response.headers.items():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", response.headers.get("Content-Length", "0") if head else str(len(data)))
-        self.end_headers()
-        if head:
-            return
-        slow = "/resolve/" in self.path and self.path.endswith(srv.match)
-        if slow:
-            srv.bodies += 1
-        if slow and data and (srv.corrupt is True or srv.bodies <= srv.corrupt):  # a hostile or broken upstream
-            data = bytes([data[0] ^ 1]) + data[1:]
-        try:
-            for i in range(0, len(data), 256 << 10):
-                chunk = data[i:i + (256 << 10)]
-                self.wfile.write(chunk)
-                if slow:
-                    time.sleep(len(chunk) / srv.rate)
-        except OSError:
-            return
-        if slow:
-            srv.finished[self.path] = time.monotonic()
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ import pytest
 
 import browser
 from http_daemon import HttpDaemon
+from hubserver import SlowUpstream
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,7 @@ def site(tmp_path_factory, hub):
     hub.gate(GATED, UPSTREAM_TOKEN)
     browser.zoo_cli("pull", GATED, home=root / "store", env={"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": UPSTREAM_TOKEN})
     tokens = browser.write_tokens(root / "tokens", TOKEN)
-    with browser.SlowUpstream(hub.endpoint) as upstream:
+    with SlowUpstream(hub.endpoint, match=None) as upstream:
         with HttpDaemon(root / "store", upstream=upstream.endpoint, args=("--tokens", str(tokens))) as daemon:
             yield SimpleNamespace(home=root / "store", daemon=daemon, upstream=upstream, **store)
 
@@ -424,7 +425,7 @@ def test_a_pull_in_flight_shows_on_the_home_page_with_its_progress(page, site, m
 
     weights = (minilm_dir / "model.safetensors").stat().st_size
     login(page, site)  # a repository whose access is not yet recorded is shown to token holders only
-    site.upstream.slow, site.upstream.rate = "model.safetensors", 5 << 20  # 90 MB: about 17 s
+    site.upstream.match, site.upstream.rate = "model.safetensors", 5 << 20  # 90 MB: about 17 s
     env = {**os.environ, "ZOO_HOME": str(site.home)}  # zoo pull through the daemon, which asks the upstream
     pull = subprocess.Popen([sys.executable, "-m", "zoo", "-q", "pull", PULLED], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -458,7 +459,7 @@ def test_a_pull_in_flight_shows_on_the_home_page_with_its_progress(page, site, m
         if pull.poll() is None:
             pull.kill()
             pull.wait(30)
-        site.upstream.slow = None
+        site.upstream.match = None
     page.delete_all_cookies()
     page.get(site.daemon.endpoint + "/")  # done: no longer in flight, and a public name anyone sees
     assert not [j for j in page.find_elements(By.CSS_SELECTOR, "#jobs tr.job")

@@ -213,3 +213,29 @@ def remove_dead_temporaries(tmp_dir: Path, *, keep: tuple[str, ...] = (), startu
         with contextlib.suppress(OSError):
             remove_tree(path)
     return len(found), sum(size for _, size in found)
+
+
+# Never through a symlink, never a FIFO or device someone put in a file's place: a regular file or nothing.
+NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def read_regular(path: Path, *, limit: int | None = None, tail: int | None = None) -> bytes:
+    """The bytes of ``path`` if it is a regular file (not followed through a symlink, never blocking on a FIFO):
+    all of them, the first ``limit`` or the last ``tail``. ``FileNotFoundError`` if absent, an ``OSError`` naming
+    it if it is something else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NO_FOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not a regular file", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if tail is not None:
+            os.lseek(fd, max(st.st_size - tail, 0), os.SEEK_SET)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit if limit is not None else tail if tail is not None else -1)
+    finally:
+        os.close(fd)

@@ -173,12 +173,13 @@ def plan_eviction(store: Store, *, max_size: int | str, incoming: int = 0) -> Ev
         if v.number > newest.get(v.repo, 0):
             newest[v.repo] = v.number
     candidates = []
+    aliased: dict[str, set[str] | None] = {}  # repo -> its aliased versions (None: its aliases file unreadable)
     for v in versions:
         if v.number == newest[v.repo]:
             plan.blocked.append((v, "newest"))
         elif (v.repo, v.name) in pinned:
             plan.blocked.append((v, "pinned"))
-        elif _aliased(store, v):
+        elif _aliased(store, v, aliased):
             plan.blocked.append((v, "aliased"))
         elif records.leased(store, v):
             plan.blocked.append((v, "leased"))
@@ -202,14 +203,19 @@ def plan_eviction(store: Store, *, max_size: int | str, incoming: int = 0) -> Ev
     return plan
 
 
-def _aliased(store: Store, version: Version) -> bool:
-    """Whether an alias points at ``version``; a name whose aliases file cannot be read keeps every version."""
+def _aliased(store: Store, version: Version, seen: dict[str, set[str] | None] | None = None) -> bool:
+    """Whether an alias points at ``version``; a name whose aliases file cannot be read keeps every version.
+    ``seen``: each name's aliased versions as read once, for a plan over many versions."""
     from ..store.marks import read
 
-    try:
-        return bool(read(store.layout, version.repo, strict=True).aliases_of(version.name))
-    except IntegrityError:
-        return True
+    seen = {} if seen is None else seen
+    if version.repo not in seen:
+        try:
+            seen[version.repo] = {a.version for a in read(store.layout, version.repo, strict=True).aliases.values()}
+        except IntegrityError:
+            seen[version.repo] = None
+    names = seen[version.repo]
+    return names is None or version.name in names
 
 
 def _quota_error(plan: EvictionPlan, what: str) -> QuotaError:

@@ -10,7 +10,6 @@ is readable by every user who may read the store, and writable by whoever may wr
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import stat
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import atomic
 from .disk import disk_errors
 from .events import Event
 
@@ -38,8 +38,7 @@ class History:
     unreadable: str | None = None  # the log is there but cannot be read (not a regular file): why
 
 
-# Never through a symlink, never a FIFO or device a group member put in its place: a regular file or nothing.
-_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_OPEN = atomic.NO_FOLLOW  # never through a symlink, never a FIFO a group member put in the log's place
 
 
 def append(layout: "Layout", disk: "Disk", event: Event) -> None:
@@ -67,22 +66,7 @@ def append(layout: "Layout", disk: "Disk", event: Event) -> None:
             os.close(fd)
 
 
-def open_regular(path: Path) -> bytes:
-    """The bytes of ``path`` if it is a regular file (not followed through a symlink, never blocking on a FIFO);
-    ``FileNotFoundError`` if absent, ``OSError`` naming it if it is something else."""
-    try:
-        fd = os.open(path, os.O_RDONLY | _OPEN)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "a symbolic link, not a regular file", str(path)) from None
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
-    finally:
-        os.close(fd)
+open_regular = atomic.read_regular  # a regular file's bytes: the log, the aliases file
 
 
 def read(layout: "Layout", repo: str) -> History:

@@ -90,20 +90,25 @@ def read_folder(folder: Path) -> list[Version]:
     :class:`~zoo.errors.CacheWarning` naming the file and the fix, and left out."""
     if not folder.is_dir():
         return []
-    found = []
-    for path in folder.glob("v*.json"):
-        try:
-            found.append(Version.read(path))
-        except FileNotFoundError:
-            continue  # removed meanwhile (zoo rm): not a problem
-        except (ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
-            warnings.warn(
-                f"{path} is not a readable zoo manifest ({type(exc).__name__}: {exc}); that version is "
-                "skipped. zoo writes manifests atomically, so something else changed it: move it away, "
-                "and pull or import the model again",
-                CacheWarning, stacklevel=3,
-            )
+    found = [v for v in (read_or_warn(path, stacklevel=4) for path in folder.glob("v*.json")) if v is not None]
     return sorted(found, key=lambda v: v.number)
+
+
+def read_or_warn(path: Path, *, stacklevel: int = 3) -> Version | None:
+    """The version ``path`` records; None when it was removed meanwhile (zoo rm: not a problem) or cannot be read
+    (then a :class:`~zoo.errors.CacheWarning` names the file and the fix)."""
+    try:
+        return Version.read(path)
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
+        warnings.warn(
+            f"{path} is not a readable zoo manifest ({type(exc).__name__}: {exc}); that version is "
+            "skipped. zoo writes manifests atomically, so something else changed it: move it away, "
+            "and pull or import the model again",
+            CacheWarning, stacklevel=stacklevel,
+        )
+        return None
 
 
 def content_id(files: Iterable[FileEntry]) -> str:

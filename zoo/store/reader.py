@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any, Iterator
 
+from .. import atomic
 from ..errors import AmbiguousNameError, CheckpointNotFoundError
 from ..names import is_local, validate_revision, version_number
 from .disk import Disk
@@ -178,14 +178,6 @@ def read_ref(path: Path) -> str:
     """The commit id a ref file names ("" when there is none): a regular file only (never through a symlink,
     never a FIFO), at most 128 bytes read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return atomic.read_regular(path, limit=128).decode("ascii", errors="replace").strip()
     except OSError:
         return ""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return os.read(fd, 128).decode("ascii", errors="replace").strip()
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)

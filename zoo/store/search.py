@@ -25,15 +25,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
-from ..errors import CacheWarning, InvalidArgumentError
+from ..errors import InvalidArgumentError
 from ..names import LOCAL_NAMESPACE, display_name, validate_name, validate_repo_id, version_number
-from .manifests import FileEntry, Version
+from .manifests import FileEntry, Version, read_or_warn
 from .marks import Marks, check_alias, check_label_key
 from .marks import read as read_marks
 
@@ -327,15 +326,5 @@ def _summary(path: str) -> _Summary | None:
 
 
 def _read(path: str) -> Version | None:
-    """A manifest read by :meth:`Version.read`, as :func:`zoo.store.manifests.read_folder` reads each (and warns
-    of one it cannot read)."""
-    try:
-        return Version.read(Path(path))
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
-        warnings.warn(
-            f"{path} is not a readable zoo manifest ({type(exc).__name__}: {exc}); that version is skipped. zoo "
-            "writes manifests atomically, so something else changed it: move it away, and pull or import the "
-            "model again", CacheWarning, stacklevel=5)
-        return None
+    """A manifest read as every scan reads it (warned of when it cannot be read)."""
+    return read_or_warn(Path(path), stacklevel=5)

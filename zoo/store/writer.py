@@ -201,7 +201,7 @@ class Store(Pulling, StoreReader):
                                    revision=None, refs=["main"], about={"description": description, "base": base})
             if labels:
                 self.tagging.label_locked(version, labels, [])
-        return self.find(repo, version.name) or version
+        return version
 
     # -- versions --------------------------------------------------------------------------------
 

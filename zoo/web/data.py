@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Callable
 
+from .. import atomic
 from ..errors import ZooError
 from ..model.compat import check_transformers_version
 from ..model.weights import read_safetensors_header
@@ -102,16 +104,10 @@ def last_events(reader: StoreReader, may: May, limit: int = MAX_EVENTS) -> list[
     events: list[Event] = []
     for _, path in sorted(logs, reverse=True)[:limit]:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                size = os.fstat(fd).st_size
-                os.lseek(fd, max(size - _TAIL, 0), os.SEEK_SET)
-                data = os.read(fd, _TAIL)
-            finally:
-                os.close(fd)
+            data = atomic.read_regular(Path(path), tail=_TAIL + 1)
         except OSError:
             continue
-        if size > _TAIL:  # the first line is probably cut: start after it
+        if len(data) > _TAIL:  # the log is longer: start after the first line end (one byte before the window)
             data = data[data.find(b"\n") + 1:]
         events += histories.parse(data).events
     shown: list[dict[str, Any]] = []

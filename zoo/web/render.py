@@ -13,18 +13,14 @@ from typing import Any
 
 import jinja2
 
+from ..store.progress import human
+
 HERE = Path(__file__).resolve().parent
-_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
-
-
 def human_size(n: Any) -> str:
-    """1536 -> '1.5 KB' (powers of 1000, as the hub and ``zoo ls`` show sizes); None -> '-'."""
+    """Bytes as ``zoo ls`` shows them (``1.5 KB``: :func:`zoo.store.progress.human`); anything else -> '-'."""
     if not isinstance(n, (int, float)) or isinstance(n, bool):
         return "-"
-    value, unit = float(n), 0
-    while abs(value) >= 1000 and unit < len(_UNITS) - 1:
-        value, unit = value / 1000, unit + 1
-    return f"{int(value)} B" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
+    return human(n)
 
 
 def _when(value: Any) -> datetime | None:

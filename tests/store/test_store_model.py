@@ -624,6 +624,14 @@ SEQUENCES = {
     "verify-after-silent-damage": [("start", dict(mode="direct")), ("save", dict(content=2, name="alpha")),
                                    ("corrupt", dict(kind="object", pick=1, at=0.7, keep_mtime=True)),
                                    ("verify", dict(label=None)), ("import_dir", dict(content=2, name="alpha", how=""))],
+    # CI found it: a damaged config.json shared by two imports (one --link); a later --link import of the same
+    # content must leave every version that shares it loadable
+    "damaged-shared-config-then-link-import": [
+        ("start", dict(mode="direct")), ("import_dir", dict(content=3, name="beta", how="--copy")),
+        ("import_dir", dict(content=2, name="alpha", how="--link")),
+        ("corrupt", dict(kind="snapshot", pick=74, at=0.6014325679880267, keep_mtime=False)),
+        ("import_dir", dict(content=0, name="beta", how="--link")),
+        ("load", dict(label="alpha", which="newest"))],
     # #17: an alias loads the version it points at, keeps it from zoo rm (and the quota), and a damaged aliases
     # file or history log never makes a load return other weights or fail for a plain name
     "alias-holds-its-version": [("start", dict(mode="daemon --max-size 260KB")), ("save", dict(content=1, name="alpha")),

@@ -65,6 +65,11 @@ def _fingerprint(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
+def _object_stamp(st: os.stat_result) -> str:
+    """What a load's stat check compares for a stored object (a new hard link changes its ctime, not this)."""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 class Importer:
     """Stores one source file's content at a time (the store's writer commits the version)."""
 
@@ -77,14 +82,14 @@ class Importer:
         """Store one file's content; returns its sha256. ``owned``: zoo's own staging file, moved in."""
         st = path.stat()
         known = self._imported_digest(st)
-        if known and self.layout.object_path(known).exists():
-            on_bytes(st.st_size)  # unchanged since an earlier import: neither read nor written again
+        if known:
+            on_bytes(st.st_size)  # unchanged since an earlier import, and so is the object: nothing read again
             return known
         if owned or link:
             sha256, _, _ = hash_file(path, on_bytes)
             if owned:
                 self.contents.add_object(path, sha256)
-            elif not self.layout.object_path(sha256).exists():
+            else:  # a stored copy is checked before it is kept in place of these good bytes (add_object)
                 staged = self.disk.tmp_name(sha256, ".link")
                 atomic.link_or_copy(path, staged)
                 self.contents.add_object(staged, sha256)
@@ -104,13 +109,21 @@ class Importer:
         return sha256
 
     def _imported_digest(self, st: os.stat_result) -> str | None:
+        """The content of a source file imported before, if neither it nor the stored object changed since
+        (a stored object whose stat changed may have rotted: it is checked again, not reused unseen)."""
         try:
             data = json.loads((self.layout.imported / f"{st.st_dev}-{st.st_ino}.json").read_text())
-        except (OSError, ValueError):
+            sha256 = data.get("sha256")
+            obj = self.layout.object_path(sha256).stat() if isinstance(sha256, str) else None
+        except (OSError, ValueError, TypeError):
             return None
-        return data.get("sha256") if data.get("stat") == _fingerprint(st) else None
+        if obj is None or data.get("stat") != _fingerprint(st) or data.get("object") != _object_stamp(obj):
+            return None
+        return sha256
 
     def _remember(self, st: os.stat_result, sha256: str) -> None:
         path = self.layout.imported / f"{st.st_dev}-{st.st_ino}.json"
         with contextlib.suppress(OSError):
-            self.disk.write_text(path, json.dumps({"stat": _fingerprint(st), "sha256": sha256}))
+            obj = self.layout.object_path(sha256).stat()
+            self.disk.write_text(path, json.dumps({"stat": _fingerprint(st), "sha256": sha256,
+                                                   "object": _object_stamp(obj)}))

@@ -22,6 +22,7 @@ from .errors import (
     StoreFullError,
     MissingWeightsError,
     NameResolutionError,
+    ObjectStoreError,
     OfflineError,
     RemoteError,
     RemoteNotFoundError,
@@ -53,7 +54,7 @@ from .registry import history, label, lineage, search, tag, untag
 
 __all__ = [
     "AmbiguousNameError", "CacheError", "CacheWarning", "QuotaError", "StoreAccessError", "StoreFullError", "IntegrityError", "InvalidArgumentError", "InvalidNameError", "LockTimeoutError", "MissingDependencyError", "MissingWeightsError",
-    "NameResolutionError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
+    "NameResolutionError", "ObjectStoreError", "OfflineError", "RemoteError", "RemoteNotFoundError", "UnknownNameError",
     "Architecture", "ArchitectureError", "Checkpoint", "CheckpointError", "CheckpointNotFoundError",
     "ConfigError", "CorruptCheckpointError", "DuplicateRegistrationError", "IncompatibleVersionError",
     "ModelConfig", "PluginError", "PluginLoadError", "PluginWarning", "ProtectedError", "Registry", "UnknownArchitectureError",

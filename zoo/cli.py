@@ -148,7 +148,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return 0
     from .daemon.server import require_extras
 
-    require_extras(watch=bool(args.watch), http=bool(args.http))  # before anything is created
+    require_extras(watch=bool(args.watch), http=bool(args.http), objectstore=args.object_store)  # before anything
     logging.basicConfig(level=logging.INFO, format="%(asctime)s zoo daemon: %(message)s", stream=sys.stderr)
     from .daemon.evict import parse_max_size
     from .daemon.scrub import scrub_rate
@@ -181,7 +181,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                     poll=args.poll, http=http, tokens=Path(args.tokens).expanduser() if args.tokens else None,
                     revalidate=args.revalidate if args.revalidate is not None else 60.0,
                     orphan_grace=args.orphan_grace if args.orphan_grace is not None else 600.0, scrub=scrub,
-                    admins=args.admins, webhook=webhook)
+                    admins=args.admins, webhook=webhook, objectstore=args.object_store)
     if daemon.http is not None:  # the web page on the same address (zoo.web)
         from .web import daemon_status, make_site
 
@@ -193,7 +193,7 @@ DAEMON_SETTINGS = {"store": str, "socket": str, "group": str, "max_size": str, "
                    "quiet_period": float, "poll": float, "http": str, "upstream": str, "offline": bool,
                    "tokens": str, "revalidate": float, "tree_page_size": int, "send_timeout": float,
                    "orphan_grace": float, "scrub_rate": float, "admins": str, "webhook": str,
-                   "webhook_secret": str, "webhook_queue": int}
+                   "webhook_secret": str, "webhook_queue": int, "object_store": str}
 
 
 def _daemon_config(args: argparse.Namespace) -> None:
@@ -506,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", metavar="URL", help="where files the store lacks come from (default: HF_ENDPOINT, "
                    "or https://huggingface.co); another zoo daemon's --http address makes tiers")
     p.add_argument("--offline", action="store_true", help="never ask the upstream: serve only what is stored")
+    p.add_argument("--object-store", metavar="s3://BUCKET[/PREFIX]", help="keep every object and version in "
+                   "this bucket (the AWS_* settings say where and who); the local store becomes its cache")
     p.add_argument("--tokens", metavar="FILE", help="tokens that may read private and gated content (and local/ "
                    "names) over HTTP: one per line, mode 0600")
     p.add_argument("--scrub-rate", metavar="MB/S", help="re-hash the store in the background at most this fast, so "

@@ -34,6 +34,7 @@ One base class per kind, each also inheriting the builtin a generic handler woul
         │                                                 changed through the daemon by whom may not
         ├── StoreFullError (OSError)                      no space left where zoo writes
         ├── QuotaError (OSError)                          the daemon's quota cannot make room
+        ├── ObjectStoreError (OSError)                    the object store (s3://) failed or is unreachable
         └── RemoteError                                   the hub answered an error or was unreachable
             ├── RemoteNotFoundError (FileNotFoundError)   no such repository, revision or file
             └── OfflineError (ConnectionError)            not cached and offline mode is on
@@ -198,6 +199,18 @@ class RemoteNotFoundError(RemoteError, FileNotFoundError):
 
 class OfflineError(RemoteError, ConnectionError):
     pass
+
+
+class ObjectStoreError(CacheError, OSError):
+    """The object store (``zoo daemon --object-store s3://...``) refused, failed or could not be reached, or
+    holds something other than what zoo wrote. ``code``: the S3 error code when the server sent one."""
+
+    def __init__(self, message: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class ZooWarning(UserWarning):

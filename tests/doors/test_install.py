@@ -31,8 +31,9 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 def test_plain_install_brings_what_load_and_pull_import():
     """Every third-party module that zoo's code imports comes with ``pip install zoo-registry``,
-    except torch (the user's, with a zoo error naming the command), and watchdog, aiohttp, jinja2 and
-    markdown-it-py (the daemon extra: drop folders, the HTTP server, its web page)."""
+    except torch (the user's, with a zoo error naming the command), watchdog, aiohttp, jinja2 and
+    markdown-it-py (the daemon extra: drop folders, the HTTP server, its web page) and boto3 (the s3 extra:
+    the object store)."""
     base = _requirement_names(PYPROJECT["project"]["dependencies"])
     extras = PYPROJECT["project"]["optional-dependencies"]
     imported: set[str] = set()
@@ -45,11 +46,13 @@ def test_plain_install_brings_what_load_and_pull_import():
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("zoo", "zoo_bert")}
     distributions = metadata.packages_distributions()
     needed = {d.lower().replace("_", "-") for m in third_party for d in distributions.get(m, [m])}
-    assert needed - base <= {"torch", "watchdog", "aiohttp", "jinja2", "markdown-it-py"}, needed - base
+    assert needed - base <= {"torch", "watchdog", "aiohttp", "jinja2", "markdown-it-py", "boto3", "botocore"}, \
+        needed - base
     assert {"transformers", "safetensors", "tokenizers", "huggingface-hub", "tqdm"} <= base
     assert _requirement_names(extras["torch"]) == {"torch"}
     assert _requirement_names(extras["daemon"]) == {"watchdog", "aiohttp", "jinja2", "markdown-it-py"}
-    assert extras["all"] == ["zoo-registry[torch,daemon]"]
+    assert _requirement_names(extras["s3"]) == {"boto3"}
+    assert extras["all"] == ["zoo-registry[torch,daemon,s3]"]
     assert "zoo-registry[all]" in extras["test"]
 
 

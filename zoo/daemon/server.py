@@ -6,10 +6,8 @@
 - Who asks is known from the socket (``SO_PEERCRED``: pid, uid) and logged. The socket is group-owned,
   mode 0660; a user outside ``--group`` is refused. Imports arrive as open files passed over the socket,
   so the daemon reads only what the client itself could open (no confused deputy, even as root).
-- One download however many ask: requests for the same name and revision share one job; a client that
-  disconnects does not cancel it; each waiting client sees its progress.
-- SIGTERM/SIGINT: stop accepting, exit 0; a download in flight stays in ``tmp/`` and the next daemon
-  resumes it (its owner's pid is gone).
+- One download however many ask (requests for a name and revision share one job, which outlives its client).
+- SIGTERM/SIGINT: stop accepting, exit 0; a download in flight stays in ``tmp/``, resumed by the next daemon.
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ from ..store.writer import Store
 from ..errors import InvalidArgumentError, ProtectedError, ZooError
 from ..names import validate_name
 from . import wire
+from .central import CentralSync  # the bucket's versions brought in, this store's sent (--object-store)
 from .startup import prepare_home, remove_leftovers, require_extras, socket_in_use
 
 log = logging.getLogger("zoo.daemon")
@@ -106,8 +105,7 @@ class _JobBar:
     def __enter__(self) -> "_JobBar":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        pass
+    def __exit__(self, *exc: Any) -> None: ...
 
 
 class Daemon:
@@ -119,9 +117,10 @@ class Daemon:
                  max_size: int | None = None, watch: list[Path] = (), quiet_period: float = 10.0,
                  poll: float | None = None, http: Any = None, tokens: Path | None = None,
                  revalidate: float = 60.0, orphan_grace: float = 600.0, scrub: float | None = None,
-                 admins: str | None = None, webhook: Any = None) -> None:
-        require_extras(watch=bool(watch), http=http is not None)
-        self.store = store = Store(home, quiet=True, policy=self, events=webhook.dispatcher() if webhook else None)
+                 admins: str | None = None, webhook: Any = None, objectstore: str | None = None) -> None:
+        require_extras(watch=bool(watch), http=http is not None, objectstore=objectstore)
+        self.store = store = Store(home, quiet=True, policy=self, events=webhook.dispatcher() if webhook else None,
+                                   objectstore=objectstore)  # the central tier in a bucket (zoo.daemon.central)
         self.orphan_grace = orphan_grace
         self.drops = None
         if watch:
@@ -151,8 +150,8 @@ class Daemon:
         from .scrub import Scrubber, scrub_rate  # bit rot a stat cannot see, found at a bounded rate
 
         self.scrubber = Scrubber(store, scrub if scrub is not None else scrub_rate(), on_damage=self._scrubbed_damage)
-        self.extras.append(self.scrubber.status)
-        self.extras += [webhook.status] if webhook is not None else []  # zoo.daemon.webhook: deliveries, drops
+        self.background = [self.scrubber, *([CentralSync(store)] if store.central is not None else [])]
+        self.extras += [b.status for b in self.background] + ([webhook.status] if webhook is not None else [])
 
     def _scrubbed_damage(self, etags: list[str]) -> None:
         if self.http is not None:  # a client that got those bytes and resumes is sent the whole file
@@ -346,8 +345,7 @@ class Daemon:
         return self._made(version)
 
     def _made(self, version: Any) -> str:
-        """A version a client will load: its lease file exists, so that a reader who cannot write the
-        store can still hold a lease on it."""
+        """A version a client will load: its lease file exists (a reader who cannot write the store holds it)."""
         from ..store.records import ensure_lease_file
 
         with contextlib.suppress(OSError):
@@ -453,7 +451,8 @@ class Daemon:
             log.info("serving %s on %s (pid %d)", self.store.home, self.sock_path, os.getpid())
             if self.drops is not None:
                 self.drops.start()  # scans every watched folder first: what arrived while down is not missed
-            self.scrubber.start()
+            for job in self.background:
+                job.start()
             started = True
         finally:
             if not started:  # whatever stopped the start leaves no socket behind (clients would wait on it)
@@ -468,7 +467,8 @@ class Daemon:
         try:
             server.serve_forever(poll_interval=0.5)
         finally:
-            self.scrubber.stop()
+            for job in self.background:
+                job.stop()
             if self.drops is not None:
                 self.drops.stop()
             if self.http is not None:

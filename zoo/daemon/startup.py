@@ -23,10 +23,17 @@ log = logging.getLogger("zoo.daemon")
 DAEMON_EXTRA = "pip install 'zoo-registry[daemon]'"
 
 
-def require_extras(*, watch: bool = False, http: bool = False) -> None:
-    """Before anything is created: the third-party packages that ``--watch`` (watchdog) and ``--http``
-    (aiohttp) need are importable, else a :class:`~zoo.errors.MissingDependencyError` naming the extra."""
+def require_extras(*, watch: bool = False, http: bool = False, objectstore: str | None = None) -> None:
+    """Before anything is created: the third-party packages that ``--watch`` (watchdog), ``--http``
+    (aiohttp) and ``--object-store`` (boto3) need are importable, else a
+    :class:`~zoo.errors.MissingDependencyError` naming the extra; and the object store's address is one."""
     from .._deps import require
+
+    if objectstore:
+        from ..store.s3 import INSTALL, parse_url
+
+        parse_url(objectstore)
+        require("boto3", INSTALL, needed_by="zoo daemon --object-store")
 
     if watch:
         require("watchdog", DAEMON_EXTRA, needed_by="zoo daemon --watch")

@@ -42,7 +42,7 @@ from ..store.hub import RemoteFile, RemoteRevision
 from ..store.manifests import Version
 from ..store.marks import Marks
 from ..store.writer import Store
-from ..errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError
+from ..errors import InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError, ZooError
 from ..names import is_local, validate_repo_id, validate_revision, version_number, zoo_version
 from . import protocol
 from .protocol import HubError, ServedFile
@@ -78,7 +78,7 @@ class Catalog:
         self.tier = tier or Tier()
         self.revalidate = revalidate
         self.offline = offline
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (a listing read from the bucket is remembered under it)
         self._commits: dict[tuple[str, str], RemoteRevision] = {}  # (repo, commit) -> listing, forever
         self._refs: dict[tuple[str, str], tuple[str, float]] = {}  # (repo, ref) -> (commit, when asked)
         self._versions: dict[str, tuple[int, list[Version]]] = {}  # repo -> (folder mtime, versions)
@@ -90,6 +90,7 @@ class Catalog:
         self._marks: dict[str, tuple[tuple[int, int], Marks]] = {}  # repo -> (file stamp, marks)
         self._not_upstream: dict[tuple[str, str], float] = {}  # (hub repo, alias) -> when the upstream said "no such ref"
         self._own: dict[str, float] = {}  # local/NAME -> when the upstream zoo daemon said it has no such name
+        self._central_misses: dict[tuple, float] = {}  # what the bucket did not have, when last asked
 
     # -- the store's versions, cached until their folder changes ----------------------------------
 
@@ -172,21 +173,53 @@ class Catalog:
                                    tuple(RemoteFile(**f) for f in data["files"]),
                                    data.get("access", "public"), data.get("last_modified"))
         except FileNotFoundError:
-            return None
+            return self._from_central(repo, commit)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: unreadable upstream listing (%s); it will be asked again", path, exc)
             return None
         self._commits[key] = found
         return found
 
+    def _from_central(self, repo: str, revision: str) -> RemoteRevision | None:
+        """The upstream's answer as a daemon on the store's bucket recorded it (``--object-store``): a branch
+        or tag no older than ``revalidate`` seconds, a commit's listing whatever its age. No upstream request."""
+        central = self.store.central
+        if central is None:
+            return None
+        key = ("central", repo, revision)
+        with self._lock:
+            if self._fresh(self._central_misses.get(key)):
+                return None
+        try:
+            found = central.remote_revision(repo, revision, self.revalidate)
+        except ZooError as exc:
+            log.warning("%s@%s: %s", repo, revision, exc)
+            found = None
+        if found is None:
+            with self._lock:
+                self._central_misses[key] = time.monotonic()
+            return None
+        remote, age = found
+        with self._lock:
+            self._remember(remote, shared=False)
+            if remote.revision != remote.commit:
+                self._refs[(repo, remote.revision)] = (remote.commit, time.monotonic() - age)
+        return remote
 
-    def _remember(self, remote: RemoteRevision) -> None:
+
+    def _remember(self, remote: RemoteRevision, *, shared: bool = True) -> None:
         self._access[remote.repo] = remote.access  # a repository's access, as last asked: for all its commits
         self._commits[(remote.repo, remote.commit)] = remote
         if remote.revision != remote.commit:
             self._refs[(remote.repo, remote.revision)] = (remote.commit, time.monotonic())
             self._not_upstream.pop((remote.repo, remote.revision), None)  # the upstream's ref now: it wins
         path = self.store.layout.listing_path(remote.repo, remote.commit)
+        if shared and self.store.central is not None:  # for the other daemons on the bucket
+            try:
+                self.store.central.put_listing(remote)
+            except ZooError as exc:
+                log.warning("%s@%s: could not record the upstream's answer in the bucket: %s", remote.repo,
+                            remote.revision, exc)
         kept = self._listing(remote.repo, remote.commit) if path.exists() else None
         self._commits[(remote.repo, remote.commit)] = remote
         if kept is not None and kept.access == remote.access:
@@ -216,9 +249,11 @@ class Catalog:
         if not mine:
             return future.result()
         try:
-            remote = hub.fetch_revision(repo, revision, known=lambda commit: self._listing(repo, commit))
-            with self._lock:
-                self._remember(remote)
+            remote = self._from_central(repo, revision)
+            if remote is None:
+                remote = hub.fetch_revision(repo, revision, known=lambda commit: self._listing(repo, commit))
+                with self._lock:
+                    self._remember(remote)
             future.set_result(remote)
             return remote
         except BaseException as exc:

@@ -260,7 +260,7 @@ class HubServer:
                                              " (not stored, and this zoo server is offline)")
             error.commit = snap.commit
             raise error
-        if where is None and request.method == "GET" and snap.remote is None:
+        if where is None and request.method == "GET" and snap.remote is None and self.store.central is None:
             raise HubError(502, None, f"{snap.repo}/{f.path}: not stored, and the upstream's listing is unknown")
         headers = protocol.file_headers(snap.commit, f)
         span = protocol.parse_range(request.headers.get("Range"), f.size)

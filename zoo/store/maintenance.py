@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 GRACE = 3600  # seconds: gc leaves younger unreferenced files alone (a pull may be about to use them)
 
 
+def gc_grace() -> float:
+    """``ZOO_GC_GRACE`` seconds if set (a number >= 0), else :data:`GRACE`."""
+    try:
+        value = float(os.environ.get("ZOO_GC_GRACE", GRACE))
+    except ValueError:
+        return GRACE
+    return value if value >= 0 else GRACE
+
+
 @dataclass
 class Plan:
     """Paths to delete and the bytes that frees."""

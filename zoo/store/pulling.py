@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..atomic import HOST, owner_alive
-from ..errors import CheckpointError, CorruptCheckpointError, IntegrityError
+from ..errors import CheckpointError, CorruptCheckpointError, IntegrityError, ObjectStoreError
 from ..names import validate_repo_id, validate_revision
 from .content import hash_file
 from .disk import disk_errors
 from .manifests import FileEntry, Version
 
+log = logging.getLogger("zoo.store")
 
 class Pulling:
     def pull(self, repo: str, revision: str = "main", *, all_files: bool = False) -> Version:
@@ -46,6 +49,9 @@ class Pulling:
             if cached is not None and not self.missing_files(cached):
                 return cached
         remote = self.fetcher.fetch_revision(repo, revision)
+        if self.central is not None:  # the upstream's answer, for the other daemons on the bucket
+            with contextlib.suppress(ObjectStoreError):
+                self.central.put_listing(remote)
         wanted = select_files([f.path for f in remote.files], all_files=all_files)
         refs = [revision] if refs is None and revision != remote.commit else list(refs or ())
         done = [v for v in self.versions(repo) if v.id == remote.commit]
@@ -146,27 +152,88 @@ class Pulling:
         with self.disk.lock(f"blob-{remote.etag}", f"the download of {remote.path}"):
             if stored():
                 return FileEntry(remote.path, remote.sha256, remote.size, remote.etag)
-            part = self._adopt_part(remote.etag)
-            for attempt in (1, 2):
-                if on_part is not None:
-                    on_part(part)
-                with disk_errors(str(self.tmp)):
-                    self.fetcher.download(repo, commit, remote, part, on_bytes)
-                sha256, sha1, size = hash_file(part, git_sha1=remote.sha256 is None)
-                if size == remote.size and (sha256 == remote.sha256 if remote.sha256 else sha1 == remote.blob_id):
-                    break
-                part.unlink()
-                if attempt == 2:
-                    raise IntegrityError(
-                        f"{repo}/{remote.path}: downloaded {size} bytes with sha256 {sha256[:12]}…, expected "
-                        f"{remote.size} bytes and {remote.etag[:12]}…, twice. The server or a proxy is "
-                        "serving damaged data; nothing was stored"
-                    )
-            self._pulling.add(sha256)
-            self.contents.add_object(part, sha256)
-            if downloaded is not None:
-                downloaded.add(remote.path)
-            return FileEntry(remote.path, sha256, remote.size, remote.etag)
+            if self.central is not None:  # the bucket first: what any daemon on it fetched is never asked again
+                found = self._fetch_central(remote, on_bytes, on_part)
+                if found is not None:
+                    self._pulling.add(found.sha256)
+                    if downloaded is not None:
+                        downloaded.add(remote.path)
+                    return found
+            try:
+                entry = self._download(repo, commit, remote, self._claiming(remote.etag, on_bytes), on_part,
+                                       downloaded)
+                if self.central is not None:
+                    self._to_central(lambda: self.central.upload([entry]), f"{repo}/{remote.path}",
+                                     "so it is not served from here (it stays in the local store until zoo gc)")
+                    with contextlib.suppress(ObjectStoreError):
+                        self.central.remember_etag(remote.etag, entry.sha256)
+                return entry
+            finally:
+                if self.central is not None:
+                    self.central.release(remote.etag)
+
+    def _claiming(self, etag: str, on_bytes: Callable[[int], None]) -> Callable[[int], None]:
+        """``on_bytes`` that also keeps this daemon's claim on ``etag`` fresh in the bucket while it downloads."""
+        if self.central is None:
+            return on_bytes
+        last = [time.monotonic()]
+
+        def counted(n: int) -> None:
+            on_bytes(n)
+            if time.monotonic() - last[0] > 20:
+                last[0] = time.monotonic()
+                self.central.refresh_claim(etag)
+
+        return counted
+
+    def _fetch_central(self, remote: Any, on_bytes: Callable[[int], None],
+                       on_part: Callable[[Path], None] | None) -> FileEntry | None:
+        """``remote``'s content from the bucket (checked), or None after claiming its download (this daemon
+        fetches it upstream; another that claimed it first is waited for, while its claim is fresh). A bucket
+        that cannot be reached, or holds damaged bytes, is logged and the upstream asked."""
+        central = self.central
+        deadline = time.monotonic() + 3600  # bounded: a claim refreshed for longer than this is not waited on
+        try:
+            while True:
+                sha256 = central.content_of(remote.etag)
+                if sha256 is not None:
+                    part = self.disk.tmp_name(remote.etag, ".part")
+                    if on_part is not None:
+                        on_part(part)
+                    if central.fetch(sha256, remote.size, part, on_bytes):
+                        self.contents.add_object(part, sha256)
+                        return FileEntry(remote.path, sha256, remote.size, remote.etag)
+                if central.claim(remote.etag) or time.monotonic() > deadline:
+                    return None
+                time.sleep(0.2)  # another daemon is downloading it: it lands in the bucket
+        except (ObjectStoreError, IntegrityError) as exc:
+            log.warning("%s: %s; asking the upstream", remote.path, exc)
+            return None
+
+    def _download(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None],
+                  on_part: Callable[[Path], None] | None, downloaded: set[str] | None) -> FileEntry:
+        """Under the blob lock: the file from the upstream, checked, into objects/."""
+        part = self._adopt_part(remote.etag)
+        for attempt in (1, 2):
+            if on_part is not None:
+                on_part(part)
+            with disk_errors(str(self.tmp)):
+                self.fetcher.download(repo, commit, remote, part, on_bytes)
+            sha256, sha1, size = hash_file(part, git_sha1=remote.sha256 is None)
+            if size == remote.size and (sha256 == remote.sha256 if remote.sha256 else sha1 == remote.blob_id):
+                break
+            part.unlink()
+            if attempt == 2:
+                raise IntegrityError(
+                    f"{repo}/{remote.path}: downloaded {size} bytes with sha256 {sha256[:12]}…, expected "
+                    f"{remote.size} bytes and {remote.etag[:12]}…, twice. The server or a proxy is "
+                    "serving damaged data; nothing was stored"
+                )
+        self._pulling.add(sha256)
+        self.contents.add_object(part, sha256)
+        if downloaded is not None:
+            downloaded.add(remote.path)
+        return FileEntry(remote.path, sha256, remote.size, remote.etag)
 
     def _missing_bytes(self, etag: str, size: int) -> int:
         """What a download of ``etag`` (``size`` bytes) still has to write: a partial download in tmp/ is

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import atomic
-from ..errors import CorruptCheckpointError, IntegrityError, OfflineError, ZooError
+from ..errors import CorruptCheckpointError, IntegrityError, ObjectStoreError, OfflineError, ZooError
 from ..names import ZOO_PREFIX, is_local, local_repo, validate_name
 from . import history, hub, ingest, progress, records
 from .content import Contents
@@ -52,8 +52,14 @@ class Store(Pulling, StoreReader):
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, quiet: bool | None = None,
                  fetcher: Fetcher | None = None, policy: WritePolicy | None = None,
-                 events: Callable[[Event], None] | None = None) -> None:
+                 events: Callable[[Event], None] | None = None, objectstore: str | None = None) -> None:
         super().__init__(home)
+        from .central import Central
+
+        # The central tier: every object and version record goes to the bucket before the version is visible,
+        # and the store is a cache of it (zoo daemon --object-store; recorded in the store for the CLI)
+        self.central = Central(self.layout, self.disk, objectstore) if objectstore else \
+            Central.configured(self.layout, self.disk)
         self.fetcher: Fetcher = fetcher if fetcher is not None else hub  # type: ignore[assignment]
         self.contents = Contents(self.layout, self.disk)
         self._importer = ingest.Importer(self.layout, self.disk, self.contents)
@@ -107,6 +113,12 @@ class Store(Pulling, StoreReader):
         if version is not None and not self.missing_files(version):
             self.touch_used(repo)
             return version
+        if version is None and self.central is not None:  # another daemon on the bucket may have made it
+            self._sync_central(repo)
+            version = self.find(repo, wanted)
+            if version is not None and not self.missing_files(version):
+                self.touch_used(repo)
+                return version
         if version is None:
             self.check_absent(repo, wanted)
         self.disk.prepare()
@@ -135,6 +147,40 @@ class Store(Pulling, StoreReader):
                 version = self._pull_locked(repo, wanted)
         self.touch_used(repo)
         return version
+
+    def _to_central(self, write: Callable[[], Any], what: str,
+                    outcome: str = "so no version was made (what was stored here stays until zoo gc)") -> Any:
+        """A write to the bucket that a change needs: its failure is the change's (nothing made visible)."""
+        try:
+            return write()
+        except ObjectStoreError as exc:
+            raise ObjectStoreError(f"{what} could not be written to the object store, {outcome}: {exc}",
+                                   code=exc.code) from None
+
+    def _sync_central(self, repo: str | None = None, *, required: bool = False) -> int:
+        """Bring the bucket's version records (of ``repo``) into the store; a bucket that cannot be reached is
+        an error only when ``required`` (numbering a new version), else logged (what is here is served)."""
+        try:
+            return self.central.sync(repo)
+        except ObjectStoreError as exc:
+            self.central.last_error = str(exc)
+            if required:
+                raise ObjectStoreError(f"the object store could not be read, so no version was made: {exc}",
+                                       code=exc.code) from None
+            log.warning("%s", exc)
+            return 0
+
+    def _from_central(self, entry: FileEntry, on_bytes: Callable[[int], None] | None = None) -> str | None:
+        """Fetch ``entry``'s object from the bucket (checked against its sha256) into the store. None when it
+        is stored now; else what is wrong."""
+        staged = self.disk.tmp_name(entry.sha256, ".bucket")
+        try:
+            if not self.central.fetch(entry.sha256, entry.size, staged, on_bytes):
+                return "missing from the store and from the object store"
+        except (ObjectStoreError, IntegrityError) as exc:
+            return str(exc)
+        self.contents.add_object(staged, entry.sha256)
+        return None
 
     @staticmethod
     def _describe(damaged: list[tuple[FileEntry, str]]) -> str:
@@ -232,6 +278,8 @@ class Store(Pulling, StoreReader):
         """Make a version visible: snapshot in place, then the manifest (exclusive create), then refs."""
         self._check_shards(repo, entries)
         entries = [dataclasses.replace(e, mtime_ns=self.object_path(e.sha256).stat().st_mtime_ns) for e in entries]
+        if self.central is not None:  # the objects before any record: a version in the bucket is complete
+            self._to_central(lambda: self.central.upload(entries), f"{repo}: its files")
         with disk_errors(str(self.home)):
             self.contents.build_snapshot(repo, snap_id, entries)
             existing = [v for v in self.versions(repo) if v.id == snap_id]
@@ -248,6 +296,9 @@ class Store(Pulling, StoreReader):
                 if added or kept != version.files:  # and more files of the same commit (pull --all)
                     files = (*kept, *added)
                     version = dataclasses.replace(version, files=files, total_size=sum(e.size for e in files))
+                    if added and self.central is not None:
+                        self._to_central(lambda: self.central.publish(version, replace_existing=True),
+                                         f"{repo} {version.name}: its record")
                     self.disk.write_text(version.manifest, version.to_json())
             else:
                 version = self._new_version(repo, snap_id, entries, source, revision, access, about or {})
@@ -269,6 +320,8 @@ class Store(Pulling, StoreReader):
         fields = config_fields(self.object_path(config.sha256) if config else None)
         folder = self.layout.versions_folder(repo)
         self.disk.mkdir(folder)
+        if self.central is not None:  # the bucket's numbers are taken: this one comes after them
+            self._sync_central(repo, required=True)
         number = max((v.number for v in self.versions(repo)), default=0) + 1
         who = Actor.current()
         template = Version(
@@ -286,8 +339,16 @@ class Store(Pulling, StoreReader):
                 f.flush()
                 os.fsync(f.fileno())  # a version is recorded and announced only once its manifest is on disk
             self.disk.seal(staged)
+            numbered = dataclasses.replace(template, number=number)
+            if self.central is not None and not self._to_central(lambda: self.central.publish(numbered),
+                                                                 f"{repo} v{number}: its record"):
+                number += 1  # another daemon on the bucket took that number first
+                staged.unlink()
+                continue
             if atomic.link_exclusive(staged, folder / f"v{number:04d}.json"):
                 break
+            if self.central is not None:  # a version of this store that was never in the bucket holds it
+                self._to_central(lambda: self.central.unpublish([numbered]), f"{repo} v{number}: its record")
             staged.unlink()
             number += 1
         staged.unlink()
@@ -346,6 +407,8 @@ class Store(Pulling, StoreReader):
         checked = {}
         for entry in changed:
             problem = self.contents.check_object(entry)
+            if problem and self.central is not None:  # the bucket keeps every version's objects
+                problem = self._from_central(entry)
             if problem:
                 damaged.append((entry, problem))
             else:
@@ -369,18 +432,23 @@ class Store(Pulling, StoreReader):
         with self.bar(total, "verify") as bar:
             for version in versions:
                 with self.disk.name_lock(version.repo):
+                    elsewhere = set()  # in the bucket only (zoo verify --bucket checks those)
                     for entry in version.files:
+                        if self.central is not None and not self.object_path(entry.sha256).exists():
+                            elsewhere.add(entry.sha256)
+                            bar.update(entry.size)
+                            continue
                         if entry.sha256 not in checked:
                             checked[entry.sha256] = self.contents.check_object(entry, bar.update)
                         problem = checked[entry.sha256]
                         if problem:
                             problems.append((version, entry, problem))
-                    intact = [e for e in version.files if not checked[e.sha256]]
+                    intact = [e for e in version.files if e.sha256 not in elsewhere and not checked[e.sha256]]
                     for entry in version.files:
-                        if checked[entry.sha256]:  # its blobs, in every repo, hold the damaged bytes
+                        if checked.get(entry.sha256):  # its blobs, in every repo, hold the damaged bytes
                             self.contents.unlink_blobs(entry)
                     self.contents.build_snapshot(version.repo, version.id, intact)  # re-links what was deleted
-                    if intact:
+                    if intact and not elsewhere:  # (a version partly in the bucket only is not fetched here)
                         self._repair(version)  # records the stat of what was checked
         return problems
 
@@ -416,17 +484,26 @@ class Store(Pulling, StoreReader):
             plan = removal_plan(self, repo, versions)
             if not dry_run and versions:
                 self.tagging.check_removal(repo, versions)
+                if self.central is not None:  # from the bucket first: no daemon brings them back
+                    self._to_central(lambda: self.central.unpublish(versions), f"the removal of {repo}",
+                                     "so nothing was removed")
                 plan.execute()
                 self.tagging.removed(repo, versions, "removed")
         return plan
 
     def gc(self, *, dry_run: bool = False, grace: float | None = None) -> Any:
         """Delete what no version uses (older than the grace period) and dead processes' temporaries."""
-        from .maintenance import GRACE, gc_plan
+        from .maintenance import gc_grace, gc_plan
 
-        plan = gc_plan(self, grace=GRACE if grace is None else grace)
+        grace = gc_grace() if grace is None else grace
+        plan = gc_plan(self, grace=grace)
         if not dry_run:
             plan.execute()
+        if self.central is not None:  # objects no record in the bucket lists, uploads a killed writer left
+            objects, freed, uploads = self.central.gc(grace=grace, dry_run=dry_run)
+            plan.description += (f" (and in {self.central.url}: {objects} unused objects, {progress.human(freed)}"
+                                 f"{' to delete' if dry_run else ' deleted'}, {uploads} unfinished uploads"
+                                 f"{' to abort' if dry_run else ' aborted'})")
         return plan
 
 

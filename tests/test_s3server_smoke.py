@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import s3server
-from s3server import SeaweedS3, s3, s3_bucket, s3_env  # noqa: F401  (drop once a conftest imports them)
+from s3server import SeaweedS3, s3, s3_bucket, s3_env, s3_prefix  # noqa: F401  (drop once a conftest imports them)
 
 botocore_exceptions = pytest.importorskip("botocore.exceptions")
 
@@ -39,15 +39,25 @@ def _listening(pid: int) -> set[tuple[str, int]]:
     return found
 
 
-def test_put_get_and_create_once(s3, s3_bucket):
-    c = s3.client()
-    c.put_object(Bucket=s3_bucket, Key="a/b.bin", Body=b"hello", IfNoneMatch="*")
+def test_put_get_and_create_once(s3, s3_prefix):
+    c, key = s3.client(), f"{s3_prefix}a/b.bin"
+    c.put_object(Bucket=s3.bucket, Key=key, Body=b"hello", IfNoneMatch="*")
     with pytest.raises(botocore_exceptions.ClientError) as info:
-        c.put_object(Bucket=s3_bucket, Key="a/b.bin", Body=b"other", IfNoneMatch="*")
+        c.put_object(Bucket=s3.bucket, Key=key, Body=b"other", IfNoneMatch="*")
     assert info.value.response["Error"]["Code"] == "PreconditionFailed"
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
-    assert c.get_object(Bucket=s3_bucket, Key="a/b.bin", Range="bytes=1-3")["Body"].read() == b"ell"
-    assert [o["Key"] for o in c.list_objects_v2(Bucket=s3_bucket)["Contents"]] == ["a/b.bin"]
+    assert c.get_object(Bucket=s3.bucket, Key=key, Range="bytes=1-3")["Body"].read() == b"ell"
+    assert [o["Key"] for o in c.list_objects_v2(Bucket=s3.bucket, Prefix=s3_prefix)["Contents"]] == [key]
+
+
+def test_fresh_bucket_behaves_like_aws(s3, s3_bucket):
+    c = s3.client()
+    assert c.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
+    c.put_object(Bucket=s3_bucket, Key="k", Body=b"1")
+    with pytest.raises(botocore_exceptions.ClientError, match="BucketNotEmpty"):
+        c.delete_bucket(Bucket=s3_bucket)
+    with pytest.raises(botocore_exceptions.ClientError, match="NoSuchBucket"):
+        c.put_object(Bucket=s3_bucket + "-absent", Key="k", Body=b"1")  # no auto-created buckets
 
 
 def test_binds_loopback_only(s3):
@@ -56,17 +66,18 @@ def test_binds_loopback_only(s3):
     assert {port for _, port in listening} == set(s3.ports.values())
 
 
-def test_client_process_from_env(s3_env, s3_bucket, s3):
-    s3.client().put_object(Bucket=s3_bucket, Key="k", Body=b"from-env")
+def test_client_process_from_env(s3_env, s3_prefix, s3):
+    s3.client().put_object(Bucket=s3.bucket, Key=s3_prefix + "k", Body=b"from-env")
     code = f"""
         import boto3
-        print(boto3.client("s3").get_object(Bucket={s3_bucket!r}, Key="k")["Body"].read().decode())
+        print(boto3.client("s3").get_object(Bucket={s3.bucket!r}, Key={s3_prefix + "k"!r})["Body"].read().decode())
     """
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                          timeout=120, env=dict(os.environ))
     assert out.stdout.strip() == "from-env", out.stderr
 
 
+@pytest.mark.slow  # a second server, a restart and a 1 s timeout: ~3.5 s
 def test_restart_keeps_data_and_pause_times_out(tmp_path):
     with SeaweedS3(tmp_path) as server:
         port = server.ports["s3.port"]

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from . import central_cli
 from .store.progress import human as _human
 from .errors import InvalidArgumentError, ZooError
 
@@ -312,7 +313,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         aliases = ",".join(f"{alias}={version}" for alias, version in row.aliases.items()) or "-"
         print(f"{row.name:{width}} {row.versions:>8} {row.version:>8} {_human(row.size):>10}  "
               f"{_when(row.last_used):16}  {row.user or '-':{by}}  {aliases}")
-    return 0
+    return central_cli.newest(store, rows) or 0
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
@@ -335,7 +336,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     for row in rows:
         cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         print("  ".join([*cells, row[-1]]))
-    return 0
+    return central_cli.where(store, versions) or 0
 
 
 def _cut(text: str, width: int) -> str:
@@ -380,7 +381,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"verified {count} versions: {'all files intact' if not problems else f'{len(problems)} problems'}")
     from .registry_cli import verify_records
 
-    damaged = verify_records(store, repo)  # the history logs and the aliases files
+    damaged = verify_records(store, repo) + central_cli.verify(store, repo, args.bucket)  # and the bucket's
     return 1 if problems or damaged else 0
 
 
@@ -393,7 +394,7 @@ def cmd_du(args: argparse.Namespace) -> int:
     print(f"physical {_human(u.physical):>10}  (each content stored once)")
     print(f"saved    {_human(u.saved):>10}  by deduplication")
     print_restored(store)
-    return 0
+    return central_cli.du(store) or 0
 
 
 class _VersionAction(argparse.Action):
@@ -482,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("versions", cmd_versions, "the versions of NAME", name_arg="1")
     add("rm", cmd_rm, "remove NAME or NAME@version and show the bytes freed", name_arg="1", dry_run=True)
     add("gc", cmd_gc, "delete unreferenced blobs and stale temporaries", dry_run=True)
-    add("verify", cmd_verify, "re-hash the cache (or NAME); quarantine damaged files", name_arg="?")
+    add("verify", cmd_verify, "re-hash the cache (or NAME); quarantine damaged files", name_arg="?").add_argument(
+        "--bucket", action="store_true", help="also read back and hash every object of the object store")
     add("du", cmd_du, "logical vs physical bytes: what dedupe saved")
     p = add("daemon", cmd_daemon, "run the cache daemon in the foreground (one writer for a shared store); "
             "zoo daemon status asks a running one")

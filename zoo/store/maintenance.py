@@ -186,7 +186,10 @@ class Usage:
 
 
 def usage(store: Store) -> Usage:
-    logical = sum(v.total_size for v in store.iter_versions())
+    versions = store.iter_versions()
+    if getattr(store, "central", None) is not None:  # a version in the bucket only takes nothing here
+        versions = (v for v in versions if any(store.object_path(f.sha256).exists() for f in v.files))
+    logical = sum(v.total_size for v in versions)
     inodes = {}
     if store.objects.is_dir():
         for obj in store.objects.glob("*/*"):

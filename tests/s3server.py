@@ -3,6 +3,8 @@
 ``SeaweedS3(root).start()`` runs one ``weed mini`` process (master, volume, filer and S3 gateway in one
 Go binary) with its data and log under ``root``, every port a free one on 127.0.0.1 (nothing binds
 another address; WebDAV, Iceberg and Lance are off, telemetry is off), and one bucket made at start.
+As on AWS, a missing bucket is NoSuchBucket (not made on first write) and a non-empty one cannot be
+deleted (BucketNotEmpty).
 Credentials are the ones handed to weed in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY when it starts
 (it makes them its admin identity); ``env()`` gives a client process what it needs to reach it.
 

@@ -278,3 +278,21 @@ def test_a_damaged_object_in_the_bucket_is_never_served(tmp_path, hub, minilm_di
         # zoo verify names what is wrong in the bucket
         out = zoo_cli(b.home, s3_env, "verify", "--bucket", ok=False)
         assert out.returncode == 1 and "damaged" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_versions_made_on_one_daemon_are_numbered_and_removed_on_all(tmp_path, tiny_bert, s3, s3_bucket, s3_env):
+    import zoo
+
+    first = zoo.save(zoo.build(tiny_bert), tmp_path / "first")
+    second = zoo.save(zoo.build({**tiny_bert, "hidden_dropout_prob": 0.2}), tmp_path / "second")
+    with central(tmp_path / "a", s3_bucket, s3_env, "http://127.0.0.1:9") as a, \
+            central(tmp_path / "b", s3_bucket, s3_env, "http://127.0.0.1:9") as b:
+        zoo_cli(a.home, s3_env, "import", str(first), "--name", "shared")
+        out = zoo_cli(b.home, s3_env, "import", str(second), "--name", "shared").stdout
+        assert "shared v2" in out, out  # B took the next number: v1 was A's, in the bucket
+        wait_for("A to see v2", lambda: "v2" in zoo_cli(a.home, s3_env, "versions", "shared").stdout)
+        zoo_cli(a.home, s3_env, "rm", "shared@v1")
+        assert "versions/models--local--shared/v0001.json" not in bucket_objects(s3, s3_bucket)
+        wait_for("B to drop v1", lambda: "  v1 " not in zoo_cli(b.home, s3_env, "versions", "shared").stdout)
+        assert "v2" in zoo_cli(b.home, s3_env, "versions", "shared").stdout

@@ -71,6 +71,8 @@ class Central:
         self.bucket = Bucket(url)
         self.url = self.bucket.url
         self._known: set[str] = set()  # objects this process saw in the bucket (they are never rewritten)
+        self._seen: set[tuple[str, int]] = set()  # version records this process saw in the bucket
+        self.gone: set[tuple[str, int]] = set()  # ... and no longer sees: the store removes its copies
         self._lock = threading.Lock()
         self.last_error: str | None = None  # the last failure to reach the bucket (zoo daemon status)
         self.last_sync: float | None = None
@@ -196,10 +198,15 @@ class Central:
         return version
 
     def sync(self, repo: str | None = None) -> int:
-        """Write a local manifest for each version record of the bucket (of ``repo``) the store lacks; remove
-        the local manifests of versions removed from the bucket (``zoo rm`` on another daemon) that are not
-        being written now. Returns the number of manifests written. No bytes move."""
+        """Write a local manifest for each version record of the bucket (of ``repo``) the store lacks, and note
+        in :attr:`gone` the records seen before that are gone (``zoo rm`` on another daemon: the store removes
+        its copies). Returns the number of manifests written. No bytes move."""
         found = self.records(repo)
+        folder_of = f"models--{repo.replace('/', '--')}" if repo else None
+        with self._lock:  # seen before, gone now: removed from the bucket (zoo rm on another daemon)
+            self.gone.update(k for k in self._seen - found.keys() if folder_of is None or k[0] == folder_of)
+            self._seen.update(found)
+            self._seen.difference_update(self.gone)
         written = 0
         for (folder, number) in sorted(found):
             local = self.layout.versions_root / folder / f"v{number:04d}.json"

@@ -159,9 +159,13 @@ class Store(Pulling, StoreReader):
 
     def _sync_central(self, repo: str | None = None, *, required: bool = False) -> int:
         """Bring the bucket's version records (of ``repo``) into the store; a bucket that cannot be reached is
-        an error only when ``required`` (numbering a new version), else logged (what is here is served)."""
+        an error only when ``required`` (numbering a new version, under the name's lock: what others removed
+        is dropped later, by a sync without it), else logged (what is here is served)."""
         try:
-            return self.central.sync(repo)
+            written = self.central.sync(repo)
+            if not required:
+                self._drop_removed()
+            return written
         except ObjectStoreError as exc:
             self.central.last_error = str(exc)
             if required:
@@ -169,6 +173,18 @@ class Store(Pulling, StoreReader):
                                        code=exc.code) from None
             log.warning("%s", exc)
             return 0
+
+    def _drop_removed(self) -> None:
+        """Versions another daemon removed from the bucket go from this store too (as ``zoo rm`` does here)."""
+        from .maintenance import removal_plan
+
+        while self.central.gone:
+            folder, number = self.central.gone.pop()
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                version = Version.read(self.layout.versions_root / folder / f"v{number:04d}.json")
+                with self.disk.name_lock(version.repo):
+                    removal_plan(self, version.repo, [version]).execute()
+                    self.tagging.removed(version.repo, [version], "removed")
 
     def _from_central(self, entry: FileEntry, on_bytes: Callable[[int], None] | None = None) -> str | None:
         """Fetch ``entry``'s object from the bucket (checked against its sha256) into the store. None when it

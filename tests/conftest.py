@@ -25,6 +25,8 @@ TINY_BERT = {
     "num_labels": 3,
 }
 
+from s3server import s3, s3_bucket, s3_env, s3_prefix  # noqa: E402,F401  (SeaweedFS: one for the session)
+
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:

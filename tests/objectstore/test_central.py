@@ -296,3 +296,23 @@ def test_versions_made_on_one_daemon_are_numbered_and_removed_on_all(tmp_path, t
         assert "versions/models--local--shared/v0001.json" not in bucket_objects(s3, s3_bucket)
         wait_for("B to drop v1", lambda: "  v1 " not in zoo_cli(b.home, s3_env, "versions", "shared").stdout)
         assert "v2" in zoo_cli(b.home, s3_env, "versions", "shared").stdout
+
+
+@pytest.mark.slow
+def test_a_store_given_a_bucket_sends_its_versions_and_later_takes_removals_made_while_it_was_down(
+        tmp_path, tiny_bert, s3, s3_bucket, s3_env):
+    import zoo
+
+    saved = zoo.save(zoo.build(tiny_bert), tmp_path / "tiny")
+    home = tmp_path / "b"
+    zoo_cli(home, {}, "import", str(saved), "--name", "before")  # a store without an object store, yet
+    with central(home, s3_bucket, s3_env, "http://127.0.0.1:9"):
+        wait_for("the store's versions sent", lambda: "versions/models--local--before/v0001.json"
+                 in bucket_objects(s3, s3_bucket))
+    check_bucket_complete(s3, s3_bucket)
+    with central(tmp_path / "a", s3_bucket, s3_env, "http://127.0.0.1:9") as a:  # B is down meanwhile
+        wait_for("A's sync", lambda: "v1" in zoo_cli(a.home, s3_env, "versions", "before", ok=False).stdout)
+        zoo_cli(a.home, s3_env, "rm", "before")
+    with central(home, s3_bucket, s3_env, "http://127.0.0.1:9"):
+        wait_for("B to take the removal", lambda: "v1" not in zoo_cli(home, s3_env, "versions", "before", ok=False).stdout)
+    assert not any(k.startswith("versions/") for k in bucket_objects(s3, s3_bucket))  # never sent back

@@ -39,7 +39,8 @@ class CentralSync:
         self.sent = 0  # versions of this store sent to the bucket when it was given one
 
     def start(self) -> None:
-        self.central.remember()  # zoo ls / du / verify / gc on this machine show the bucket too
+        settings = self.central.settings()  # zoo ls / du / verify / gc on this machine show the bucket too
+        self.central.remember(sent=bool(settings.get("sent")), local_only=map(tuple, settings.get("local_only", ())))
         try:
             self.central.bucket.check()
             log.info("object store %s (%s): the central tier", self.central.url, self.central.bucket.endpoint())
@@ -58,9 +59,10 @@ class CentralSync:
         adopted = False
         while not self._stop.is_set():
             try:
-                self.store._sync_central()
                 if not adopted:
-                    self.sent, adopted = self._send_local(), True
+                    self._first_sync()
+                    adopted = True
+                self.store._sync_central()
                 if time.monotonic() - self._counted > 60 or self._usage is None:
                     self._usage, self._counted = self.central.usage(), time.monotonic()
             except ZooError as exc:
@@ -70,25 +72,50 @@ class CentralSync:
                 log.exception("object store: the sync failed")
             self._stop.wait(_interval())
 
-    def _send_local(self) -> int:
-        """Versions this store made before it had the bucket: their objects, then their records."""
+    def _first_sync(self) -> None:
+        """Once per start: the first time this store has the bucket, its versions are sent to it; after that, a
+        version here that the bucket lacks was removed there (``zoo rm`` on another daemon while this one was down)."""
+        settings = self.central.settings()
+        local_only = {tuple(k) for k in settings.get("local_only", ())}
         records = self.central.records()
-        sent = 0
+        if not settings.get("sent"):
+            self.sent, kept = self._send_local(records)
+            if not self._stop.is_set():  # every version was looked at: from now on the bucket is the record
+                self.central.remember(sent=True, local_only=local_only | kept)
+            return
+        for version in self.store.iter_versions():
+            key = (self.central.record_key(version.repo, version.number).split("/")[1], version.number)
+            if key not in records and key not in local_only:
+                self.central.gone.add(key)
+
+    def _send_local(self, records: dict) -> tuple[int, set]:
+        """Versions this store made before it had the bucket: their objects, then their records. Returns how
+        many were sent, and those kept here only (the bucket has another version of their number)."""
+        sent, kept = 0, set()
         for version in self.store.iter_versions():
             if self._stop.is_set():
                 break
             key = (self.central.record_key(version.repo, version.number).split("/")[1], version.number)
-            if key in records or any(not self.store.object_path(e.sha256).exists() for e in version.files):
+            if key in records:
+                theirs = self.central.read_record(*key, self.store.layout.versions_root / key[0])
+                if theirs.id != version.id:
+                    kept.add(key)
+                    log.warning("%s %s: the bucket has another version of that number; this one stays on this "
+                                "machine only", version.repo, version.name)
+                continue
+            if any(not self.store.object_path(e.sha256).exists() for e in version.files):
+                kept.add(key)  # incomplete here (zoo verify says why): not sent, and not taken for removed
                 continue
             self.central.upload(version.files)
             if self.central.publish(version):
                 sent += 1
             else:
+                kept.add(key)
                 log.warning("%s %s: the bucket has another version of that number; this one stays on this machine "
                             "only (zoo rm it, and import it again, to renumber it)", version.repo, version.name)
         if sent:
             log.info("object store: %d versions of this store sent to %s", sent, self.central.url)
-        return sent
+        return sent, kept
 
     def status(self) -> dict[str, Any]:
         usage = self._usage

@@ -70,7 +70,6 @@ class Central:
         self.layout, self.disk = layout, disk
         self.bucket = Bucket(url)
         self.url = self.bucket.url
-        self._known: set[str] = set()  # objects this process saw in the bucket (they are never rewritten)
         self._seen: set[tuple[str, int]] = set()  # version records this process saw in the bucket
         self.gone: set[tuple[str, int]] = set()  # ... and no longer sees: the store removes its copies
         self._lock = threading.Lock()
@@ -88,9 +87,19 @@ class Central:
             return None
         return cls(layout, disk, url) if isinstance(url, str) else None
 
-    def remember(self) -> None:
-        """Record the object store in the store, so that ``zoo ls``/``du``/``verify``/``gc`` show the bucket."""
-        self.disk.write_text(self.layout.home / CONFIG, json.dumps({"url": self.url}) + "\n")
+    def settings(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.layout.home / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) and data.get("url") == self.url else {}
+
+    def remember(self, *, sent: bool = False, local_only: Iterable[tuple[str, int]] = ()) -> None:
+        """Record the object store in the store (so that ``zoo ls``/``du``/``verify``/``gc`` show the bucket);
+        ``sent``: the versions this store had before were sent to it (from then on, a version here that the
+        bucket lacks was removed there), except ``local_only`` (their numbers were taken in the bucket)."""
+        data = {"url": self.url, "sent": sent, "local_only": sorted([list(k) for k in local_only])}
+        self.disk.write_text(self.layout.home / CONFIG, json.dumps(data) + "\n")
 
     # -- keys ----------------------------------------------------------------------------------------
 
@@ -115,10 +124,7 @@ class Central:
     def upload(self, entries: Iterable[FileEntry], on_bytes: Callable[[int], None] | None = None) -> int:
         """Put every object ``entries`` list into the bucket (those not there yet). Returns bytes sent."""
         sent = 0
-        for entry in {e.sha256: e for e in entries}.values():
-            with self._lock:
-                if entry.sha256 in self._known:
-                    continue
+        for entry in {e.sha256: e for e in entries}.values():  # asked each time: zoo gc may have taken one
             key = self.object_key(entry.sha256)
             if self.bucket.head(key) != entry.size:
                 path = self.layout.object_path(entry.sha256)
@@ -127,8 +133,6 @@ class Central:
                 elif self.bucket.head(key) != entry.size:  # someone else's object of that key, and wrong
                     raise ObjectStoreError(f"{self.url}: {key} exists with another size than {entry.size}; it is "
                                            "damaged: delete it (zoo verify names every such object)")
-            with self._lock:
-                self._known.add(entry.sha256)
         return sent
 
     def publish(self, version: Version, *, replace_existing: bool = False) -> bool:
@@ -267,8 +271,6 @@ class Central:
             raise IntegrityError(f"{self.url}: {key} is damaged in the bucket ({got} bytes, sha256 "
                                  f"{digest.hexdigest()[:12]}…, expected {size} bytes); it was not used. zoo verify "
                                  "reports every such object")
-        with self._lock:
-            self._known.add(sha256)
         return True
 
     def content_of(self, etag: str) -> str | None:
@@ -377,7 +379,8 @@ class Central:
     def gc(self, *, grace: float, dry_run: bool = False) -> tuple[int, int, int]:
         """Delete objects no version record lists (older than ``grace`` seconds), abort multipart uploads and
         drop claims older than that. Returns (objects, bytes, uploads)."""
-        listed: set[str] = set()
+        objects = list(self.bucket.list("objects/sha256/"))  # before the records: a record written meanwhile
+        listed: set[str] = set()                              # names objects this gc then keeps
         for folder, number in self.records():
             try:
                 listed.update(f.sha256 for f in self.read_record(folder, number, self.layout.versions_root).files)
@@ -387,7 +390,7 @@ class Central:
                 raise  # an unreadable record: nothing is deleted (its objects might be anything)
         now = time.time()
         count = freed = 0
-        for item in list(self.bucket.list("objects/sha256/")):
+        for item in objects:
             if item.key.rsplit("/", 1)[-1] not in listed and now - item.modified > grace:
                 count, freed = count + 1, freed + item.size
                 if not dry_run:

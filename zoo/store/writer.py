@@ -374,6 +374,8 @@ class Store(Pulling, StoreReader):
         # stays, the others are withdrawn (they were complete copies, so no reader saw a partial one).
         twins = [v for v in self.versions(repo) if v.id == snap_id and v.number < version.number]
         if twins:
+            if self.central is not None:  # (another daemon on the bucket numbered the same content first)
+                self._to_central(lambda: self.central.unpublish([version]), f"{repo} {version.name}: its record")
             version.manifest.unlink(missing_ok=True)
             return twins[0]
         self.tagging.created(version)

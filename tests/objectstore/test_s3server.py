@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import s3server
-from s3server import SeaweedS3, s3, s3_bucket, s3_env, s3_prefix  # noqa: F401  (drop once a conftest imports them)
+from s3server import SeaweedS3
 
 botocore_exceptions = pytest.importorskip("botocore.exceptions")
 

@@ -169,8 +169,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         http = HttpSettings(host, port, page_size=args.tree_page_size or 1000,
                             send_timeout=args.send_timeout or 60.0)
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # a cache asks its upstream for files, nothing else
-        if args.upstream:
-            os.environ["HF_ENDPOINT"] = args.upstream.rstrip("/")
+        if args.upstream:  # several: asked in turn (zoo.store.upstreams); HF_ENDPOINT is the first
+            from .store import upstreams
+
+            os.environ["HF_ENDPOINT"] = upstreams.configure(args.upstream)[0]
         if args.offline:
             os.environ["ZOO_OFFLINE"] = "1"
         if host not in ("127.0.0.1", "::1", "localhost") and not args.tokens:
@@ -505,8 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poll drop folders every SECONDS instead of inotify (NFS, CIFS and Lustre are detected)")
     p.add_argument("--http", metavar="HOST:PORT", help="also answer the Hugging Face Hub HTTP protocol there "
                    "(clients set HF_ENDPOINT=http://HOST:PORT); e.g. 127.0.0.1:8090, or 0.0.0.0:8090 for every machine")
-    p.add_argument("--upstream", metavar="URL", help="where files the store lacks come from (default: HF_ENDPOINT, "
-                   "or https://huggingface.co); another zoo daemon's --http address makes tiers")
+    p.add_argument("--upstream", metavar="URL", action="append", help="where files the store lacks come from "
+                   "(default: HF_ENDPOINT, or https://huggingface.co); another zoo daemon's --http address makes "
+                   "tiers; repeat it (or URL,URL) for upstreams asked in turn when one cannot be reached")
     p.add_argument("--offline", action="store_true", help="never ask the upstream: serve only what is stored")
     p.add_argument("--object-store", metavar="s3://BUCKET[/PREFIX]", help="keep every object and version in "
                    "this bucket (the AWS_* settings say where and who); the local store becomes its cache")

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..store import hub
+from ..store import hub, upstreams
 from ..store.manifests import FileEntry
 from ..errors import RemoteError, RemoteNotFoundError, ZooError
 from ..names import is_local
@@ -96,7 +96,8 @@ class HubServer:
         host, port = self.address or (self.settings.host, self.settings.port)
         return {"http": {"address": f"http://{_netloc(host, port)}", "requests": dict(self.counts),
                          "bytes_sent": self.bytes_sent, "pulls_in_flight": self.pull.in_flight(),
-                         "connections": sum(self._per_client.values()), **self.verifier.status()}}
+                         "connections": sum(self._per_client.values()), **self.verifier.status()},
+                "upstreams": upstreams.status()}
 
     def _main(self) -> None:
         logging.getLogger("aiohttp.server").addFilter(ParserErrors(self.counts))

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .._version import __version__
 from ..errors import OfflineError, RemoteError, RemoteNotFoundError
@@ -59,7 +58,7 @@ class Tier:
             answer = False  # the Hub or a mirror: it has no such route
         except (RemoteError, OfflineError) as exc:
             answer = False
-            if _transient(exc):  # else it answered, and not as a zoo: the Hub or a mirror, for good
+            if hub.transient(exc):  # else it answered, and not as a zoo: the Hub or a mirror, for good
                 retry = time.monotonic() + RETRY
                 log.warning("could not ask the upstream %s whether it is a zoo daemon (%s); its local/ names are "
                             "not served until it answers (asked again in %.0f s)", hub.endpoint(), exc, RETRY)
@@ -79,33 +78,8 @@ def get_json(path: str, what: str) -> Any:
 
 
 def get_page(path: str, what: str) -> tuple[Any, str | None]:
-    """A page of the upstream's answer and the path (with query) of the next page, if any."""
-    from huggingface_hub.utils import build_hf_headers
-
+    """A page of the upstream's answer and the path (with query) of the next page, if any (the upstreams
+    asked in turn: :func:`zoo.store.hub.get_page`)."""
     if hub.offline():
         raise OfflineError(f"{what}: offline")
-    base = hub.endpoint()
-    data, next_url = hub._get_json(base + path, what, build_hf_headers(token=hub._token()))
-    if next_url is None:
-        return data, None
-    parts = urlsplit(next_url)
-    if parts[:2] != urlsplit(base)[:2]:
-        return data, None  # a page elsewhere: not followed (nor handed to our clients)
-    return data, urlunsplit(("", "", parts.path, parts.query, ""))
-
-
-def _transient(exc: BaseException) -> bool:
-    """Whether the upstream could not be asked (unreachable, timed out, 5xx), rather than answered."""
-    status = _status(exc)
-    if status:
-        return status >= 500
-    context = exc.__context__
-    return context is not None and any(c.__name__ in ("TransportError", "_Stalled") for c in type(context).__mro__)
-
-
-def _status(exc: BaseException) -> int:
-    """The HTTP status of the answer behind a zoo error (:mod:`zoo.store.hub` keeps the HTTP library's
-    exception as its context); 0 when there was none."""
-    response = getattr(exc.__context__, "response", None)
-    status = getattr(response, "status_code", 0)
-    return status if isinstance(status, int) else 0
+    return hub.get_page(path, what)

@@ -1,6 +1,7 @@
 """The one module that talks to a Hugging Face hub (through huggingface_hub's HTTP session).
 
-Settings are read at call time: ``HF_ENDPOINT`` (a mirror such as olah), ``HF_TOKEN``,
+Settings are read at call time: ``HF_ENDPOINT`` (a mirror such as olah; a daemon's ``--upstream`` may name
+several, asked in turn: :mod:`.upstreams`), ``HF_TOKEN``,
 ``HF_HUB_OFFLINE`` / ``ZOO_OFFLINE`` (no network at all), ``HF_HUB_ETAG_TIMEOUT`` (seconds, metadata
 requests) and ``HF_HUB_DOWNLOAD_TIMEOUT`` (seconds, downloads); both default to 10, as in huggingface_hub.
 
@@ -9,6 +10,10 @@ by :data:`META_LIMIT`, a file by the size the server listed for it), a body that
 :data:`STALL_BYTES` in a timeout) counts as dead, pagination is capped (:data:`MAX_PAGES`, no page
 twice), and file names must stay inside the snapshot. Every failure is one zoo error with one message;
 the exception of the HTTP library that caused it is kept as the error's ``__context__`` (not printed).
+
+With several upstreams, a request that could not be made (refused, reset, timed out, stalled, a 5xx answer)
+goes to the next one; an answer (a 404, a 401) is the answer. A download cut short on one resumes (``Range``)
+on the next, and the store checks the digest of the whole as always.
 """
 
 from __future__ import annotations
@@ -24,14 +29,15 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from .._env import flag
 from ..errors import (
     IntegrityError, InvalidNameError, OfflineError, RemoteError, RemoteNotFoundError, StoreAccessError, StoreFullError,
 )
+from . import upstreams
+from .upstreams import DEFAULT_ENDPOINT, each as _each, none_answered as _none_answered, transient
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT = 10.0  # huggingface_hub's DEFAULT_ETAG_TIMEOUT and DEFAULT_DOWNLOAD_TIMEOUT
 MAX_PAGES = 1000  # tree pages per listing (the hub sends 1000 entries a page)
 MAX_FILES = 100_000  # files per listing
@@ -47,7 +53,13 @@ def offline() -> bool:
 
 
 def endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "").rstrip("/") or DEFAULT_ENDPOINT
+    """The upstream asked first now (the one that answered last, when there are several)."""
+    return upstreams.order()[0]
+
+
+def _at() -> str:
+    """The upstream being asked (for messages)."""
+    return upstreams.asking.get() or endpoint()
 
 
 def _token() -> str | None:
@@ -103,24 +115,24 @@ def _translate(exc: Exception, what: str, setting: str) -> RemoteError:
                 if isinstance(exc, hf.RevisionNotFoundError) else "EntryNotFound"
                 if isinstance(exc, hf.EntryNotFoundError) else "RepoNotFound")
         return RemoteNotFoundError(
-            f"{what}: not found at {endpoint()} ({type(exc).__name__}). Check the name and revision; "
+            f"{what}: not found at {_at()} ({type(exc).__name__}). Check the name and revision; "
             "private and gated repositories need HF_TOKEN", code,
         )
     if isinstance(exc, hf.HfHubHTTPError):
-        return RemoteError(f"{what}: the hub at {endpoint()} answered {str(exc).splitlines()[0]}")
+        return RemoteError(f"{what}: the hub at {_at()} answered {str(exc).splitlines()[0]}")
     http = _http()
     seconds = f"{_timeout(setting):g} s ({setting})"
     if isinstance(exc, http.ConnectTimeout):
-        return RemoteError(f"{what}: could not connect to {endpoint()} within {seconds}. Check the network "
+        return RemoteError(f"{what}: could not connect to {_at()} within {seconds}. Check the network "
                            "or HF_ENDPOINT; set ZOO_OFFLINE=1 to use only what is cached")
     if isinstance(exc, http.TimeoutException):
-        return RemoteError(f"{what}: {endpoint()} did not answer within {seconds}. The server is "
+        return RemoteError(f"{what}: {_at()} did not answer within {seconds}. The server is "
                            f"overloaded or broken; raise {setting} for a slow network")
     if isinstance(exc, http.RemoteProtocolError):
-        return RemoteError(f"{what}: {endpoint()} broke the HTTP protocol ({exc}). The server or a proxy "
+        return RemoteError(f"{what}: {_at()} broke the HTTP protocol ({exc}). The server or a proxy "
                            "is misbehaving; check HF_ENDPOINT")
     return RemoteError(
-        f"{what}: could not reach {endpoint()} ({type(exc).__name__}: {exc}). Check the network or "
+        f"{what}: could not reach {_at()} ({type(exc).__name__}: {exc}). Check the network or "
         "HF_ENDPOINT; set ZOO_OFFLINE=1 to use only what is cached"
     )
 
@@ -199,12 +211,12 @@ def _read_small(response: Any, what: str, setting: str) -> bytes:
         for chunk in response.iter_raw():
             size += len(chunk)
             if size > META_LIMIT:
-                raise RemoteError(f"{what}: {endpoint()} answered {response.url} with more than "
+                raise RemoteError(f"{what}: {_at()} answered {response.url} with more than "
                                   f"{META_LIMIT >> 20} MiB; refused. The server is misbehaving")
             chunks.append(chunk)
             watch.add(len(chunk))
     except _Stalled:
-        raise RemoteError(f"{what}: {endpoint()} sent its answer too slowly (less than {STALL_BYTES} bytes "
+        raise RemoteError(f"{what}: {_at()} sent its answer too slowly (less than {STALL_BYTES} bytes "
                           f"in {_timeout(setting):g} s, {setting}); gave up") from None
     return b"".join(chunks)
 
@@ -220,7 +232,7 @@ def _raise_for_status(response: Any, what: str, setting: str) -> None:
     copy = _http().Response(response.status_code, request=response.request, content=body,
                             headers=[(k, v) for k, v in response.headers.multi_items() if k.lower() not in skip])
     hf_raise_for_status(copy)
-    raise RemoteError(f"{what}: the hub at {endpoint()} answered HTTP {response.status_code}")
+    raise RemoteError(f"{what}: the hub at {_at()} answered HTTP {response.status_code}")
 
 
 def _get_json(url: str, what: str, headers: dict[str, str]) -> tuple[Any, str | None]:
@@ -230,7 +242,7 @@ def _get_json(url: str, what: str, headers: dict[str, str]) -> tuple[Any, str | 
         with _stream(url, setting, headers) as response:
             _raise_for_status(response, what, setting)
             if response.status_code != 200:
-                raise RemoteError(f"{what}: the hub at {endpoint()} answered HTTP {response.status_code} "
+                raise RemoteError(f"{what}: the hub at {_at()} answered HTTP {response.status_code} "
                                   f"to {response.url}, expected 200")
             body = _read_small(response, what, setting)
             link = response.links.get("next", {}).get("url")
@@ -242,9 +254,27 @@ def _get_json(url: str, what: str, headers: dict[str, str]) -> tuple[Any, str | 
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        raise RemoteError(f"{what}: {endpoint()} answered {url} with something that is not JSON; "
+        raise RemoteError(f"{what}: {_at()} answered {url} with something that is not JSON; "
                           "check HF_ENDPOINT") from None
     return data, urljoin(base, link) if link else None
+
+
+def get_page(path: str, what: str) -> tuple[Any, str | None]:
+    """The upstream's JSON answer to ``GET path`` (a path with its query, asked of the upstreams in turn, with
+    ``HF_TOKEN``), and the path of its next page: None when there is none, or it is on another host (a page
+    elsewhere is not followed, nor handed to our clients)."""
+    from huggingface_hub.utils import build_hf_headers
+
+    headers = build_hf_headers(token=_token())
+
+    def ask(base: str) -> tuple[Any, str | None]:
+        data, next_url = _get_json(base + path, what, headers)
+        parts = urlsplit(next_url or "")
+        if next_url is None or parts[:2] != urlsplit(base)[:2]:
+            return data, None
+        return data, urlunsplit(("", "", parts.path, parts.query, ""))
+
+    return _each(what, ask)
 
 
 # -- metadata ----------------------------------------------------------------------------------------
@@ -260,17 +290,19 @@ def fetch_revision(repo: str, revision: str, *, known: Callable[[str], RemoteRev
     _check_repo(repo)
     _check_online(what)
     headers = build_hf_headers(token=_token())
-    commit, access, modified = _ask_commit(repo, revision, what, headers)
+    commit, access, modified = _each(what, lambda base: _ask_commit(base, repo, revision, what, headers))
     listed = known(commit) if known is not None else None
-    files = listed.files if listed is not None else _list_files(repo, commit, what, headers)
+    files = listed.files if listed is not None else _each(
+        what, lambda base: _list_files(base, repo, commit, what, headers))
     return RemoteRevision(repo, revision, commit, files, access, modified)
 
 
-def _ask_commit(repo: str, revision: str, what: str, headers: dict[str, str]) -> tuple[str, str, str | None]:
+def _ask_commit(base: str, repo: str, revision: str, what: str, headers: dict[str, str]
+                ) -> tuple[str, str, str | None]:
     """The commit ``revision`` is now, who may read it (public, private or gated), and when it changed."""
     from urllib.parse import quote
 
-    info, _ = _get_json(f"{endpoint()}/api/models/{repo}/revision/{quote(revision, safe='')}", what, headers)
+    info, _ = _get_json(f"{base}/api/models/{repo}/revision/{quote(revision, safe='')}", what, headers)
     commit = info.get("sha") if isinstance(info, dict) else None
     if not isinstance(commit, str) or not _HEX40.fullmatch(commit):
         raise RemoteError(f"{what}: the hub answered commit {commit!r}, not a 40-hex id; refused")
@@ -281,10 +313,10 @@ def _ask_commit(repo: str, revision: str, what: str, headers: dict[str, str]) ->
     return commit, access, modified[:40] if modified else None
 
 
-def _list_files(repo: str, commit: str, what: str, headers: dict[str, str]) -> tuple[RemoteFile, ...]:
+def _list_files(base: str, repo: str, commit: str, what: str, headers: dict[str, str]) -> tuple[RemoteFile, ...]:
     files = []
-    url = f"{endpoint()}/api/models/{repo}/tree/{commit}?recursive=true&expand=false"
-    for entry in _list_tree(url, what, headers):
+    url = f"{base}/api/models/{repo}/tree/{commit}?recursive=true&expand=false"
+    for entry in _list_tree(url, what, headers, base):
         if not isinstance(entry, dict) or entry.get("type") not in ("file", "directory"):
             raise RemoteError(f"{what}: the server lists a tree entry zoo cannot read ({str(entry)[:100]}); refused")
         if entry["type"] != "file":
@@ -316,26 +348,14 @@ def check_file(repo: str, commit: str, file: RemoteFile) -> None:
     """Ask (``HEAD``) whether the hub serves ``file`` of ``repo@commit`` to this client, with the listed size
     and digest: before content stored for another repository is handed out under this one's name."""
     from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import build_hf_headers, get_session
+    from huggingface_hub.utils import build_hf_headers
 
     what = f"{repo}/{file.path}@{commit[:12]}"
     _check_online(what)
-    setting = "HF_HUB_ETAG_TIMEOUT"
     headers = build_hf_headers(token=_token())
     headers["Accept-Encoding"] = "identity"
-    url = hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint())
-    try:
-        response = get_session().head(url, headers=headers, follow_redirects=True, timeout=_timeout(setting))
-    except Exception as exc:
-        raise _translate(exc, what, setting) from None
-    if response.status_code >= 400:
-        from huggingface_hub.utils import hf_raise_for_status
-
-        try:
-            hf_raise_for_status(response)
-        except Exception as exc:
-            raise _translate(exc, what, setting) from None
-        raise RemoteError(f"{what}: the hub answered HTTP {response.status_code}")
+    response = _each(what, lambda base: _head(hf_hub_url(repo, file.path, revision=commit, endpoint=base), what,
+                                              headers))
     etag = (response.headers.get("X-Linked-Etag") or response.headers.get("ETag") or "").strip('"').removeprefix("W/").strip('"')
     size = response.headers.get("X-Linked-Size") or response.headers.get("Content-Length")
     if etag != file.etag or str(file.size) != (size or "").strip():
@@ -343,12 +363,26 @@ def check_file(repo: str, commit: str, file: RemoteFile) -> None:
                           f"{file.etag[:12]}… of {file.size}; refused")
 
 
-def _list_tree(url: str, what: str, headers: dict[str, str]) -> list[Any]:
+def _head(url: str, what: str, headers: dict[str, str]) -> Any:
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    setting = "HF_HUB_ETAG_TIMEOUT"
+    try:
+        response = get_session().head(url, headers=headers, follow_redirects=True, timeout=_timeout(setting))
+        hf_raise_for_status(response)
+    except Exception as exc:
+        raise _translate(exc, what, setting) from None
+    if response.status_code >= 400:
+        raise RemoteError(f"{what}: the hub answered HTTP {response.status_code}")
+    return response
+
+
+def _list_tree(url: str, what: str, headers: dict[str, str], base: str) -> list[Any]:
     """Every entry of a tree listing, following ``Link: rel=next`` pages: at most ``MAX_PAGES``, none
-    twice, the token only sent to the endpoint's host."""
+    twice, the token only sent to the host of the upstream ``base``."""
     entries: list[Any] = []
     seen: set[str] = set()
-    origin = urlsplit(endpoint())[:2]
+    origin = urlsplit(base)[:2]
     while url is not None:
         if url in seen:
             raise RemoteError(f"{what}: the hub's file listing links back to a page it already sent "
@@ -380,15 +414,14 @@ def download(repo: str, commit: str, file: RemoteFile, dest: Path, on_bytes: Cal
     """GET one file into ``dest``, resuming from its current size where the server honours Range.
 
     Never writes more than ``file.size`` bytes: a server that sends more is an ``IntegrityError`` and the
-    partial file is removed. A body that stalls or is cut short is resumed ``RETRIES`` times, then a
-    ``RemoteError``; the partial file is kept for the next pull.
+    partial file is removed. A body that stalls or is cut short is resumed ``RETRIES`` times (on the next
+    upstream, when there are several), then a ``RemoteError``; the partial file is kept for the next pull.
     """
     what = f"{repo}/{file.path}@{commit[:12]}"
     _check_online(what)
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
-    url = hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint())
     headers = build_hf_headers(token=_token())
     headers["Accept-Encoding"] = "identity"  # sizes and resume offsets are of the raw bytes
     reported = [0]
@@ -398,7 +431,9 @@ def download(repo: str, commit: str, file: RemoteFile, dest: Path, on_bytes: Cal
             on_bytes(position - reported[0])
             reported[0] = position
 
-    for attempt in range(RETRIES + 1):
+    failures: list[tuple[str, str]] = []  # (upstream, why), each time one could not be asked or was cut off
+    interrupted = 0
+    while interrupted <= RETRIES:
         offset = dest.stat().st_size if dest.exists() else 0
         if offset > file.size:  # never resumable
             dest.unlink()
@@ -406,13 +441,32 @@ def download(repo: str, commit: str, file: RemoteFile, dest: Path, on_bytes: Cal
         if offset == file.size and dest.exists():
             progress(offset)
             return
+        order = upstreams.order()
+        base = next((u for u in order if u not in {b for b, _ in failures}), order[0])  # one not tried yet first
+        token = upstreams.asking.set(base)
         try:
-            _download_once(url, what, file, dest, offset, headers, progress)
+            _download_once(hf_hub_url(repo, file.path, revision=commit, endpoint=base), what, file, dest, offset,
+                           headers, progress)
+            upstreams.answered(base)
             return
         except _Interrupted as exc:
-            reason = str(exc)
+            interrupted += 1
+            failures.append((base, str(exc)))
+            upstreams.failed(base, exc)
+        except RemoteError as exc:
+            if not transient(exc):
+                upstreams.answered(base)
+                raise
+            failures.append((base, str(exc)))
+            upstreams.failed(base, str(exc).removeprefix(f"{what}: "))
+            if set(order) <= {b for b, _ in failures}:  # each one failed at least once
+                raise _none_answered(what, failures, exc)
+        finally:
+            upstreams.asking.reset(token)
+    tried = list(dict.fromkeys(b for b, _ in failures))
+    where = f" (from {', '.join(tried)})" if len(tried) > 1 else ""
     kept = "the partial file is kept and the next pull resumes" if dest.exists() else "nothing was stored"
-    raise RemoteError(f"{what}: {reason}, {RETRIES + 1} times; {kept}. Check the network, or raise "
+    raise RemoteError(f"{what}: {failures[-1][1]}, {RETRIES + 1} times{where}; {kept}. Check the network, or raise "
                       "HF_HUB_DOWNLOAD_TIMEOUT for a slow one")
 
 
@@ -434,7 +488,7 @@ def _download_once(url: str, what: str, file: RemoteFile, dest: Path, offset: in
                                       f"{response.headers.get('Content-Range')!r}; refused")
                 position = offset
             elif response.status_code != 200:
-                raise RemoteError(f"{what}: the hub at {endpoint()} answered HTTP {response.status_code}, "
+                raise RemoteError(f"{what}: the hub at {_at()} answered HTTP {response.status_code}, "
                                   "expected 200 or 206")
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and position + int(length) > file.size:
@@ -467,9 +521,9 @@ def _download_once(url: str, what: str, file: RemoteFile, dest: Path, offset: in
     except OSError as exc:  # writing the partial file (the HTTP library's own errors are not OSErrors)
         raise _local(exc, what, dest) from None
     except (http.ReadTimeout, http.WriteTimeout, http.PoolTimeout):  # a busy server, or a mirror still fetching
-        raise _Interrupted(f"{endpoint()} did not answer within {_timeout(setting):g} s ({setting})") from None
+        raise _Interrupted(f"{_at()} did not answer within {_timeout(setting):g} s ({setting})") from None
     except http.RemoteProtocolError:
-        raise _Interrupted(f"{endpoint()} closed the connection without answering") from None
+        raise _Interrupted(f"{_at()} closed the connection without answering") from None
     except Exception as exc:
         raise _translate(exc, what, setting) from None
 

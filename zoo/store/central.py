@@ -247,7 +247,7 @@ class Central:
         check it. False when the bucket does not have it; :class:`IntegrityError` when what it has is not those
         bytes (then nothing is kept: never stored, never served)."""
         key = self.object_key(sha256)
-        digest, got = hashlib.sha256(), 0
+        digest, got = _Hasher(), 0  # hashed on a thread of its own, while the next bytes arrive
         try:
             with open(dest, "wb") as f:
                 for chunk in self.bucket.stream(key):
@@ -259,11 +259,13 @@ class Central:
                     if got > size:
                         break
         except ObjectStoreError as exc:
+            digest.hexdigest()
             dest.unlink(missing_ok=True)
             if exc.code == "NoSuchKey":
                 return False
             raise
         except BaseException:
+            digest.hexdigest()
             dest.unlink(missing_ok=True)
             raise
         if digest.hexdigest() != sha256 or got != size:
@@ -403,6 +405,32 @@ class Central:
             for key, upload in uploads:
                 self.bucket.abort_upload(key, upload)
         return count, freed, len(uploads)
+
+
+class _Hasher:
+    """sha256 of what ``update`` is given, computed on a thread of its own (hashlib lets go of the GIL), so that
+    reading the next bytes from the socket and hashing the last ones overlap. At most 8 chunks wait."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, name="zoo-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        return self._digest.hexdigest()
 
 
 def _record_bytes(version: Version) -> bytes:

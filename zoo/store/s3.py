@@ -14,6 +14,7 @@ is how several daemons on one bucket agree without a lock server of zoo's own), 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -46,6 +47,14 @@ def parse_url(url: str) -> tuple[str, str]:
     if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
         raise InvalidArgumentError(f"{url!r}: the prefix has an empty, '.' or '..' part")
     return parts.netloc, prefix
+
+
+class _Missing(Exception):
+    """No such key (translated from botocore; never leaves this module)."""
+
+
+class _Taken(Exception):
+    """A create-only write found the key there (translated from botocore; never leaves this module)."""
 
 
 class Bucket:
@@ -100,51 +109,57 @@ class Bucket:
         return ObjectStoreError(f"{self.url} cannot be reached at {self.endpoint()} ({what}: {exc}); check "
                                 "AWS_ENDPOINT_URL and that the object store is up")
 
-    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """botocore's failures as zoo's: :class:`_Missing` (no such key), :class:`_Taken` (a create-only
+        write found the key), else an :class:`ObjectStoreError` naming the bucket and the fix."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return fn(Bucket=self.name, **kwargs)
-        except (BotoCoreError, ClientError) as exc:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise _Missing(code) from None
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise _Taken(code) from None
+            raise self._error(what, exc) from None
+        except BotoCoreError as exc:
             raise self._error(what, exc) from None
 
-    @staticmethod
-    def _code(exc: BaseException) -> str:
-        from botocore.exceptions import ClientError
-
-        if isinstance(exc, ClientError):
-            return str(exc.response.get("Error", {}).get("Code", ""))
-        return ""
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            with self._translated(what):
+                return fn(Bucket=self.name, **kwargs)
+        except (_Missing, _Taken) as exc:
+            raise ObjectStoreError(f"{self.url} ({self.endpoint()}): {what}: the server said {exc}",
+                                   code="NoSuchKey" if isinstance(exc, _Missing) else "PreconditionFailed") from None
 
     # -- objects -------------------------------------------------------------------------------------
 
     def put_new(self, rel: str, body: bytes | Path, on_bytes: Callable[[int], None] | None = None) -> bool:
         """Create ``rel`` (``If-None-Match: *``): True if this call created it, False if it existed. A file
-        above :data:`MULTIPART` goes in parts; its upload is invisible until complete (one killed midway
-        leaves parts that :meth:`abort_uploads` collects, never a partial object)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        above :data:`MULTIPART` goes in parts (after a look that it is not there: a content's key holds its
+        bytes whoever writes them); its upload is invisible until complete (one killed midway leaves parts
+        that :meth:`abort_upload` collects, never a partial object)."""
         key = self.key(rel)
         try:
-            if isinstance(body, Path) and body.stat().st_size > MULTIPART:
-                if self.head(rel) is not None:
-                    return False
-                from boto3.s3.transfer import TransferConfig
+            with self._translated(f"writing {key}"):
+                if isinstance(body, Path) and body.stat().st_size > MULTIPART:
+                    if self.head(rel) is not None:
+                        return False
+                    from boto3.s3.transfer import TransferConfig
 
-                self.client.upload_file(str(body), self.name, key, Callback=on_bytes, Config=TransferConfig(
-                    multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=8))
-                return True
-            data = body.read_bytes() if isinstance(body, Path) else body
-            self.client.put_object(Bucket=self.name, Key=key, Body=data, IfNoneMatch="*")
-            if on_bytes:
-                on_bytes(len(data))
-            return True
-        except ClientError as exc:
-            if self._code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return False
-            raise self._error(f"writing {key}", exc) from None
-        except BotoCoreError as exc:
-            raise self._error(f"writing {key}", exc) from None
+                    self.client.upload_file(str(body), self.name, key, Callback=on_bytes, Config=TransferConfig(
+                        multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=8))
+                    return True
+                data = body.read_bytes() if isinstance(body, Path) else body
+                self.client.put_object(Bucket=self.name, Key=key, Body=data, IfNoneMatch="*")
+        except _Taken:
+            return False
+        if on_bytes:
+            on_bytes(len(data))
+        return True
 
     def put(self, rel: str, data: bytes) -> None:
         """Write ``rel`` whatever it held (a ref: the last writer wins)."""
@@ -152,70 +167,57 @@ class Bucket:
 
     def get_bytes(self, rel: str, limit: int = 16 << 20) -> bytes | None:
         """A small object's bytes (None when it does not exist); larger than ``limit`` is refused."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = self.key(rel)
         try:
-            reply = self.client.get_object(Bucket=self.name, Key=key)
-            if reply.get("ContentLength", 0) > limit:
-                raise ObjectStoreError(f"{self.url}: {key} is {reply['ContentLength']} bytes, more than a record "
-                                       "can be; something other than zoo wrote it")
-            return reply["Body"].read()
-        except ClientError as exc:
-            if self._code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise self._error(f"reading {key}", exc) from None
-        except BotoCoreError as exc:
-            raise self._error(f"reading {key}", exc) from None
+            with self._translated(f"reading {key}"):
+                reply = self.client.get_object(Bucket=self.name, Key=key)
+                if reply.get("ContentLength", 0) > limit:
+                    reply["Body"].close()
+                    raise ObjectStoreError(f"{self.url}: {key} is {reply['ContentLength']} bytes, more than a "
+                                           "record can be; something other than zoo wrote it")
+                return reply["Body"].read()
+        except _Missing:
+            return None
 
     def stream(self, rel: str, chunk: int = 1 << 20) -> Iterator[bytes]:
         """The bytes of ``rel``, in order, as they arrive (so that a file written from them can be read while
         it grows). :class:`ObjectStoreError` with code ``NoSuchKey`` when it does not exist."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = self.key(rel)
         try:
-            body = self.client.get_object(Bucket=self.name, Key=key)["Body"]
-            try:
-                yield from body.iter_chunks(chunk)
-            finally:
-                body.close()
-        except ClientError as exc:
-            if self._code(exc) in ("NoSuchKey", "404", "NotFound"):
-                raise ObjectStoreError(f"{self.url}: {key} is missing from the bucket", code="NoSuchKey") from None
-            raise self._error(f"reading {key}", exc) from None
-        except BotoCoreError as exc:
-            raise self._error(f"reading {key}", exc) from None
+            with self._translated(f"reading {key}"):
+                body = self.client.get_object(Bucket=self.name, Key=key)["Body"]
+                try:
+                    yield from body.iter_chunks(chunk)
+                finally:
+                    body.close()
+        except _Missing:
+            raise ObjectStoreError(f"{self.url}: {key} is missing from the bucket", code="NoSuchKey") from None
 
     def head(self, rel: str) -> int | None:
         """The size of ``rel``, or None when it does not exist."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = self.key(rel)
         try:
-            return int(self.client.head_object(Bucket=self.name, Key=key)["ContentLength"])
-        except ClientError as exc:
-            if self._code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise self._error(f"looking at {key}", exc) from None
-        except BotoCoreError as exc:
-            raise self._error(f"looking at {key}", exc) from None
+            with self._translated(f"looking at {key}"):
+                return int(self.client.head_object(Bucket=self.name, Key=key)["ContentLength"])
+        except _Missing:
+            return None
 
     def list(self, rel_prefix: str) -> Iterator[Listed]:
         """Every object under ``rel_prefix`` (a folder: end it with ``/``), a page at a time."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        with self._translated(f"listing {self.key(rel_prefix)}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name,
                                                                           Prefix=self.key(rel_prefix))
             for page in pages:
                 for item in page.get("Contents", ()):
                     yield Listed(self._rel(item["Key"]), int(item["Size"]), item["LastModified"].timestamp())
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error(f"listing {self.key(rel_prefix)}", exc) from None
 
     def delete(self, rel: str) -> None:
-        self._call(f"deleting {self.key(rel)}", self.client.delete_object, Key=self.key(rel))
+        """Delete ``rel``; one that is not there (any more) is not an error."""
+        try:
+            self._call(f"deleting {self.key(rel)}", self.client.delete_object, Key=self.key(rel))
+        except ObjectStoreError as exc:
+            if exc.code != "NoSuchKey":
+                raise
 
     def check(self) -> None:
         """Raise :class:`ObjectStoreError` unless the bucket answers (and exists)."""

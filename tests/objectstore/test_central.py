@@ -316,3 +316,53 @@ def test_a_store_given_a_bucket_sends_its_versions_and_later_takes_removals_made
     with central(home, s3_bucket, s3_env, "http://127.0.0.1:9"):
         wait_for("B to take the removal", lambda: "v1" not in zoo_cli(home, s3_env, "versions", "before", ok=False).stdout)
     assert not any(k.startswith("versions/") for k in bucket_objects(s3, s3_bucket))  # never sent back
+
+
+@pytest.mark.slow
+def test_a_new_or_emptied_bucket_costs_no_local_copy(tmp_path, tiny_bert, s3, s3_bucket, s3_env):
+    """A daemon drops a version only when the bucket records its removal (number and id), never because a
+    listing lacks it: pointed at an empty bucket (a new one, a wrong endpoint, a server restarted empty), it
+    keeps every version and sends them there."""
+    import zoo
+
+    saved = zoo.save(zoo.build(tiny_bert), tmp_path / "tiny")
+    home = tmp_path / "a"
+    with central(home, s3_bucket, s3_env, "http://127.0.0.1:9"):
+        zoo_cli(home, s3_env, "import", str(saved), "--name", "kept")
+    s3.empty_bucket(s3_bucket)  # the same address, emptied: a server restarted on a fresh disk, a lifecycle rule
+    assert bucket_objects(s3, s3_bucket) == {}
+    with central(home, s3_bucket, s3_env, "http://127.0.0.1:9"):
+        wait_for("the version sent again", lambda: "versions/models--local--kept/v0001.json"
+                 in bucket_objects(s3, s3_bucket))
+        time.sleep(3)  # several syncs
+        assert "v1" in zoo_cli(home, s3_env, "versions", "kept").stdout
+    load = subprocess.run([sys.executable, "-c", "import zoo; zoo.load('kept')"], capture_output=True, text=True,
+                          env={**os.environ, **s3_env, "ZOO_HOME": str(home), "ZOO_OFFLINE": "1"}, timeout=300)
+    assert load.returncode == 0, load.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_bucket_that_does_not_answer_never_holds_up_what_is_local(tmp_path, tiny_bert, s3, s3_bucket, s3_env):
+    """Requests that would ask the bucket (made-up commits) while it is down run beside the event loop: a local
+    file is still served at once (the bound is generous: one bucket call alone takes 3 s or more to fail)."""
+    import zoo
+
+    saved = zoo.save(zoo.build(tiny_bert), tmp_path / "tiny")
+    with central(tmp_path / "a", s3_bucket, s3_env, "http://127.0.0.1:9") as a:
+        zoo_cli(a.home, s3_env, "import", str(saved), "--name", "here")
+        s3.pause()  # connections accepted, nothing answers: every bucket call waits for its timeout
+        try:
+            threads = [threading.Thread(target=a.get, args=(f"/api/models/org/m{i}/revision/{os.urandom(20).hex()}",))
+                       for i in range(6)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            start = time.monotonic()
+            status, _, body = a.get("/local/here/resolve/main/config.json")
+            took = time.monotonic() - start
+            assert status == 200 and body == (saved / "config.json").read_bytes()
+            assert took < 2.5, f"a local file waited {took:.1f} s on the bucket"
+        finally:
+            s3.resume()
+        for t in threads:
+            t.join(timeout=120)

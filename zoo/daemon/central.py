@@ -12,9 +12,10 @@ import logging
 import os
 import threading
 import time
+import uuid
 from typing import Any
 
-from ..errors import ObjectStoreError, ZooError
+from ..errors import InvalidArgumentError, ObjectStoreError, ZooError
 from ..store.writer import Store
 
 log = logging.getLogger("zoo.daemon")
@@ -39,10 +40,10 @@ class CentralSync:
         self.sent = 0  # versions of this store sent to the bucket when it was given one
 
     def start(self) -> None:
-        settings = self.central.settings()  # zoo ls / du / verify / gc on this machine show the bucket too
-        self.central.remember(sent=bool(settings.get("sent")), local_only=map(tuple, settings.get("local_only", ())))
+        self.central.remember()  # zoo ls / du / verify / gc on this machine show the bucket too
         try:
             self.central.bucket.check()
+            self._check_create_only()
             log.info("object store %s (%s): the central tier", self.central.url, self.central.bucket.endpoint())
         except ObjectStoreError as exc:
             self.central.last_error = str(exc)
@@ -50,18 +51,31 @@ class CentralSync:
         self._thread = threading.Thread(target=self._run, name="zoo-central", daemon=True)
         self._thread.start()
 
+    def _check_create_only(self) -> None:
+        """Several daemons share a bucket through create-only writes: a server that takes a second one of a key
+        would let two versions share a number. Such a server is refused before anything is written."""
+        key = f"probe/{uuid.uuid4().hex}"
+        try:
+            first, second = self.central.bucket.put_new(key, b"1"), self.central.bucket.put_new(key, b"2")
+        finally:
+            self.central.bucket.delete(key)
+        if not first or second:
+            raise InvalidArgumentError(
+                f"{self.central.url} ({self.central.bucket.endpoint()}) does not refuse a second create-only write "
+                "of one key (If-None-Match: *, which AWS S3, Ceph RGW, MinIO, SeaweedFS and R2 honour): several "
+                "daemons could not share it safely. Use an object store that honours it")
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        adopted = False
+        sent = False
         while not self._stop.is_set():
             try:
-                if not adopted:
-                    self._first_sync()
-                    adopted = True
+                if not sent:  # once per start, when the bucket answers
+                    self.sent, sent = self._send_local(), True
                 self.store._sync_central()
                 if time.monotonic() - self._counted > 60 or self._usage is None:
                     self._usage, self._counted = self.central.usage(), time.monotonic()
@@ -72,50 +86,32 @@ class CentralSync:
                 log.exception("object store: the sync failed")
             self._stop.wait(_interval())
 
-    def _first_sync(self) -> None:
-        """Once per start: the first time this store has the bucket, its versions are sent to it; after that, a
-        version here that the bucket lacks was removed there (``zoo rm`` on another daemon while this one was down)."""
-        settings = self.central.settings()
-        local_only = {tuple(k) for k in settings.get("local_only", ())}
-        records = self.central.records()
-        if not settings.get("sent"):
-            self.sent, kept = self._send_local(records)
-            if not self._stop.is_set():  # every version was looked at: from now on the bucket is the record
-                self.central.remember(sent=True, local_only=local_only | kept)
-            return
-        for version in self.store.iter_versions():
-            key = (self.central.record_key(version.repo, version.number).split("/")[1], version.number)
-            if key not in records and key not in local_only:
-                self.central.gone.add(key)
-
-    def _send_local(self, records: dict) -> tuple[int, set]:
-        """Versions this store made before it had the bucket: their objects, then their records. Returns how
-        many were sent, and those kept here only (the bucket has another version of their number)."""
-        sent, kept = 0, set()
-        for version in self.store.iter_versions():
+    def _send_local(self) -> int:
+        """Versions of this store the bucket lacks (made before it had the bucket, or while it was down): their
+        objects, then their records, each under its name's lock. One the bucket records as removed is dropped
+        here instead (the sync does it); one whose number the bucket gave another version stays here only."""
+        records, removed = self.central.records(), self.central.removed()
+        sent = 0
+        for version in list(self.store.iter_versions()):
             if self._stop.is_set():
                 break
             key = (self.central.record_key(version.repo, version.number).split("/")[1], version.number)
-            if key in records:
-                theirs = self.central.read_record(*key, self.store.layout.versions_root / key[0])
-                if theirs.id != version.id:
-                    kept.add(key)
-                    log.warning("%s %s: the bucket has another version of that number; this one stays on this "
-                                "machine only", version.repo, version.name)
-                continue
+            if key in records or key in removed:
+                continue  # in the bucket, or removed there (the sync takes it if the id is this one's)
             if any(not self.store.object_path(e.sha256).exists() for e in version.files):
-                kept.add(key)  # incomplete here (zoo verify says why): not sent, and not taken for removed
-                continue
-            self.central.upload(version.files)
-            if self.central.publish(version):
-                sent += 1
-            else:
-                kept.add(key)
-                log.warning("%s %s: the bucket has another version of that number; this one stays on this machine "
-                            "only (zoo rm it, and import it again, to renumber it)", version.repo, version.name)
+                continue  # incomplete here (zoo verify says why): not sent
+            with self.store.disk.name_lock(version.repo):
+                if not version.manifest.exists():
+                    continue  # removed meanwhile
+                self.central.upload(version.files)
+                if self.central.publish(version):
+                    sent += 1
+                    continue
+            log.warning("%s %s: the bucket gave its number to another version; this one stays on this machine "
+                        "only", version.repo, version.name)
         if sent:
             log.info("object store: %d versions of this store sent to %s", sent, self.central.url)
-        return sent, kept
+        return sent
 
     def status(self) -> dict[str, Any]:
         usage = self._usage

@@ -182,8 +182,8 @@ class Daemon:
 
     def may_change(self, owner: Actor | None, doing: str) -> None:
         """An alias is moved or removed, or a version removed, only by who made it, root, or an admin."""
-        actor = Actor.current()
-        if actor.uid == 0 or (owner is not None and owner.uid == actor.uid):
+        actor = Actor.current()  # a uid means one user on one host only (versions come from other machines too)
+        if actor.uid == 0 or (owner is not None and owner.uid == actor.uid and owner.host in ("", actor.host)):
             return
         if self.admins_gid is not None and self._in_group(actor, self.admins_gid):
             return

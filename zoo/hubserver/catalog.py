@@ -71,6 +71,11 @@ class Snapshot:
             return value
 
 
+def _strictness(access: str | None) -> int:
+    """public 0, gated 1, private (or anything else) 2."""
+    return {"public": 0, "gated": 1}.get(access or "", 2)
+
+
 class Catalog:
     def __init__(self, store: Store, *, revalidate: float = 60.0, offline: Callable[[], bool] = hub.offline,
                  tier: Tier | None = None) -> None:
@@ -173,7 +178,7 @@ class Catalog:
                                    tuple(RemoteFile(**f) for f in data["files"]),
                                    data.get("access", "public"), data.get("last_modified"))
         except FileNotFoundError:
-            return self._from_central(repo, commit)
+            return None  # (never the bucket from here: this runs on the event loop; resolve() asks it)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: unreadable upstream listing (%s); it will be asked again", path, exc)
             return None
@@ -190,6 +195,8 @@ class Catalog:
         with self._lock:
             if self._fresh(self._central_misses.get(key)):
                 return None
+            if len(self._central_misses) > 10000:  # bounded: any client can ask for made-up commits
+                self._central_misses.clear()
         try:
             found = central.remote_revision(repo, revision, self.revalidate)
         except ZooError as exc:
@@ -201,25 +208,22 @@ class Catalog:
             return None
         remote, age = found
         with self._lock:
-            self._remember(remote, shared=False)
+            known = self._access.get(repo)
+            self._remember(remote)
+            if known is not None and _strictness(known) > _strictness(remote.access):
+                self._access[repo] = known  # an old listing in the bucket never opens what the upstream closed
             if remote.revision != remote.commit:
                 self._refs[(repo, remote.revision)] = (remote.commit, time.monotonic() - age)
         return remote
 
 
-    def _remember(self, remote: RemoteRevision, *, shared: bool = True) -> None:
+    def _remember(self, remote: RemoteRevision) -> None:
         self._access[remote.repo] = remote.access  # a repository's access, as last asked: for all its commits
         self._commits[(remote.repo, remote.commit)] = remote
         if remote.revision != remote.commit:
             self._refs[(remote.repo, remote.revision)] = (remote.commit, time.monotonic())
             self._not_upstream.pop((remote.repo, remote.revision), None)  # the upstream's ref now: it wins
         path = self.store.layout.listing_path(remote.repo, remote.commit)
-        if shared and self.store.central is not None:  # for the other daemons on the bucket
-            try:
-                self.store.central.put_listing(remote)
-            except ZooError as exc:
-                log.warning("%s@%s: could not record the upstream's answer in the bucket: %s", remote.repo,
-                            remote.revision, exc)
         kept = self._listing(remote.repo, remote.commit) if path.exists() else None
         self._commits[(remote.repo, remote.commit)] = remote
         if kept is not None and kept.access == remote.access:
@@ -254,6 +258,12 @@ class Catalog:
                 remote = hub.fetch_revision(repo, revision, known=lambda commit: self._listing(repo, commit))
                 with self._lock:
                     self._remember(remote)
+                if self.store.central is not None:  # for the other daemons on the bucket (outside the lock)
+                    try:
+                        self.store.central.put_listing(remote)
+                    except ZooError as exc:
+                        log.warning("%s@%s: could not record the upstream's answer in the bucket: %s", repo,
+                                    revision, exc)
             future.set_result(remote)
             return remote
         except BaseException as exc:

@@ -6,6 +6,8 @@ Keys, under the bucket's prefix::
     objects/sha256/ab/<sha256>          every content, once (create-only: If-None-Match: *)
     versions/models--org--name/v0003.json  a version record (a manifest), written after its objects:
                                           a version is in the bucket only once all it lists is there
+    removed/models--org--name/v0003.json   a removed version's number and id (``zoo rm``): the other daemons
+                                          drop their copy of exactly that version, and the number is never reused
     refs/models--org--name/<ref>        a hub repository's branch or tag as the upstream last said
     listings/models--org--name/<commit>.json  the upstream's listing of a commit (files, sizes, digests)
     etags/<etag>                        the sha256 of a file the hub names by its git sha1
@@ -14,8 +16,10 @@ Keys, under the bucket's prefix::
 The local store is a cache of the bucket: :meth:`Central.sync` writes a local manifest for every record the
 store lacks (no bytes move); a file is fetched from the bucket when a load or a client asks for it, checked
 against its sha256 before it is stored or served. Version numbers are claimed in the bucket with a
-create-only write, so two daemons never give one number to two versions. The bucket is reached only on a
-miss or a write: a warm load never waits on it.
+create-only write, so two daemons never give one number to two versions. A daemon drops a version of its own
+only on positive evidence (a ``removed/`` record with the same id), never because a listing lacks it: an
+empty, replaced or unreachable bucket costs no local copy. The bucket is reached only on a miss or a write:
+a warm load never waits on it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 from urllib.parse import quote
 
 from ..errors import IntegrityError, ObjectStoreError, ZooError
@@ -45,7 +49,7 @@ log = logging.getLogger("zoo.store")
 CONFIG = "objectstore.json"
 CLAIM_STALE = 120.0  # seconds without progress after which a claim is taken over (its daemon died)
 _HEX = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
-_RECORD = re.compile(r"^versions/(models--[^/]+)/v(\d{4,9})\.json\Z")
+_RECORD = re.compile(r"^(versions|removed)/(models--[^/]+)/v(\d{4,9})\.json\Z")
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,9 @@ class Central:
         self.layout, self.disk = layout, disk
         self.bucket = Bucket(url)
         self.url = self.bucket.url
-        self._seen: set[tuple[str, int]] = set()  # version records this process saw in the bucket
-        self.gone: set[tuple[str, int]] = set()  # ... and no longer sees: the store removes its copies
+        self.gone: set[tuple[str, int, str]] = set()  # (folder, number, id) removed in the bucket: dropped here
+        self.kept: set[tuple[str, int, str]] = set()  # ... kept here all the same (aliased, or in use): logged once
+        self._damaged: set[str] = set()  # objects found damaged in the bucket: the next upload replaces them
         self._lock = threading.Lock()
         self.last_error: str | None = None  # the last failure to reach the bucket (zoo daemon status)
         self.last_sync: float | None = None
@@ -87,19 +92,9 @@ class Central:
             return None
         return cls(layout, disk, url) if isinstance(url, str) else None
 
-    def settings(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.layout.home / CONFIG).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) and data.get("url") == self.url else {}
-
-    def remember(self, *, sent: bool = False, local_only: Iterable[tuple[str, int]] = ()) -> None:
-        """Record the object store in the store (so that ``zoo ls``/``du``/``verify``/``gc`` show the bucket);
-        ``sent``: the versions this store had before were sent to it (from then on, a version here that the
-        bucket lacks was removed there), except ``local_only`` (their numbers were taken in the bucket)."""
-        data = {"url": self.url, "sent": sent, "local_only": sorted([list(k) for k in local_only])}
-        self.disk.write_text(self.layout.home / CONFIG, json.dumps(data) + "\n")
+    def remember(self) -> None:
+        """Record the object store in the store, so that ``zoo ls``/``du``/``verify``/``gc`` show the bucket."""
+        self.disk.write_text(self.layout.home / CONFIG, json.dumps({"url": self.url}) + "\n")
 
     # -- keys ----------------------------------------------------------------------------------------
 
@@ -122,31 +117,66 @@ class Central:
     # -- writing: objects before the record ----------------------------------------------------------
 
     def upload(self, entries: Iterable[FileEntry], on_bytes: Callable[[int], None] | None = None) -> int:
-        """Put every object ``entries`` list into the bucket (those not there yet). Returns bytes sent."""
+        """Put every object ``entries`` list into the bucket (those not there yet, and those found damaged
+        there), each hashed first: bytes that are not their sha256 never go to the bucket. Returns bytes sent."""
+        from .content import hash_file
+
         sent = 0
         for entry in {e.sha256: e for e in entries}.values():  # asked each time: zoo gc may have taken one
             key = self.object_key(entry.sha256)
-            if self.bucket.head(key) != entry.size:
-                path = self.layout.object_path(entry.sha256)
-                if self.bucket.put_new(key, path, on_bytes):
-                    sent += entry.size
-                elif self.bucket.head(key) != entry.size:  # someone else's object of that key, and wrong
-                    raise ObjectStoreError(f"{self.url}: {key} exists with another size than {entry.size}; it is "
-                                           "damaged: delete it (zoo verify names every such object)")
+            with self._lock:
+                damaged = entry.sha256 in self._damaged
+            if not damaged and self.bucket.head(key) == entry.size:
+                continue
+            path = self.layout.object_path(entry.sha256)
+            if hash_file(path)[0] != entry.sha256:
+                raise IntegrityError(f"{path} is not the content it is stored as (sha256 {entry.sha256[:12]}…): "
+                                     "it was not sent to the object store; zoo verify quarantines it")
+            if damaged:
+                self.bucket.put_path(key, path)
+                with self._lock:
+                    self._damaged.discard(entry.sha256)
+                sent += entry.size
+            elif self.bucket.put_new(key, path, on_bytes):
+                sent += entry.size
+            elif self.bucket.head(key) != entry.size:  # someone else's object of that key, and wrong
+                raise ObjectStoreError(f"{self.url}: {key} exists with another size than {entry.size}; it is "
+                                       "damaged: delete it (zoo verify names every such object)")
         return sent
 
     def publish(self, version: Version, *, replace_existing: bool = False) -> bool:
-        """Write ``version``'s record (its objects are in the bucket already). False: that number is taken."""
+        """Write ``version``'s record (its objects are in the bucket already). False: that number is taken (by
+        a version, or a removed one). ``replace_existing``: more files of the same version (``pull --all``),
+        written only over a record of the same id."""
         data = _record_bytes(version)
         key = self.record_key(version.repo, version.number)
+        if self.bucket.head(self._removed_key(version.repo, version.number)) is not None:
+            return False  # the number of a removed version: never given again
         if replace_existing:
+            theirs = self.bucket.get_bytes(key, limit=1 << 24)
+            try:
+                same = theirs is None or json.loads(theirs).get("id") == version.id
+            except (ValueError, AttributeError):
+                same = False
+            if not same:
+                raise ObjectStoreError(f"{self.url}: {key} is another version (another daemon numbered it first); "
+                                       f"{version.repo} {version.name} stays on this machine only")
             self.bucket.put(key, data)
             return True
         return self.bucket.put_new(key, data)
 
-    def unpublish(self, versions: Iterable[Version]) -> None:
-        """``zoo rm``: the records go first, so that no daemon brings the versions back (objects: ``zoo gc``)."""
+    @staticmethod
+    def _removed_key(repo: str, number: int) -> str:
+        return f"removed/{repo_folder(repo)}/v{number:04d}.json"
+
+    def unpublish(self, versions: Iterable[Version], *, removed: bool = True) -> None:
+        """``zoo rm``: a ``removed/`` record first (the other daemons drop exactly that version; its number is
+        never given again), then the record (objects: ``zoo gc``). ``removed=False``: a record withdrawn
+        because its content got another number first (nothing removed)."""
         for version in versions:
+            if removed:
+                self.bucket.put(self._removed_key(version.repo, version.number),
+                                json.dumps({"id": version.id, "time": time.time()}).encode())
             self.bucket.delete(self.record_key(version.repo, version.number))
 
     def put_refs(self, repo: str, refs: Iterable[str], commit: str) -> None:
@@ -164,13 +194,30 @@ class Central:
 
     # -- reading records -----------------------------------------------------------------------------
 
-    def records(self, repo: str | None = None) -> dict[tuple[str, int], int]:
-        """(repository folder, number) -> record size, for every version record (of ``repo``)."""
+    def records(self, repo: str | None = None, kind: str = "versions") -> dict[tuple[str, int], int]:
+        """(repository folder, number) -> record size, for every version record (``kind="removed"``: every
+        record of a removed version) of ``repo``, or of the bucket."""
         out = {}
-        for item in self.bucket.list(f"versions/{repo_folder(repo)}/" if repo else "versions/"):
+        for item in self.bucket.list(f"{kind}/{repo_folder(repo)}/" if repo else f"{kind}/"):
             match = _RECORD.match(item.key)
-            if match:
-                out[(match[1], int(match[2]))] = item.size
+            if match and match[1] == kind:
+                out[(match[2], int(match[3]))] = item.size
+        return out
+
+    def highest(self, repo: str) -> int:
+        """The highest number the bucket gave a version of ``repo``, removed ones included (0: none)."""
+        numbers = [n for _, n in (*self.records(repo), *self.records(repo, "removed"))]
+        return max(numbers, default=0)
+
+    def removed(self, repo: str | None = None) -> dict[tuple[str, int], str]:
+        """(folder, number) -> id of each removed version (of ``repo``)."""
+        out = {}
+        for folder, number in self.records(repo, "removed"):
+            data = self.bucket.get_bytes(f"removed/{folder}/v{number:04d}.json", limit=4096)
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                rid = json.loads(data).get("id") if data else None
+                if isinstance(rid, str) and _HEX.match(rid):
+                    out[(folder, number)] = rid
         return out
 
     def read_record(self, folder: str, number: int, home_folder: Path) -> Version:
@@ -203,18 +250,19 @@ class Central:
 
     def sync(self, repo: str | None = None) -> int:
         """Write a local manifest for each version record of the bucket (of ``repo``) the store lacks, and note
-        in :attr:`gone` the records seen before that are gone (``zoo rm`` on another daemon: the store removes
-        its copies). Returns the number of manifests written. No bytes move."""
+        in :attr:`gone` the local versions the bucket records as removed (``zoo rm`` on another daemon), matched
+        by number and id. Returns the number of manifests written. No bytes move."""
         found = self.records(repo)
-        folder_of = f"models--{repo.replace('/', '--')}" if repo else None
-        with self._lock:  # seen before, gone now: removed from the bucket (zoo rm on another daemon)
-            self.gone.update(k for k in self._seen - found.keys() if folder_of is None or k[0] == folder_of)
-            self._seen.update(found)
-            self._seen.difference_update(self.gone)
+        for (folder, number), rid in self.removed(repo).items():  # removed there: dropped here, if the same
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                local = json.loads((self.layout.versions_root / folder / f"v{number:04d}.json").read_text())
+                if local.get("id") == rid and (folder, number, rid) not in self.kept:
+                    with self._lock:
+                        self.gone.add((folder, number, rid))
         written = 0
         for (folder, number) in sorted(found):
             local = self.layout.versions_root / folder / f"v{number:04d}.json"
-            if local.exists():
+            if local.exists() or any(g[:2] == (folder, number) for g in self.gone):
                 continue
             try:
                 version = self.read_record(folder, number, local.parent)
@@ -270,6 +318,8 @@ class Central:
             raise
         if digest.hexdigest() != sha256 or got != size:
             dest.unlink(missing_ok=True)
+            with self._lock:
+                self._damaged.add(sha256)  # good bytes, once this store has them, replace it there
             raise IntegrityError(f"{self.url}: {key} is damaged in the bucket ({got} bytes, sha256 "
                                  f"{digest.hexdigest()[:12]}…, expected {size} bytes); it was not used. zoo verify "
                                  "reports every such object")
@@ -290,15 +340,27 @@ class Central:
         if etag != sha256:
             self.bucket.put_new(f"etags/{etag}", sha256.encode())
 
+    @staticmethod
+    def _claim_body() -> bytes:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
+
+    @staticmethod
+    def _mine(data: bytes | None) -> bool:
+        try:
+            claim = json.loads(data) if data else {}
+            return claim.get("host") == socket.gethostname() and claim.get("pid") == os.getpid()
+        except (ValueError, AttributeError):
+            return False
+
     def claim(self, etag: str) -> bool:
         """Take the download of ``etag`` (create-only). False: another daemon has it, and is alive."""
         key = f"claims/{etag}"
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
+        body = self._claim_body()
         if self.bucket.put_new(key, body):
             return True
         data = self.bucket.get_bytes(key, limit=4096)
         try:
-            stale = data is None or time.time() - float(json.loads(data)["time"]) > CLAIM_STALE
+            stale = data is None or abs(time.time() - float(json.loads(data)["time"])) > CLAIM_STALE
         except (ValueError, KeyError, TypeError):
             stale = True
         if stale:  # its daemon died (or never wrote it whole): take it over
@@ -307,13 +369,15 @@ class Central:
         return False
 
     def release(self, etag: str) -> None:
+        """Drop this process's claim on ``etag`` (another's, taken over meanwhile, stays)."""
         with contextlib.suppress(ObjectStoreError):
-            self.bucket.delete(f"claims/{etag}")
+            if self._mine(self.bucket.get_bytes(f"claims/{etag}", limit=4096)):
+                self.bucket.delete(f"claims/{etag}")
 
     def refresh_claim(self, etag: str) -> None:
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}).encode()
         with contextlib.suppress(ObjectStoreError):
-            self.bucket.put(f"claims/{etag}", body)
+            if self._mine(self.bucket.get_bytes(f"claims/{etag}", limit=4096)):
+                self.bucket.put(f"claims/{etag}", self._claim_body())
 
     def claimed(self, etag: str) -> bool:
         data = self.bucket.get_bytes(f"claims/{etag}", limit=4096)
@@ -337,7 +401,8 @@ class Central:
                 commit, when = str(ref["commit"]), float(ref["time"])
             except (ValueError, KeyError, TypeError):
                 return None
-            if not (_HEX.match(commit) and len(commit) == 40) or (max_age is not None and time.time() - when > max_age):
+            age = time.time() - when  # another machine's clock: one far ahead of ours is not trusted
+            if not (_HEX.match(commit) and len(commit) == 40) or age < -60 or (max_age is not None and age > max_age):
                 return None
         data = self.bucket.get_bytes(self._listing_key(repo, commit), limit=1 << 24)
         if data is None:
@@ -383,13 +448,20 @@ class Central:
         drop claims older than that. Returns (objects, bytes, uploads)."""
         objects = list(self.bucket.list("objects/sha256/"))  # before the records: a record written meanwhile
         listed: set[str] = set()                              # names objects this gc then keeps
-        for folder, number in self.records():
+        seen = set(self.records())
+        for folder, number in seen:
             try:
                 listed.update(f.sha256 for f in self.read_record(folder, number, self.layout.versions_root).files)
             except ObjectStoreError as exc:
                 if exc.code == "NoSuchKey":
                     continue
                 raise  # an unreadable record: nothing is deleted (its objects might be anything)
+        for folder, number in set(self.records()) - seen:  # records written while this gc read: theirs stay
+            try:
+                listed.update(f.sha256 for f in self.read_record(folder, number, self.layout.versions_root).files)
+            except ObjectStoreError as exc:
+                if exc.code != "NoSuchKey":
+                    raise
         now = time.time()
         count = freed = 0
         for item in objects:

@@ -209,6 +209,7 @@ class Pulling:
         that cannot be reached, or holds damaged bytes, is logged and the upstream asked."""
         central = self.central
         deadline = time.monotonic() + 3600  # bounded: a claim refreshed for longer than this is not waited on
+        wait = 0.1
         try:
             while True:
                 sha256 = central.content_of(remote.etag)
@@ -217,11 +218,16 @@ class Pulling:
                     if on_part is not None:
                         on_part(part)
                     if central.fetch(sha256, remote.size, part, on_bytes):
+                        if remote.sha256 is None and hash_file(part, git_sha1=True)[1] != remote.blob_id:
+                            part.unlink()  # the bucket's etags/ said another content: the upstream decides
+                            raise IntegrityError(f"{central.url}: etags/{remote.etag} names content that is not "
+                                                 f"{remote.path}")
                         self.contents.add_object(part, sha256)
                         return FileEntry(remote.path, sha256, remote.size, remote.etag)
                 if central.claim(remote.etag) or time.monotonic() > deadline:
                     return None
-                time.sleep(0.2)  # another daemon is downloading it: it lands in the bucket
+                wait = min(wait * 1.5, 2.0)
+                time.sleep(wait)  # another daemon is downloading it: it lands in the bucket
         except (ObjectStoreError, IntegrityError) as exc:
             log.warning("%s: %s; asking the upstream", remote.path, exc)
             return None

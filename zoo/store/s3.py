@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -27,6 +28,7 @@ from ..errors import InvalidArgumentError, ObjectStoreError
 
 INSTALL = "pip install 'zoo-registry[s3]'"
 MULTIPART = 64 << 20  # objects above this go in parts, several at once
+DOWN_FOR = 10.0  # seconds a server that could not be reached is not asked again
 for _name in ("boto3", "botocore", "s3transfer"):  # their INFO lines ("Found credentials...") are not zoo's news
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -65,6 +67,7 @@ class Bucket:
         self.name, self.prefix = parse_url(self.url)
         self._lock = threading.Lock()
         self._client: Any = None
+        self._down_until, self._down_why = 0.0, ""
 
     # -- the client ----------------------------------------------------------------------------------
 
@@ -79,7 +82,7 @@ class Bucket:
                 from botocore.config import Config
 
                 config = Config(
-                    retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60,
+                    retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=20,
                     max_pool_connections=32, request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",  # zoo checks every object's sha256 itself
                 )
@@ -112,11 +115,28 @@ class Bucket:
     @contextlib.contextmanager
     def _translated(self, what: str) -> Iterator[None]:
         """botocore's failures as zoo's: :class:`_Missing` (no such key), :class:`_Taken` (a create-only
-        write found the key), else an :class:`ObjectStoreError` naming the bucket and the fix."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        write found the key), else an :class:`ObjectStoreError` naming the bucket and the fix. A server that
+        could not be reached is not asked again for :data:`DOWN_FOR` seconds: callers fail at once meanwhile
+        (a load of what is local never waits on a bucket that is down)."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError, \
+            ReadTimeoutError
 
+        down = self._down_until - time.monotonic()
+        if down > 0:
+            raise ObjectStoreError(f"{self.url} cannot be reached at {self.endpoint()} ({what}: {self._down_why}; "
+                                   f"asked again in {down:.0f} s); check AWS_ENDPOINT_URL and that the object "
+                                   "store is up")
         try:
             yield
+        except Boto3Error as exc:  # the transfer manager's (a part upload failed): its cause says why
+            cause = exc.__context__
+            if isinstance(cause, (BotoCoreError, ClientError)):
+                raise self._error(what, cause) from None
+            raise ObjectStoreError(f"{self.url} ({self.endpoint()}): {what}: {exc}") from None
+        except (BotoConnectionError, ReadTimeoutError) as exc:
+            self._down_until, self._down_why = time.monotonic() + DOWN_FOR, str(exc)
+            raise self._error(what, exc) from None
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchKey", "404", "NotFound"):
@@ -160,6 +180,16 @@ class Bucket:
         if on_bytes:
             on_bytes(len(data))
         return True
+
+    def put_path(self, rel: str, path: Path) -> None:
+        """Write the file ``path`` as ``rel`` whatever it held (an object found damaged there, replaced by
+        bytes that were checked)."""
+        key = self.key(rel)
+        with self._translated(f"writing {key}"):
+            from boto3.s3.transfer import TransferConfig
+
+            self.client.upload_file(str(path), self.name, key, Config=TransferConfig(
+                multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=8))
 
     def put(self, rel: str, data: bytes) -> None:
         """Write ``rel`` whatever it held (a ref: the last writer wins)."""

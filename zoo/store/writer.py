@@ -32,21 +32,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import atomic
-from ..errors import CorruptCheckpointError, IntegrityError, ObjectStoreError, OfflineError, ZooError
+from ..errors import CorruptCheckpointError, IntegrityError, OfflineError, ZooError
 from ..names import ZOO_PREFIX, is_local, local_repo, validate_name
 from . import history, hub, ingest, progress, records
 from .content import Contents
 from .disk import check_free_space, disk_errors
 from .events import Actor, Dispatcher, Event, VersionCreated, plugin_hooks
-from .manifests import FileEntry, Version, config_fields, content_id
+from .manifests import FileEntry, Version, config_fields, content_id, read_or_warn
 from .protocol import Fetcher, WritePolicy
 from .pulling import Pulling, _Held
+from .tiering import Tiering
 from .reader import StoreReader
 
 log = logging.getLogger("zoo.store")
 
 
-class Store(Pulling, StoreReader):
+class Store(Pulling, Tiering, StoreReader):
     """One zoo store, read and written: the one writer of it in direct mode (the daemon's in daemon mode).
     Every write goes through the methods of :class:`zoo.store.protocol.CacheWriter` and takes its own locks."""
 
@@ -147,56 +148,6 @@ class Store(Pulling, StoreReader):
                 version = self._pull_locked(repo, wanted)
         self.touch_used(repo)
         return version
-
-    def _to_central(self, write: Callable[[], Any], what: str,
-                    outcome: str = "so no version was made (what was stored here stays until zoo gc)") -> Any:
-        """A write to the bucket that a change needs: its failure is the change's (nothing made visible)."""
-        try:
-            return write()
-        except ObjectStoreError as exc:
-            raise ObjectStoreError(f"{what} could not be written to the object store, {outcome}: {exc}",
-                                   code=exc.code) from None
-
-    def _sync_central(self, repo: str | None = None, *, required: bool = False) -> int:
-        """Bring the bucket's version records (of ``repo``) into the store; a bucket that cannot be reached is
-        an error only when ``required`` (numbering a new version, under the name's lock: what others removed
-        is dropped later, by a sync without it), else logged (what is here is served)."""
-        try:
-            written = self.central.sync(repo)
-            if not required:
-                self._drop_removed()
-            return written
-        except ObjectStoreError as exc:
-            self.central.last_error = str(exc)
-            if required:
-                raise ObjectStoreError(f"the object store could not be read, so no version was made: {exc}",
-                                       code=exc.code) from None
-            log.warning("%s", exc)
-            return 0
-
-    def _drop_removed(self) -> None:
-        """Versions another daemon removed from the bucket go from this store too (as ``zoo rm`` does here)."""
-        from .maintenance import removal_plan
-
-        while self.central.gone:
-            folder, number = self.central.gone.pop()
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                version = Version.read(self.layout.versions_root / folder / f"v{number:04d}.json")
-                with self.disk.name_lock(version.repo):
-                    removal_plan(self, version.repo, [version]).execute()
-                    self.tagging.removed(version.repo, [version], "removed")
-
-    def _from_central(self, entry: FileEntry, on_bytes: Callable[[int], None] | None = None) -> str | None:
-        """Fetch ``entry``'s object from the bucket (checked against its sha256) into the store. None when it
-        is stored now; else what is wrong."""
-        staged = self.disk.tmp_name(entry.sha256, ".bucket")
-        try:
-            if not self.central.fetch(entry.sha256, entry.size, staged, on_bytes):
-                return "missing from the store and from the object store"
-        except (ObjectStoreError, IntegrityError) as exc:
-            return str(exc)
-        self.contents.add_object(staged, entry.sha256)
-        return None
 
     @staticmethod
     def _describe(damaged: list[tuple[FileEntry, str]]) -> str:
@@ -336,9 +287,11 @@ class Store(Pulling, StoreReader):
         fields = config_fields(self.object_path(config.sha256) if config else None)
         folder = self.layout.versions_folder(repo)
         self.disk.mkdir(folder)
-        if self.central is not None:  # the bucket's numbers are taken: this one comes after them
+        highest = 0
+        if self.central is not None:  # the bucket's numbers (removed ones too) are taken: this one comes after
             self._sync_central(repo, required=True)
-        number = max((v.number for v in self.versions(repo)), default=0) + 1
+            highest = self._to_central(lambda: self.central.highest(repo), f"{repo}: its numbers")
+        number = max(max((v.number for v in self.versions(repo)), default=0), highest) + 1
         who = Actor.current()
         template = Version(
             repo=repo, number=number, id=snap_id, source=source, revision=revision,
@@ -363,19 +316,27 @@ class Store(Pulling, StoreReader):
                 continue
             if atomic.link_exclusive(staged, folder / f"v{number:04d}.json"):
                 break
-            if self.central is not None:  # a version of this store that was never in the bucket holds it
-                self._to_central(lambda: self.central.unpublish([numbered]), f"{repo} v{number}: its record")
+            if self.central is not None:
+                found = read_or_warn(folder / f"v{number:04d}.json")
+                if found is not None and found.id == snap_id:  # a sync brought our own record in first
+                    break
+                # a version of this store that was never in the bucket holds the number: ours takes the next
+                self._to_central(lambda: self.central.unpublish([numbered], removed=False),
+                                 f"{repo} v{number}: its record")
             staged.unlink()
             number += 1
         staged.unlink()
         atomic.sync_dir(folder)
+        if self.central is not None:  # its objects once more, after the record: a zoo gc that ran meanwhile
+            self._to_central(lambda: self.central.upload(template.files), f"{repo} v{number}: its files")
         version = Version.read(folder / f"v{number:04d}.json")
         # Without a working lock two writers may both number the same content: the lowest number
         # stays, the others are withdrawn (they were complete copies, so no reader saw a partial one).
         twins = [v for v in self.versions(repo) if v.id == snap_id and v.number < version.number]
         if twins:
             if self.central is not None:  # (another daemon on the bucket numbered the same content first)
-                self._to_central(lambda: self.central.unpublish([version]), f"{repo} {version.name}: its record")
+                self._to_central(lambda: self.central.unpublish([version], removed=False),
+                                 f"{repo} {version.name}: its record")
             version.manifest.unlink(missing_ok=True)
             return twins[0]
         self.tagging.created(version)
@@ -423,6 +384,11 @@ class Store(Pulling, StoreReader):
             return []
         damaged = []
         checked = {}
+        if self.central is not None:  # what comes from the bucket needs room here, as a download does
+            absent = {e.sha256: e.size for e in changed if not self.object_path(e.sha256).exists()}
+            if absent:
+                self._room_for(sum(absent.values()), f"{version.repo} {version.name} from the object store",
+                               version.repo)
         for entry in changed:
             problem = self.contents.check_object(entry)
             if problem and self.central is not None:  # the bucket keeps every version's objects

@@ -632,6 +632,13 @@ SEQUENCES = {
         ("corrupt", dict(kind="snapshot", pick=74, at=0.6014325679880267, keep_mtime=False)),
         ("import_dir", dict(content=0, name="beta", how="--link")),
         ("load", dict(label="alpha", which="newest"))],
+    # CI found it: a pull of content already stored (its version's manifest unreadable, its object silently
+    # damaged) made a new version of the damaged bytes; a pull checks a stored copy before it is kept
+    "pull-checks-a-stored-copy": [
+        ("start", dict(mode="direct")), ("pull", dict(repo="zoo-test/tiny-b")),
+        ("corrupt", dict(kind="manifest", pick=2, at=4.0944331847096754e-244, keep_mtime=False)),
+        ("corrupt", dict(kind="snapshot", pick=85, at=0.7921176926587483, keep_mtime=True)),
+        ("pull", dict(repo="zoo-test/tiny-b")), ("load", dict(label="zoo-test/tiny-b", which="newest"))],
     # #17: an alias loads the version it points at, keeps it from zoo rm (and the quota), and a damaged aliases
     # file or history log never makes a load return other weights or fail for a plain name
     "alias-holds-its-version": [("start", dict(mode="daemon --max-size 260KB")), ("save", dict(content=1, name="alpha")),

@@ -144,6 +144,9 @@ class Pulling:
         def stored() -> bool:
             if not (remote.sha256 and self.object_path(remote.sha256).exists()):
                 return False
+            if downloaded is not None and self.contents.check_object(  # a pull makes a version of it: the
+                    FileEntry(remote.path, remote.sha256, remote.size, remote.etag)):  # stored copy is hashed
+                return False  # damaged (now quarantined): fetched again below
             if confirm is not None:
                 confirm()
             self._pulling.add(remote.sha256)

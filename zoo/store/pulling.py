@@ -28,6 +28,7 @@ from .manifests import FileEntry, Version
 
 log = logging.getLogger("zoo.store")
 
+
 class Pulling:
     def pull(self, repo: str, revision: str = "main", *, all_files: bool = False) -> Version:
         """Ask the hub what ``repo@revision`` is now and make that commit a complete, verified version
@@ -68,7 +69,8 @@ class Pulling:
         try:
             with self.bar(sum(f.size for f in files), f"pull {repo}") as bar:
                 for f in files:
-                    entries.append(self._fetch(repo, remote.commit, f, bar.update, downloaded=downloaded))
+                    entries.append(self._fetch(repo, remote.commit, f, bar.update, downloaded=downloaded,
+                                               verify_stored=True))
             self._check_pulled(repo, remote.commit, entries)
             return self._commit(repo, remote.commit, entries, source=f"hub:{self.fetcher.endpoint()}",
                                 revision=revision, refs=refs, access=remote.access, verified=downloaded)
@@ -136,7 +138,7 @@ class Pulling:
 
     def _fetch(self, repo: str, commit: str, remote: Any, on_bytes: Callable[[int], None],
                on_part: Callable[[Path], None] | None = None, *, confirm: Callable[[], None] | None = None,
-               downloaded: set[str] | None = None) -> FileEntry:
+               downloaded: set[str] | None = None, verify_stored: bool = False) -> FileEntry:
         """One file into objects/: skipped when its content is stored (after ``confirm()``, when given),
         else downloaded (resuming a dead process's partial file), checked against size and digest, and
         moved in (its path added to ``downloaded``). Until the pull commits, gc leaves it alone."""
@@ -144,7 +146,7 @@ class Pulling:
         def stored() -> bool:
             if not (remote.sha256 and self.object_path(remote.sha256).exists()):
                 return False
-            if downloaded is not None and self.contents.check_object(  # a pull makes a version of it: the
+            if verify_stored and self.contents.check_object(  # a pull makes a version of it: the
                     FileEntry(remote.path, remote.sha256, remote.size, remote.etag)):  # stored copy is hashed
                 return False  # damaged (now quarantined): fetched again below
             if confirm is not None:
